@@ -1,0 +1,1 @@
+//! admin (work in progress)

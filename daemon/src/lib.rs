@@ -1,0 +1,10 @@
+//! backpack-daemon: the cluster's daemons (storage node, coordinator,
+//! replicator) and the admin commands. Every binary in `src/bin` is a thin
+//! `main` over one function of this library, so tests run the real code
+//! in-process.
+
+pub mod admin;
+pub mod coordinator;
+pub mod node;
+pub mod replicator;
+pub mod runtime;

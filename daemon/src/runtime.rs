@@ -1,0 +1,53 @@
+//! What every daemon binary shares: logging set-up and the shutdown signal.
+//!
+//! Library entry points take a [`CancellationToken`] as their shutdown; only
+//! `main` turns SIGTERM / Ctrl-C into a cancellation, through
+//! [`shutdown_on_signal`].
+
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so a
+/// supervisor (systemd, the local cluster script) collects them.
+pub fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Returns a token cancelled on the first SIGTERM or SIGINT. A second
+/// signal exits at once (exit code 130), for an operator who does not want
+/// to wait for the graceful path.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let child = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested, finishing in-flight work");
+        child.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second signal, exiting now");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Cannot install handlers (should not happen on Unix): fall back to Ctrl-C.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
