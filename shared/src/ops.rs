@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 use crate::model::{
-    HostPort, ModelError, QueueInfo, Shard, ShardSize, ShardsMap, ServersMap, format_size, parse_json, paths,
-    to_json,
+    HostPort, ModelError, QueueInfo, ServersMap, Shard, ShardSize, ShardsMap, format_size,
+    parse_json, paths, to_json,
 };
 
 /// A znode's content as read: data and version, or absent.
@@ -26,20 +26,40 @@ pub type Snapshot = BTreeMap<String, Option<(Vec<u8>, i32)>>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapOp {
     /// add-server: register (or, with `replace`, move) a storage node.
-    AddServer { id: String, addr: HostPort, replace: bool },
+    AddServer {
+        id: String,
+        addr: HostPort,
+        replace: bool,
+    },
     /// add-shard: a new read-only shard on existing nodes. `replace`
     /// re-points an existing shard to other nodes (the original always did).
-    AddShard { id: String, nodes: Vec<String>, capacity: u64, replace: bool },
-    EnableShard { id: String },
-    DisableShard { id: String },
+    AddShard {
+        id: String,
+        nodes: Vec<String>,
+        capacity: u64,
+        replace: bool,
+    },
+    EnableShard {
+        id: String,
+    },
+    DisableShard {
+        id: String,
+    },
     SetQueue(QueueInfo),
 }
 
 /// One write of a plan, relative to the cluster root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
-    Set { name: String, data: Vec<u8>, version: i32 },
-    Create { name: String, data: Vec<u8> },
+    Set {
+        name: String,
+        data: Vec<u8>,
+        version: i32,
+    },
+    Create {
+        name: String,
+        data: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,13 +74,27 @@ pub struct Plan {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum OpError {
     #[error("invalid {what} id {id:?}: {reason}")]
-    InvalidId { what: &'static str, id: String, reason: &'static str },
-    #[error("server {id} already exists as {existing}; pick another id, or pass --replace to move it to {wanted}")]
-    ServerExists { id: String, existing: String, wanted: String },
+    InvalidId {
+        what: &'static str,
+        id: String,
+        reason: &'static str,
+    },
+    #[error(
+        "server {id} already exists as {existing}; pick another id, or pass --replace to move it to {wanted}"
+    )]
+    ServerExists {
+        id: String,
+        existing: String,
+        wanted: String,
+    },
     #[error(
         "shard {id} already exists on nodes {existing}; pick another id, or pass --replace to re-point it to {wanted} (files on its old nodes are then no longer found)"
     )]
-    ShardExists { id: String, existing: String, wanted: String },
+    ShardExists {
+        id: String,
+        existing: String,
+        wanted: String,
+    },
     #[error("shard {id} does not exist; list the shards with backpack-coordinator-dump-shards")]
     UnknownShard { id: String },
     #[error("{} not in the servers map; add {} first with backpack-coordinator-add-server", plural_nodes(.ids), if .ids.len() == 1 { "it" } else { "them" })]
@@ -73,7 +107,9 @@ pub enum OpError {
     ZeroCapacity,
     #[error("the queue key is empty; give a Redis key like backpack-queue")]
     EmptyQueueKey,
-    #[error("the ZooKeeper root is not initialized ({missing} is missing); run backpack-coordinator-init first")]
+    #[error(
+        "the ZooKeeper root is not initialized ({missing} is missing); run backpack-coordinator-init first"
+    )]
     NotInitialized { missing: String },
     #[error("{0}; nothing was written")]
     BadDocument(String),
@@ -86,20 +122,33 @@ impl From<ModelError> for OpError {
 }
 
 fn plural_nodes(ids: &[String]) -> String {
-    if ids.len() == 1 { format!("node {} is", ids[0]) } else { format!("nodes {} are", ids.join(",")) }
+    if ids.len() == 1 {
+        format!("node {} is", ids[0])
+    } else {
+        format!("nodes {} are", ids.join(","))
+    }
 }
 
 /// Checks an id given on the command line: it becomes a JSON key, a znode
 /// name suffix (`shard-size-<id>`) and an element of comma lists.
 pub fn validate_id(what: &'static str, id: &str) -> Result<(), OpError> {
-    let err = |reason| OpError::InvalidId { what, id: id.to_string(), reason };
+    let err = |reason| OpError::InvalidId {
+        what,
+        id: id.to_string(),
+        reason,
+    };
     if id.is_empty() {
         return Err(err("it is empty"));
     }
     if id.len() > 64 {
         return Err(err("it is longer than 64 bytes"));
     }
-    if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) || id == "." || id == ".." {
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || id == "."
+        || id == ".."
+    {
         return Err(err("use letters, digits, '-', '_' or '.'"));
     }
     Ok(())
@@ -111,9 +160,15 @@ impl MapOp {
         match self {
             MapOp::AddServer { .. } => vec![paths::SERVERS_MAP.into()],
             MapOp::AddShard { id, .. } => {
-                vec![paths::SERVERS_MAP.into(), paths::SHARDS_MAP.into(), paths::shard_size(id)]
+                vec![
+                    paths::SERVERS_MAP.into(),
+                    paths::SHARDS_MAP.into(),
+                    paths::shard_size(id),
+                ]
             }
-            MapOp::EnableShard { .. } | MapOp::DisableShard { .. } => vec![paths::SHARDS_MAP.into()],
+            MapOp::EnableShard { .. } | MapOp::DisableShard { .. } => {
+                vec![paths::SHARDS_MAP.into()]
+            }
             MapOp::SetQueue(_) => vec![paths::QUEUE.into()],
         }
     }
@@ -139,7 +194,12 @@ impl MapOp {
                 servers.insert(id.clone(), addr.clone());
                 Ok(set(paths::SERVERS_MAP, &servers, version, message))
             }
-            MapOp::AddShard { id, nodes, capacity, replace } => {
+            MapOp::AddShard {
+                id,
+                nodes,
+                capacity,
+                replace,
+            } => {
                 validate_id("shard", id)?;
                 if nodes.is_empty() {
                     return Err(OpError::NoNodes);
@@ -154,7 +214,11 @@ impl MapOp {
                     return Err(OpError::ZeroCapacity);
                 }
                 let (servers, servers_version) = map::<ServersMap>(snapshot, paths::SERVERS_MAP)?;
-                let unknown: Vec<String> = nodes.iter().filter(|n| !servers.contains_key(*n)).cloned().collect();
+                let unknown: Vec<String> = nodes
+                    .iter()
+                    .filter(|n| !servers.contains_key(*n))
+                    .cloned()
+                    .collect();
                 if !unknown.is_empty() {
                     return Err(OpError::UnknownNodes { ids: unknown });
                 }
@@ -166,10 +230,16 @@ impl MapOp {
                 );
                 let size_name = paths::shard_size(id);
                 let size = match snapshot.get(&size_name) {
-                    Some(Some((data, version))) => Some((parse_json::<ShardSize>(&size_name, data)?, *version)),
+                    Some(Some((data, version))) => {
+                        Some((parse_json::<ShardSize>(&size_name, data)?, *version))
+                    }
                     _ => None,
                 };
-                let mut plan = Plan { checks: vec![(paths::SERVERS_MAP.into(), servers_version)], writes: vec![], message };
+                let mut plan = Plan {
+                    checks: vec![(paths::SERVERS_MAP.into(), servers_version)],
+                    writes: vec![],
+                    message,
+                };
                 match shards.get(id) {
                     Some(existing) if &existing.nodes == nodes => {}
                     Some(existing) if !replace => {
@@ -180,21 +250,50 @@ impl MapOp {
                         });
                     }
                     Some(existing) => {
-                        let shard = Shard { read_only: existing.read_only, nodes: nodes.clone() };
+                        let shard = Shard {
+                            read_only: existing.read_only,
+                            nodes: nodes.clone(),
+                        };
                         shards.insert(id.clone(), shard);
-                        plan.writes.push(Write::Set { name: paths::SHARDS_MAP.into(), data: to_json(&shards), version: shards_version });
+                        plan.writes.push(Write::Set {
+                            name: paths::SHARDS_MAP.into(),
+                            data: to_json(&shards),
+                            version: shards_version,
+                        });
                     }
                     None => {
-                        shards.insert(id.clone(), Shard { read_only: true, nodes: nodes.clone() });
-                        plan.writes.push(Write::Set { name: paths::SHARDS_MAP.into(), data: to_json(&shards), version: shards_version });
+                        shards.insert(
+                            id.clone(),
+                            Shard {
+                                read_only: true,
+                                nodes: nodes.clone(),
+                            },
+                        );
+                        plan.writes.push(Write::Set {
+                            name: paths::SHARDS_MAP.into(),
+                            data: to_json(&shards),
+                            version: shards_version,
+                        });
                     }
                 }
                 match size {
-                    None => plan.writes.push(Write::Create { name: size_name, data: to_json(&ShardSize::new(*capacity)) }),
+                    None => plan.writes.push(Write::Create {
+                        name: size_name,
+                        data: to_json(&ShardSize::new(*capacity)),
+                    }),
                     // The used bytes stay; only a different capacity is written.
-                    Some((size, version)) if size.capacity != *capacity && (*replace || !plan.writes.is_empty()) => {
-                        let new = ShardSize { capacity: *capacity, current: Some(size.used()) };
-                        plan.writes.push(Write::Set { name: size_name, data: to_json(&new), version });
+                    Some((size, version))
+                        if size.capacity != *capacity && (*replace || !plan.writes.is_empty()) =>
+                    {
+                        let new = ShardSize {
+                            capacity: *capacity,
+                            current: Some(size.used()),
+                        };
+                        plan.writes.push(Write::Set {
+                            name: size_name,
+                            data: to_json(&new),
+                            version,
+                        });
                     }
                     Some((_, version)) => plan.checks.push((size_name, version)),
                 }
@@ -206,9 +305,14 @@ impl MapOp {
             MapOp::EnableShard { id } | MapOp::DisableShard { id } => {
                 let enable = matches!(self, MapOp::EnableShard { .. });
                 let (mut shards, version) = map::<ShardsMap>(snapshot, paths::SHARDS_MAP)?;
-                let message =
-                    if enable { format!("Enabled shard {id} for writing") } else { format!("Shard {id} is read-only now") };
-                let shard = shards.get_mut(id).ok_or_else(|| OpError::UnknownShard { id: id.clone() })?;
+                let message = if enable {
+                    format!("Enabled shard {id} for writing")
+                } else {
+                    format!("Shard {id} is read-only now")
+                };
+                let shard = shards
+                    .get_mut(id)
+                    .ok_or_else(|| OpError::UnknownShard { id: id.clone() })?;
                 if shard.read_only != enable {
                     return Ok(nothing(message));
                 }
@@ -228,7 +332,9 @@ impl MapOp {
                         }
                         Ok(set(paths::QUEUE, info, *version, message))
                     }
-                    _ => Err(OpError::NotInitialized { missing: paths::QUEUE.into() }),
+                    _ => Err(OpError::NotInitialized {
+                        missing: paths::QUEUE.into(),
+                    }),
                 }
             }
         }
@@ -236,17 +342,34 @@ impl MapOp {
 }
 
 fn nothing(message: String) -> Plan {
-    Plan { checks: vec![], writes: vec![], message }
+    Plan {
+        checks: vec![],
+        writes: vec![],
+        message,
+    }
 }
 
 fn set<T: serde::Serialize>(name: &str, value: &T, version: i32, message: String) -> Plan {
-    Plan { checks: vec![], writes: vec![Write::Set { name: name.into(), data: to_json(value), version }], message }
+    Plan {
+        checks: vec![],
+        writes: vec![Write::Set {
+            name: name.into(),
+            data: to_json(value),
+            version,
+        }],
+        message,
+    }
 }
 
-fn map<T: for<'de> serde::Deserialize<'de>>(snapshot: &Snapshot, name: &str) -> Result<(T, i32), OpError> {
+fn map<T: for<'de> serde::Deserialize<'de>>(
+    snapshot: &Snapshot,
+    name: &str,
+) -> Result<(T, i32), OpError> {
     match snapshot.get(name) {
         Some(Some((data, version))) => Ok((parse_json(name, data)?, *version)),
-        _ => Err(OpError::NotInitialized { missing: name.to_string() }),
+        _ => Err(OpError::NotInitialized {
+            missing: name.to_string(),
+        }),
     }
 }
 
@@ -256,12 +379,19 @@ mod tests {
     use super::*;
 
     fn snap(entries: &[(&str, &str, i32)]) -> Snapshot {
-        entries.iter().map(|(n, d, v)| (n.to_string(), Some((d.as_bytes().to_vec(), *v)))).collect()
+        entries
+            .iter()
+            .map(|(n, d, v)| (n.to_string(), Some((d.as_bytes().to_vec(), *v))))
+            .collect()
     }
 
     fn servers() -> Snapshot {
         snap(&[
-            ("servers-map", r#"{"1":{"host":"one","port":"10001"},"4":{"host":"two","port":"10004"}}"#, 3),
+            (
+                "servers-map",
+                r#"{"1":{"host":"one","port":"10001"},"4":{"host":"two","port":"10004"}}"#,
+                3,
+            ),
             ("shards-map", r#"{"1":{"nodes":["1","4"]}}"#, 7),
         ])
     }
@@ -278,17 +408,24 @@ mod tests {
     #[test]
     fn add_shard_creates_read_only_shard_and_size() {
         let plan = add_shard("2", &["4", "1"], false).plan(&servers()).unwrap();
-        assert_eq!(plan.message, "Made shard 2 of size 100gb that consist of nodes 4,1");
+        assert_eq!(
+            plan.message,
+            "Made shard 2 of size 100gb that consist of nodes 4,1"
+        );
         assert_eq!(plan.checks, vec![("servers-map".to_string(), 3)]);
         assert_eq!(
             plan.writes,
             vec![
                 Write::Set {
                     name: "shards-map".into(),
-                    data: br#"{"1":{"nodes":["1","4"]},"2":{"read_only":true,"nodes":["4","1"]}}"#.to_vec(),
+                    data: br#"{"1":{"nodes":["1","4"]},"2":{"read_only":true,"nodes":["4","1"]}}"#
+                        .to_vec(),
                     version: 7
                 },
-                Write::Create { name: "shard-size-2".into(), data: br#"{"capacity":107374182400,"current":0}"#.to_vec() },
+                Write::Create {
+                    name: "shard-size-2".into(),
+                    data: br#"{"capacity":107374182400,"current":0}"#.to_vec()
+                },
             ]
         );
     }
@@ -296,28 +433,69 @@ mod tests {
     #[test]
     fn add_shard_refuses_the_seed_typo_and_unknown_nodes() {
         let e = add_shard("1", &["4"], false).plan(&servers()).unwrap_err();
-        assert!(e.to_string().starts_with("shard 1 already exists on nodes 1,4"), "{e}");
-        let e = add_shard("2", &["4", "9", "8"], false).plan(&servers()).unwrap_err();
-        assert_eq!(e.to_string(), "nodes 9,8 are not in the servers map; add them first with backpack-coordinator-add-server");
-        assert_eq!(add_shard("2", &["4", "4"], false).plan(&servers()).unwrap_err(), OpError::DuplicateNode { id: "4".into() });
-        assert_eq!(add_shard("2", &[], false).plan(&servers()).unwrap_err(), OpError::NoNodes);
-        assert!(matches!(add_shard("a/b", &["1"], false).plan(&servers()).unwrap_err(), OpError::InvalidId { .. }));
-        let e = add_shard("2", &["1"], false).plan(&Snapshot::new()).unwrap_err();
-        assert!(e.to_string().contains("run backpack-coordinator-init first"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("shard 1 already exists on nodes 1,4"),
+            "{e}"
+        );
+        let e = add_shard("2", &["4", "9", "8"], false)
+            .plan(&servers())
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "nodes 9,8 are not in the servers map; add them first with backpack-coordinator-add-server"
+        );
+        assert_eq!(
+            add_shard("2", &["4", "4"], false)
+                .plan(&servers())
+                .unwrap_err(),
+            OpError::DuplicateNode { id: "4".into() }
+        );
+        assert_eq!(
+            add_shard("2", &[], false).plan(&servers()).unwrap_err(),
+            OpError::NoNodes
+        );
+        assert!(matches!(
+            add_shard("a/b", &["1"], false)
+                .plan(&servers())
+                .unwrap_err(),
+            OpError::InvalidId { .. }
+        ));
+        let e = add_shard("2", &["1"], false)
+            .plan(&Snapshot::new())
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("run backpack-coordinator-init first"),
+            "{e}"
+        );
     }
 
     #[test]
     fn add_shard_is_idempotent_and_replace_keeps_state() {
         let mut s = servers();
-        s.insert("shard-size-1".into(), Some((br#"{"capacity":107374182400,"current":5}"#.to_vec(), 2)));
+        s.insert(
+            "shard-size-1".into(),
+            Some((br#"{"capacity":107374182400,"current":5}"#.to_vec(), 2)),
+        );
         let plan = add_shard("1", &["1", "4"], false).plan(&s).unwrap();
         assert!(plan.writes.is_empty());
         let plan = add_shard("1", &["4"], true).plan(&s).unwrap();
         assert_eq!(
             plan.writes,
-            vec![Write::Set { name: "shards-map".into(), data: br#"{"1":{"nodes":["4"]}}"#.to_vec(), version: 7 }]
+            vec![Write::Set {
+                name: "shards-map".into(),
+                data: br#"{"1":{"nodes":["4"]}}"#.to_vec(),
+                version: 7
+            }]
         );
-        assert_eq!(plan.checks, vec![("servers-map".to_string(), 3), ("shard-size-1".to_string(), 2)]);
+        assert_eq!(
+            plan.checks,
+            vec![
+                ("servers-map".to_string(), 3),
+                ("shard-size-1".to_string(), 2)
+            ]
+        );
     }
 
     #[test]
@@ -330,19 +508,36 @@ mod tests {
         assert_eq!(plan.message, "Shard 1 is read-only now");
         assert_eq!(
             plan.writes,
-            vec![Write::Set { name: "shards-map".into(), data: br#"{"1":{"read_only":true,"nodes":["1","4"]}}"#.to_vec(), version: 7 }]
+            vec![Write::Set {
+                name: "shards-map".into(),
+                data: br#"{"1":{"read_only":true,"nodes":["1","4"]}}"#.to_vec(),
+                version: 7
+            }]
         );
         let e = MapOp::EnableShard { id: "9".into() }.plan(&s).unwrap_err();
-        assert_eq!(e.to_string(), "shard 9 does not exist; list the shards with backpack-coordinator-dump-shards");
+        assert_eq!(
+            e.to_string(),
+            "shard 9 does not exist; list the shards with backpack-coordinator-dump-shards"
+        );
     }
 
     #[test]
     fn add_server_refuses_a_taken_id() {
         let s = servers();
-        let op = |port, replace| MapOp::AddServer { id: "1".into(), addr: HostPort { host: "one".into(), port }, replace };
+        let op = |port, replace| MapOp::AddServer {
+            id: "1".into(),
+            addr: HostPort {
+                host: "one".into(),
+                port,
+            },
+            replace,
+        };
         assert!(op(10001, false).plan(&s).unwrap().writes.is_empty());
         let e = op(10009, false).plan(&s).unwrap_err();
-        assert_eq!(e.to_string(), "server 1 already exists as http://one:10001; pick another id, or pass --replace to move it to http://one:10009");
+        assert_eq!(
+            e.to_string(),
+            "server 1 already exists as http://one:10001; pick another id, or pass --replace to move it to http://one:10009"
+        );
         assert_eq!(op(10009, true).plan(&s).unwrap().writes.len(), 1);
     }
 
@@ -350,7 +545,11 @@ mod tests {
     fn bad_json_is_named_and_nothing_written() {
         let s = snap(&[("shards-map", "{oops", 1)]);
         let e = MapOp::EnableShard { id: "1".into() }.plan(&s).unwrap_err();
-        assert!(e.to_string().starts_with("shards-map does not hold valid JSON"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("shards-map does not hold valid JSON"),
+            "{e}"
+        );
         assert!(e.to_string().ends_with("nothing was written"), "{e}");
     }
 }

@@ -38,7 +38,11 @@ pub fn shard_chances(
                 }
                 _ => 0,
             };
-            ShardChance { id: id.clone(), free, chance: 0.0 }
+            ShardChance {
+                id: id.clone(),
+                free,
+                chance: 0.0,
+            }
         })
         .collect();
     let total: u128 = out.iter().map(|c| c.free as u128).sum();
@@ -79,31 +83,68 @@ mod tests {
     use super::*;
     use crate::model::Shard;
 
-    fn cluster(spec: &[(&str, bool, u64, Option<u64>)]) -> (ShardsMap, BTreeMap<String, ShardSize>) {
+    fn cluster(
+        spec: &[(&str, bool, u64, Option<u64>)],
+    ) -> (ShardsMap, BTreeMap<String, ShardSize>) {
         let mut shards = ShardsMap::new();
         let mut sizes = BTreeMap::new();
         for (id, rw, cap, cur) in spec {
-            shards.insert(id.to_string(), Shard { read_only: !rw, nodes: vec!["1".into()] });
-            sizes.insert(id.to_string(), ShardSize { capacity: *cap, current: *cur });
+            shards.insert(
+                id.to_string(),
+                Shard {
+                    read_only: !rw,
+                    nodes: vec!["1".into()],
+                },
+            );
+            sizes.insert(
+                id.to_string(),
+                ShardSize {
+                    capacity: *cap,
+                    current: *cur,
+                },
+            );
         }
         (shards, sizes)
     }
 
     #[test]
     fn weighs_by_free_bytes() {
-        let (shards, sizes) = cluster(&[("1", true, 100, Some(0)), ("2", true, 300, Some(0)), ("3", false, 1000, Some(0))]);
+        let (shards, sizes) = cluster(&[
+            ("1", true, 100, Some(0)),
+            ("2", true, 300, Some(0)),
+            ("3", false, 1000, Some(0)),
+        ]);
         let c = shard_chances(&shards, &sizes, 0);
-        assert_eq!(c.iter().map(|c| c.chance).collect::<Vec<_>>(), vec![0.25, 0.75, 0.0]);
+        assert_eq!(
+            c.iter().map(|c| c.chance).collect::<Vec<_>>(),
+            vec![0.25, 0.75, 0.0]
+        );
     }
 
     #[test]
     fn skips_full_disabled_unknown_and_too_small() {
-        let (mut shards, sizes) = cluster(&[("1", true, 100, Some(100)), ("2", true, 100, Some(90)), ("3", false, 100, None)]);
-        shards.insert("4".into(), Shard { read_only: false, nodes: vec![] });
+        let (mut shards, sizes) = cluster(&[
+            ("1", true, 100, Some(100)),
+            ("2", true, 100, Some(90)),
+            ("3", false, 100, None),
+        ]);
+        shards.insert(
+            "4".into(),
+            Shard {
+                read_only: false,
+                nodes: vec![],
+            },
+        );
         let c = shard_chances(&shards, &sizes, 0);
-        assert_eq!(c.iter().map(|c| c.chance).collect::<Vec<_>>(), vec![0.0, 1.0, 0.0, 0.0]);
+        assert_eq!(
+            c.iter().map(|c| c.chance).collect::<Vec<_>>(),
+            vec![0.0, 1.0, 0.0, 0.0]
+        );
         let mut rng = rand::rng();
-        assert_eq!(choose_shard(&shards, &sizes, 5, &mut rng).as_deref(), Some("2"));
+        assert_eq!(
+            choose_shard(&shards, &sizes, 5, &mut rng).as_deref(),
+            Some("2")
+        );
         assert_eq!(choose_shard(&shards, &sizes, 11, &mut rng), None);
     }
 

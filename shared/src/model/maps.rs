@@ -20,13 +20,18 @@ pub enum ModelError {
     },
     #[error("invalid server address {input:?}: {reason}; write it as host:port, e.g. one:13001")]
     HostPort { input: String, reason: &'static str },
-    #[error("invalid server URL {input:?}: {reason}; write it as http://host:port, e.g. http://one:10001")]
+    #[error(
+        "invalid server URL {input:?}: {reason}; write it as http://host:port, e.g. http://one:10001"
+    )]
     Url { input: String, reason: &'static str },
 }
 
 /// Parses a znode's JSON, naming the znode in the error.
 pub fn parse_json<T: for<'de> Deserialize<'de>>(what: &str, data: &[u8]) -> Result<T, ModelError> {
-    serde_json::from_slice(data).map_err(|source| ModelError::Json { what: what.to_string(), source })
+    serde_json::from_slice(data).map_err(|source| ModelError::Json {
+        what: what.to_string(),
+        source,
+    })
 }
 
 /// Compact JSON, as the original's `JSON.stringify`.
@@ -50,18 +55,33 @@ pub type Server = HostPort;
 impl HostPort {
     /// Parses `host:port` (the form of the command line's Redis lists).
     pub fn parse(input: &str) -> Result<Self, ModelError> {
-        let err = |reason| ModelError::HostPort { input: input.to_string(), reason };
+        let err = |reason| ModelError::HostPort {
+            input: input.to_string(),
+            reason,
+        };
         let s = input.trim();
-        let (host, port) = s.rsplit_once(':').ok_or_else(|| err("the port is missing"))?;
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| err("the port is missing"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(err("the host is missing"));
         }
-        if host.chars().any(|c| c.is_whitespace() || c == '/' || c == '@') {
+        if host
+            .chars()
+            .any(|c| c.is_whitespace() || c == '/' || c == '@')
+        {
             return Err(err("the host has characters a host name cannot have"));
         }
-        let port = port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| err("the port is not a number from 1 to 65535"))?;
-        Ok(HostPort { host: host.to_string(), port })
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| err("the port is not a number from 1 to 65535"))?;
+        Ok(HostPort {
+            host: host.to_string(),
+            port,
+        })
     }
 
     /// Parses a comma-separated `host:port` list, refusing an empty one.
@@ -72,7 +92,10 @@ impl HostPort {
             .map(HostPort::parse)
             .collect::<Result<_, _>>()?;
         if list.is_empty() {
-            return Err(ModelError::HostPort { input: input.to_string(), reason: "the list is empty" });
+            return Err(ModelError::HostPort {
+                input: input.to_string(),
+                reason: "the list is empty",
+            });
         }
         Ok(list)
     }
@@ -80,7 +103,10 @@ impl HostPort {
     /// Parses a node URL `http://host:port` (a trailing `/` is allowed), as
     /// add-server takes it.
     pub fn parse_url(input: &str) -> Result<Self, ModelError> {
-        let err = |reason| ModelError::Url { input: input.to_string(), reason };
+        let err = |reason| ModelError::Url {
+            input: input.to_string(),
+            reason,
+        };
         let rest = input.trim().strip_prefix("http://").ok_or_else(|| {
             if input.starts_with("https://") {
                 err("storage nodes speak plain HTTP, not https")
@@ -132,7 +158,8 @@ fn port_from_any<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
         Port::Number(n) => u16::try_from(n).ok(),
         Port::Text(s) => s.trim().parse::<u16>().ok(),
     };
-    port.filter(|p| *p != 0).ok_or_else(|| de::Error::custom("port must be a number from 1 to 65535"))
+    port.filter(|p| *p != 0)
+        .ok_or_else(|| de::Error::custom("port must be a number from 1 to 65535"))
 }
 
 /// `servers-map`: node id → address.
@@ -143,7 +170,11 @@ pub type ServersMap = BTreeMap<String, Server>;
 pub struct Shard {
     /// Present (and `true`) when the shard takes no writes. The original
     /// enables a shard by deleting the key, so absent means writable.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "read_only_from_any")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "read_only_from_any"
+    )]
     pub read_only: bool,
     pub nodes: Vec<String>,
 }
@@ -192,7 +223,10 @@ fn current_from_any<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::E
 
 impl ShardSize {
     pub fn new(capacity: u64) -> Self {
-        ShardSize { capacity, current: Some(0) }
+        ShardSize {
+            capacity,
+            current: Some(0),
+        }
     }
     pub fn used(&self) -> u64 {
         self.current.unwrap_or(0)
@@ -208,7 +242,10 @@ impl ShardSize {
     }
     /// The document to write back: `null` is never written.
     pub fn normalized(&self) -> ShardSize {
-        ShardSize { capacity: self.capacity, current: Some(self.used()) }
+        ShardSize {
+            capacity: self.capacity,
+            current: Some(self.used()),
+        }
     }
 }
 
@@ -227,15 +264,22 @@ mod tests {
 
     #[test]
     fn reads_what_the_original_wrote() {
-        let servers: ServersMap =
-            parse_json("servers-map", br#"{"1":{"host":"one","port":"10001"},"2":{"host":"two","port":10002}}"#).unwrap();
+        let servers: ServersMap = parse_json(
+            "servers-map",
+            br#"{"1":{"host":"one","port":"10001"},"2":{"host":"two","port":10002}}"#,
+        )
+        .unwrap();
         assert_eq!(servers["1"].port, 10001);
         assert_eq!(servers["2"].port, 10002);
-        let shards: ShardsMap =
-            parse_json("shards-map", br#"{"1":{"nodes":["1","4"]},"2":{"read_only":true,"nodes":["2","5"]}}"#).unwrap();
+        let shards: ShardsMap = parse_json(
+            "shards-map",
+            br#"{"1":{"nodes":["1","4"]},"2":{"read_only":true,"nodes":["2","5"]}}"#,
+        )
+        .unwrap();
         assert!(shards["1"].writable());
         assert!(!shards["2"].writable());
-        let size: ShardSize = parse_json("s", br#"{"capacity":107374182400,"current":null}"#).unwrap();
+        let size: ShardSize =
+            parse_json("s", br#"{"capacity":107374182400,"current":null}"#).unwrap();
         assert_eq!(size.used(), 0);
         assert!(size.current_was_null());
         let size: ShardSize = parse_json("s", br#"{"capacity":10}"#).unwrap();
@@ -247,28 +291,76 @@ mod tests {
     #[test]
     fn writes_what_the_original_writes() {
         let mut shards = ShardsMap::new();
-        shards.insert("1".into(), Shard { read_only: false, nodes: vec!["1".into(), "4".into()] });
-        shards.insert("2".into(), Shard { read_only: true, nodes: vec!["2".into(), "5".into()] });
+        shards.insert(
+            "1".into(),
+            Shard {
+                read_only: false,
+                nodes: vec!["1".into(), "4".into()],
+            },
+        );
+        shards.insert(
+            "2".into(),
+            Shard {
+                read_only: true,
+                nodes: vec!["2".into(), "5".into()],
+            },
+        );
         let v: Value = serde_json::from_slice(&to_json(&shards)).unwrap();
-        assert_eq!(v, json!({"1":{"nodes":["1","4"]},"2":{"read_only":true,"nodes":["2","5"]}}));
-        let hp = HostPort { host: "one".into(), port: 13001 };
-        assert_eq!(String::from_utf8(to_json(&hp)).unwrap(), r#"{"host":"one","port":"13001"}"#);
-        let size = ShardSize { capacity: 5, current: None }.normalized();
-        assert_eq!(String::from_utf8(to_json(&size)).unwrap(), r#"{"capacity":5,"current":0}"#);
+        assert_eq!(
+            v,
+            json!({"1":{"nodes":["1","4"]},"2":{"read_only":true,"nodes":["2","5"]}})
+        );
+        let hp = HostPort {
+            host: "one".into(),
+            port: 13001,
+        };
+        assert_eq!(
+            String::from_utf8(to_json(&hp)).unwrap(),
+            r#"{"host":"one","port":"13001"}"#
+        );
+        let size = ShardSize {
+            capacity: 5,
+            current: None,
+        }
+        .normalized();
+        assert_eq!(
+            String::from_utf8(to_json(&size)).unwrap(),
+            r#"{"capacity":5,"current":0}"#
+        );
     }
 
     #[test]
     fn refuses_bad_documents_with_the_znode_named() {
         let e = parse_json::<ServersMap>("servers-map", b"{not json").unwrap_err();
-        assert!(e.to_string().starts_with("servers-map does not hold valid JSON"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("servers-map does not hold valid JSON"),
+            "{e}"
+        );
         assert!(parse_json::<ServersMap>("s", br#"{"1":{"host":"a","port":"99999"}}"#).is_err());
     }
 
     #[test]
     fn parses_urls_and_host_lists() {
-        assert_eq!(HostPort::parse_url("http://one:10001").unwrap(), HostPort { host: "one".into(), port: 10001 });
-        assert_eq!(HostPort::parse_url("http://one:10001/").unwrap().port, 10001);
-        for bad in ["one:10001", "http://one", "http://one:x", "http://one:10001/path", "https://one:1", "http://:80"] {
+        assert_eq!(
+            HostPort::parse_url("http://one:10001").unwrap(),
+            HostPort {
+                host: "one".into(),
+                port: 10001
+            }
+        );
+        assert_eq!(
+            HostPort::parse_url("http://one:10001/").unwrap().port,
+            10001
+        );
+        for bad in [
+            "one:10001",
+            "http://one",
+            "http://one:x",
+            "http://one:10001/path",
+            "https://one:1",
+            "http://:80",
+        ] {
             let e = HostPort::parse_url(bad).unwrap_err();
             assert!(e.to_string().contains("http://host:port"), "{bad}: {e}");
         }

@@ -6,7 +6,7 @@ mod maps;
 mod size;
 mod task;
 
-pub use choice::{ShardChance, shard_chances, choose_shard};
+pub use choice::{ShardChance, choose_shard, shard_chances};
 pub use maps::{
     HostPort, ModelError, QueueInfo, Server, ServersMap, Shard, ShardSize, ShardsMap, parse_json,
     to_json,

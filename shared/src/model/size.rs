@@ -17,7 +17,10 @@ const UNITS: [(&str, u32); 5] = [("tb", 4), ("gb", 3), ("mb", 2), ("kb", 1), ("b
 
 /// Parses `100gb`, `1.5TB`, `512kb`, `42b` or a bare byte count `42`.
 pub fn parse_size(input: &str) -> Result<u64, SizeError> {
-    let err = |reason| SizeError { input: input.to_string(), reason };
+    let err = |reason| SizeError {
+        input: input.to_string(),
+        reason,
+    };
     let s = input.trim().to_ascii_lowercase();
     if s.is_empty() {
         return Err(err("it is empty"));
@@ -29,7 +32,9 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
     if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit() || c == '.') {
         return Err(err("it is not a number with a unit"));
     }
-    let value: f64 = number.parse().map_err(|_| err("it is not a number with a unit"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| err("it is not a number with a unit"))?;
     let bytes = value * 1024f64.powi(power as i32);
     if !bytes.is_finite() || bytes >= u64::MAX as f64 {
         return Err(err("it is too large"));
@@ -78,7 +83,16 @@ mod tests {
 
     #[test]
     fn refuses_garbage() {
-        for bad in ["", "gb", "abc", "-1gb", "1.2.3gb", "10pb", "1e3gb", "99999999999999tb"] {
+        for bad in [
+            "",
+            "gb",
+            "abc",
+            "-1gb",
+            "1.2.3gb",
+            "10pb",
+            "1e3gb",
+            "99999999999999tb",
+        ] {
             let e = parse_size(bad).expect_err(bad);
             assert!(e.to_string().contains("e.g. 100gb"), "{e}");
         }

@@ -33,7 +33,11 @@ mod tests {
 
     #[test]
     fn wire_format_is_the_originals() {
-        let t = ReplicationTask { from: vec!["1".into()], to: "4".into(), path: "/hi.txt".into() };
+        let t = ReplicationTask {
+            from: vec!["1".into()],
+            to: "4".into(),
+            path: "/hi.txt".into(),
+        };
         assert_eq!(t.encode(), r#"{"from":["1"],"to":"4","path":"/hi.txt"}"#);
         assert_eq!(ReplicationTask::decode(&t.encode()).ok(), Some(t));
         let odd = ReplicationTask {
@@ -41,6 +45,9 @@ mod tests {
             to: "3".into(),
             path: "/a%20b?x=\"y\"&é".into(),
         };
-        assert_eq!(odd.encode(), r#"{"from":["1","2"],"to":"3","path":"/a%20b?x=\"y\"&é"}"#);
+        assert_eq!(
+            odd.encode(),
+            r#"{"from":["1","2"],"to":"3","path":"/a%20b?x=\"y\"&é"}"#
+        );
     }
 }

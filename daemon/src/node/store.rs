@@ -1,0 +1,990 @@
+//! The store: volume files, the index, appends with group commit, reads.
+//!
+//! Write path. Every upload is appended as one record (see [`super::record`])
+//! at the tail of the active volume. The appender lock is held while the
+//! space is reserved *and the record's header is written*, so every record
+//! below an acknowledged one has at least its header on disk by the time
+//! that acknowledged record is synced: a scan after a crash can always walk
+//! header to header up to the last acknowledged record. Small uploads are
+//! written whole under that lock, in one positional write; large ones
+//! (over [`SMALL_MAX`]) write their header under the lock and stream their
+//! data into the reserved space afterwards, so a 1 GB upload needs no more
+//! than one buffer of memory.
+//!
+//! Durability. After its bytes are written, an upload hands its volume to
+//! the commit thread and waits. The thread takes every request queued so
+//! far, runs one `fdatasync` per volume involved, and then wakes them all:
+//! concurrent uploads share one sync (group commit). Only then is the index
+//! updated and the upload acknowledged. If a sync ever fails, the node
+//! refuses further uploads: after a failed fsync the kernel may have dropped
+//! the dirty pages, so retrying could report success for lost data.
+//!
+//! Recovery. At start every volume is read front to back and every record's
+//! checksums verified; the index is rebuilt from the valid `put` records.
+//! A torn or corrupt tail (what a crash leaves) is cut off with a warning; a
+//! corrupt record in the middle is skipped (never served) and logged.
+
+use super::index::{Index, Location, Offer};
+use super::record::{
+    self, FLAG_CLIENT_TIME, HEADER_LEN, Header, Kind, MAX_NAME_LEN, TRAILER_LEN,
+};
+use bytes::Bytes;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, ErrorKind, Seek};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+/// Uploads and downloads up to this size are handled in one buffer (one
+/// write, one read); larger ones are streamed in chunks of this size.
+pub const SMALL_MAX: u64 = 1024 * 1024;
+
+const LOCK_FILE: &str = "LOCK";
+const SCAN_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "data directory {0} does not exist; create it (mkdir -p {0}) or fix the first argument"
+    )]
+    DirMissing(PathBuf),
+    #[error("data directory {0} is not a directory; fix the first argument")]
+    NotADirectory(PathBuf),
+    #[error(
+        "data directory {path} is not writable ({cause}); fix its permissions or pick another directory"
+    )]
+    DirNotWritable { path: PathBuf, cause: io::Error },
+    #[error(
+        "data directory {0} is in use by another backpack-node (its LOCK file is held); stop that node or pick another directory"
+    )]
+    Locked(PathBuf),
+    #[error("{context}: {cause}")]
+    Io { context: String, cause: io::Error },
+    #[error("no space left on the data disk ({0}); free space or add a node")]
+    NoSpace(PathBuf),
+    #[error(
+        "a sync of the volumes failed earlier, so this node refuses uploads; check the disk (see the log) and restart the node"
+    )]
+    Failed,
+    #[error(
+        "stored copy at volume {volume} offset {offset} fails its checksum; the disk may be failing"
+    )]
+    Corrupt { volume: u32, offset: u64 },
+    #[error("the node is shutting down")]
+    Closed,
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
+    move |cause| StoreError::Io {
+        context: context.into(),
+        cause,
+    }
+}
+
+/// One volume file, open for reading and writing. Reads and writes are
+/// positional, so any number of tasks share it.
+pub struct Volume {
+    pub id: u32,
+    file: File,
+    path: PathBuf,
+}
+
+impl Volume {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+}
+
+struct Appender {
+    volume: Arc<Volume>,
+    tail: u64,
+}
+
+enum CommitMsg {
+    Sync {
+        volume: Arc<Volume>,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    Stop,
+}
+
+/// Numbers for `/stats`.
+pub struct StoreStats {
+    pub files: u64,
+    pub bytes_stored: u64,
+    pub volumes: u64,
+    pub volume_bytes: u64,
+    pub free_disk_bytes: u64,
+    pub index_bytes: u64,
+}
+
+/// The store. Shared as `Arc<Store>`.
+pub struct Store {
+    dir: PathBuf,
+    volume_size: u64,
+    /// Indexed by volume id; ids need not be dense.
+    volumes: RwLock<Vec<Option<Arc<Volume>>>>,
+    index: RwLock<Index>,
+    appender: Mutex<Appender>,
+    commit_tx: mpsc::Sender<CommitMsg>,
+    commit_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    failed: Arc<AtomicBool>,
+    /// Held (flock) while the store is open.
+    _lock: File,
+}
+
+fn volume_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("volume-{id:08}.bpk"))
+}
+
+fn parse_volume_name(name: &str) -> Option<u32> {
+    name.strip_prefix("volume-")?.strip_suffix(".bpk")?.parse().ok()
+}
+
+// Poisoned locks only follow a panic elsewhere; the data they guard stays
+// consistent (every update is a single assignment), so carry on.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (and recovers) the store in `dir`, which must exist. Blocking:
+    /// it reads every volume; call it from `spawn_blocking`.
+    pub fn open(dir: &Path, volume_size: u64) -> Result<Store, StoreError> {
+        match std::fs::metadata(dir) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(StoreError::DirMissing(dir.to_owned()));
+            }
+            Err(e) => return Err(io_err(format!("cannot read {}", dir.display()))(e)),
+            Ok(m) if !m.is_dir() => return Err(StoreError::NotADirectory(dir.to_owned())),
+            Ok(_) => {}
+        }
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))
+            .map_err(|cause| StoreError::DirNotWritable {
+                path: dir.to_owned(),
+                cause,
+            })?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                return Err(StoreError::Locked(dir.to_owned()));
+            }
+            Err(e) => return Err(io_err("cannot lock the data directory")(e.into())),
+        }
+
+        let mut ids = Vec::new();
+        let entries =
+            std::fs::read_dir(dir).map_err(io_err(format!("cannot list {}", dir.display())))?;
+        for entry in entries {
+            let entry = entry.map_err(io_err(format!("cannot list {}", dir.display())))?;
+            if let Some(id) = entry.file_name().to_str().and_then(parse_volume_name) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+
+        let started = std::time::Instant::now();
+        let mut index = Index::new();
+        let mut volumes: Vec<Option<Arc<Volume>>> = Vec::new();
+        let mut last_tail = 0;
+        for &id in &ids {
+            let path = volume_path(dir, id);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|cause| StoreError::DirNotWritable {
+                    path: path.clone(),
+                    cause,
+                })?;
+            last_tail = scan_volume(&file, id, &path, &mut index)
+                .map_err(io_err(format!("cannot read volume {}", path.display())))?;
+            let slot = id as usize;
+            if volumes.len() <= slot {
+                volumes.resize(slot + 1, None);
+            }
+            volumes[slot] = Some(Arc::new(Volume { id, file, path }));
+        }
+        if !ids.is_empty() {
+            info!(
+                volumes = ids.len(),
+                files = index.len(),
+                bytes = index.live_bytes(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "index rebuilt from the volumes"
+            );
+        }
+
+        let active = match volumes.last().cloned().flatten() {
+            Some(v) if last_tail < volume_size => v,
+            last => {
+                let id = last.map_or(1, |v| v.id + 1);
+                let v = create_volume(dir, id)?;
+                volumes.resize(id as usize + 1, None);
+                volumes[id as usize] = Some(v.clone());
+                last_tail = 0;
+                v
+            }
+        };
+
+        let (commit_tx, commit_rx) = mpsc::channel();
+        let failed = Arc::new(AtomicBool::new(false));
+        let thread_failed = failed.clone();
+        let commit_thread = std::thread::Builder::new()
+            .name("backpack-commit".into())
+            .spawn(move || commit_loop(commit_rx, &thread_failed))
+            .map_err(io_err("cannot start the commit thread"))?;
+
+        Ok(Store {
+            dir: dir.to_owned(),
+            volume_size,
+            volumes: RwLock::new(volumes),
+            index: RwLock::new(index),
+            appender: Mutex::new(Appender {
+                volume: active,
+                tail: last_tail,
+            }),
+            commit_tx,
+            commit_thread: Mutex::new(Some(commit_thread)),
+            failed,
+            _lock: lock,
+        })
+    }
+
+    /// The current copy of `name`.
+    pub fn lookup(&self, name: &str) -> Option<Location> {
+        read(&self.index).get(name)
+    }
+
+    fn volume(&self, id: u32) -> Result<Arc<Volume>, StoreError> {
+        read(&self.volumes)
+            .get(id as usize)
+            .cloned()
+            .flatten()
+            .ok_or(StoreError::Corrupt { volume: id, offset: 0 })
+    }
+
+    /// A buffer for a small upload: header space and the name, ready for
+    /// the data to be appended, then passed to [`Store::put_small`].
+    pub fn small_record_buffer(name: &str, data_len: u64) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(record::record_len(name.len(), data_len) as usize);
+        buf.extend_from_slice(&[0u8; HEADER_LEN]);
+        buf.extend_from_slice(name.as_bytes());
+        buf
+    }
+
+    /// Stores a small upload: `buf` came from [`Store::small_record_buffer`]
+    /// with the data appended. Returns once it is durable and indexed.
+    pub async fn put_small(
+        self: &Arc<Self>,
+        name: &str,
+        time_ms: u64,
+        client_time: bool,
+        mut buf: Vec<u8>,
+    ) -> Result<Offer, StoreError> {
+        self.check_writable()?;
+        let data_len = (buf.len() - HEADER_LEN - name.len()) as u64;
+        let header = Header {
+            kind: Kind::Put,
+            flags: if client_time { FLAG_CLIENT_TIME } else { 0 },
+            name_len: name.len() as u32,
+            time_ms,
+            data_len,
+        };
+        buf[..HEADER_LEN].copy_from_slice(&header.encode(name.as_bytes()));
+        let crc = crc32fast::hash(&buf);
+        buf.extend_from_slice(&crc.to_le_bytes());
+
+        let store = self.clone();
+        let (volume, offset) = tokio::task::spawn_blocking(move || {
+            let mut app = lock(&store.appender);
+            let (volume, offset) = store.reserve(&mut app, buf.len() as u64)?;
+            volume
+                .file
+                .write_all_at(&buf, offset)
+                .map_err(|e| store.write_error(&volume, e))?;
+            app.tail = offset + buf.len() as u64;
+            Ok::<_, StoreError>((volume, offset))
+        })
+        .await
+        .map_err(|_| StoreError::Closed)??;
+
+        self.commit(volume.clone()).await?;
+        Ok(write(&self.index).offer(
+            name,
+            Location {
+                volume: volume.id,
+                offset,
+                name_len: name.len() as u32,
+                data_len,
+                time_ms,
+            },
+        ))
+    }
+
+    /// Starts a large upload: reserves its record and writes the header.
+    pub async fn begin_large(
+        self: &Arc<Self>,
+        name: &str,
+        time_ms: u64,
+        client_time: bool,
+        data_len: u64,
+    ) -> Result<LargeUpload, StoreError> {
+        self.check_writable()?;
+        let header = Header {
+            kind: Kind::Put,
+            flags: if client_time { FLAG_CLIENT_TIME } else { 0 },
+            name_len: name.len() as u32,
+            time_ms,
+            data_len,
+        };
+        let mut head = Vec::with_capacity(HEADER_LEN + name.len());
+        head.extend_from_slice(&header.encode(name.as_bytes()));
+        head.extend_from_slice(name.as_bytes());
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&head);
+        let store = self.clone();
+        let (volume, offset) = tokio::task::spawn_blocking(move || {
+            let mut app = lock(&store.appender);
+            let (volume, offset) = store.reserve(&mut app, header.record_len())?;
+            volume
+                .file
+                .write_all_at(&head, offset)
+                .map_err(|e| store.write_error(&volume, e))?;
+            app.tail = offset + header.record_len();
+            Ok::<_, StoreError>((volume, offset))
+        })
+        .await
+        .map_err(|_| StoreError::Closed)??;
+        Ok(LargeUpload {
+            store: self.clone(),
+            volume,
+            offset,
+            name: name.to_owned(),
+            header,
+            written: 0,
+            hasher,
+            finished: false,
+        })
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.failed.load(Ordering::Relaxed) {
+            Err(StoreError::Failed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn write_error(&self, volume: &Volume, e: io::Error) -> StoreError {
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            StoreError::NoSpace(self.dir.clone())
+        } else {
+            error!(volume = %volume.path.display(), error = %e, "write to volume failed");
+            io_err(format!("cannot write to {}", volume.path.display()))(e)
+        }
+    }
+
+    /// Reserves `len` bytes at the tail, rolling over to a new volume when
+    /// the active one would pass the volume size. Caller holds the lock.
+    fn reserve(&self, app: &mut Appender, len: u64) -> Result<(Arc<Volume>, u64), StoreError> {
+        if app.tail > 0 && app.tail + len > self.volume_size {
+            let id = app.volume.id + 1;
+            let v = create_volume(&self.dir, id)?;
+            {
+                let mut vols = write(&self.volumes);
+                if vols.len() <= id as usize {
+                    vols.resize(id as usize + 1, None);
+                }
+                vols[id as usize] = Some(v.clone());
+            }
+            info!(volume = %v.path.display(), "new volume");
+            app.volume = v;
+            app.tail = 0;
+        }
+        Ok((app.volume.clone(), app.tail))
+    }
+
+    async fn commit(&self, volume: Arc<Volume>) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.commit_tx
+            .send(CommitMsg::Sync { volume, done })
+            .map_err(|_| StoreError::Closed)?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::Failed),
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+
+    /// Reads and verifies a whole small record; returns the data. Blocking.
+    pub fn read_small(&self, loc: &Location) -> Result<Bytes, StoreError> {
+        let volume = self.volume(loc.volume)?;
+        let len = record::record_len(loc.name_len as usize, loc.data_len) as usize;
+        let mut buf = vec![0u8; len];
+        volume
+            .read_exact_at(&mut buf, loc.offset)
+            .map_err(io_err(format!("cannot read {}", volume.path.display())))?;
+        match record::check_record(&buf) {
+            Ok(range) => Ok(Bytes::from(buf).slice(range)),
+            Err(e) => {
+                error!(volume = %volume.path.display(), offset = loc.offset, error = %e, "stored copy is corrupt");
+                Err(StoreError::Corrupt {
+                    volume: loc.volume,
+                    offset: loc.offset,
+                })
+            }
+        }
+    }
+
+    /// A reader streaming a large record's data in chunks, verifying the
+    /// checksum at the end.
+    pub fn read_large(&self, loc: &Location) -> Result<LargeRead, StoreError> {
+        Ok(LargeRead {
+            volume: self.volume(loc.volume)?,
+            loc: *loc,
+            pos: 0,
+            hasher: crc32fast::Hasher::new(),
+        })
+    }
+
+    /// Figures for `/stats`.
+    pub fn stats(&self) -> StoreStats {
+        let (files, bytes_stored, index_bytes) = {
+            let idx = read(&self.index);
+            (
+                idx.len() as u64,
+                idx.live_bytes(),
+                (idx.entry_bytes() + idx.name_bytes()) as u64,
+            )
+        };
+        let vols: Vec<Arc<Volume>> = read(&self.volumes).iter().flatten().cloned().collect();
+        let volume_bytes = vols
+            .iter()
+            .filter_map(|v| v.file.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        let free_disk_bytes = rustix::fs::statvfs(&self.dir)
+            .map(|s| s.f_bavail * s.f_frsize)
+            .unwrap_or(0);
+        StoreStats {
+            files,
+            bytes_stored,
+            volumes: vols.len() as u64,
+            volume_bytes,
+            free_disk_bytes,
+            index_bytes,
+        }
+    }
+
+    /// Stops the commit thread after the pending syncs and syncs every
+    /// volume. Blocking.
+    pub fn close(&self) {
+        let _ = self.commit_tx.send(CommitMsg::Stop);
+        if let Some(t) = lock(&self.commit_thread).take() {
+            let _ = t.join();
+        }
+        for v in read(&self.volumes).iter().flatten() {
+            if let Err(e) = v.file.sync_all() {
+                error!(volume = %v.path.display(), error = %e, "final sync failed");
+            }
+        }
+    }
+}
+
+/// An upload being streamed into its reserved record. Dropped unfinished,
+/// it marks the record aborted so scans skip it quietly.
+pub struct LargeUpload {
+    store: Arc<Store>,
+    volume: Arc<Volume>,
+    offset: u64,
+    name: String,
+    header: Header,
+    written: u64,
+    hasher: crc32fast::Hasher,
+    finished: bool,
+}
+
+impl LargeUpload {
+    /// Appends the next piece of data.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        if self.written + chunk.len() as u64 > self.header.data_len {
+            return Err(StoreError::Io {
+                context: "upload longer than announced".into(),
+                cause: io::Error::from(ErrorKind::InvalidInput),
+            });
+        }
+        self.hasher.update(&chunk);
+        let at = self.offset + self.header.data_offset() + self.written;
+        let store = self.store.clone();
+        let volume = self.volume.clone();
+        let len = chunk.len() as u64;
+        tokio::task::spawn_blocking(move || {
+            volume
+                .file
+                .write_all_at(&chunk, at)
+                .map_err(|e| store.write_error(&volume, e))
+        })
+        .await
+        .map_err(|_| StoreError::Closed)??;
+        self.written += len;
+        Ok(())
+    }
+
+    /// Writes the trailer, syncs and indexes the upload.
+    pub async fn finish(mut self) -> Result<Offer, StoreError> {
+        let crc = self.hasher.clone().finalize().to_le_bytes();
+        let at = self.offset + self.header.record_len() - TRAILER_LEN as u64;
+        let store = self.store.clone();
+        let volume = self.volume.clone();
+        tokio::task::spawn_blocking(move || {
+            volume
+                .file
+                .write_all_at(&crc, at)
+                .map_err(|e| store.write_error(&volume, e))
+        })
+        .await
+        .map_err(|_| StoreError::Closed)??;
+        self.store.commit(self.volume.clone()).await?;
+        self.finished = true;
+        Ok(write(&self.store.index).offer(
+            &self.name,
+            Location {
+                volume: self.volume.id,
+                offset: self.offset,
+                name_len: self.header.name_len,
+                data_len: self.header.data_len,
+                time_ms: self.header.time_ms,
+            },
+        ))
+    }
+}
+
+impl Drop for LargeUpload {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let aborted = Header {
+            kind: Kind::Aborted,
+            ..self.header
+        };
+        let bytes = aborted.encode(self.name.as_bytes());
+        // Best effort: if this fails too, the scan will find the record's
+        // checksum wrong and skip it with a warning instead.
+        if let Err(e) = self.volume.file.write_all_at(&bytes, self.offset) {
+            warn!(volume = %self.volume.path.display(), error = %e, "cannot mark aborted upload");
+        }
+    }
+}
+
+/// Streams a large record's data; see [`Store::read_large`].
+pub struct LargeRead {
+    volume: Arc<Volume>,
+    loc: Location,
+    /// Bytes of the record read so far.
+    pos: u64,
+    hasher: crc32fast::Hasher,
+}
+
+impl LargeRead {
+    /// The next chunk of data, or `None` at the end (checksum verified).
+    /// Blocking.
+    pub fn next_chunk(&mut self) -> Result<Option<Bytes>, StoreError> {
+        let data_start = (HEADER_LEN + self.loc.name_len as usize) as u64;
+        let data_end = data_start + self.loc.data_len;
+        let corrupt = |v: &Volume, why: &str| {
+            error!(volume = %v.path.display(), offset = self.loc.offset, why, "stored copy is corrupt");
+            StoreError::Corrupt {
+                volume: self.loc.volume,
+                offset: self.loc.offset,
+            }
+        };
+        let read_err = io_err(format!("cannot read {}", self.volume.path.display()));
+        if self.pos == 0 {
+            let mut head = vec![0u8; data_start as usize];
+            self.volume
+                .read_exact_at(&mut head, self.loc.offset)
+                .map_err(read_err)?;
+            let fixed: [u8; HEADER_LEN] = head[..HEADER_LEN]
+                .try_into()
+                .map_err(|_| corrupt(&self.volume, "short header"))?;
+            let ok = Header::parse(&fixed)
+                .and_then(|_| Header::verify(&fixed, &head[HEADER_LEN..]))
+                .is_ok();
+            if !ok {
+                return Err(corrupt(&self.volume, "bad header"));
+            }
+            self.hasher.update(&head);
+            self.pos = data_start;
+            return self.next_chunk();
+        }
+        if self.pos == data_end {
+            let mut t = [0u8; TRAILER_LEN];
+            self.volume
+                .read_exact_at(&mut t, self.loc.offset + data_end)
+                .map_err(read_err)?;
+            if self.hasher.clone().finalize() != record::trailer_crc(&t) {
+                return Err(corrupt(&self.volume, "checksum mismatch"));
+            }
+            self.pos += TRAILER_LEN as u64;
+            return Ok(None);
+        }
+        if self.pos > data_end {
+            return Ok(None);
+        }
+        let n = SMALL_MAX.min(data_end - self.pos) as usize;
+        let mut buf = vec![0u8; n];
+        self.volume
+            .read_exact_at(&mut buf, self.loc.offset + self.pos)
+            .map_err(read_err)?;
+        self.hasher.update(&buf);
+        self.pos += n as u64;
+        Ok(Some(Bytes::from(buf)))
+    }
+}
+
+fn create_volume(dir: &Path, id: u32) -> Result<Arc<Volume>, StoreError> {
+    let path = volume_path(dir, id);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|cause| StoreError::DirNotWritable {
+            path: dir.to_owned(),
+            cause,
+        })?;
+    // The new file's directory entry must be durable before any record in
+    // it is acknowledged.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(format!("cannot sync {}", dir.display())))?;
+    Ok(Arc::new(Volume { id, file, path }))
+}
+
+fn commit_loop(rx: mpsc::Receiver<CommitMsg>, failed: &AtomicBool) {
+    let mut batch = Vec::new();
+    let mut stop = false;
+    while !stop {
+        match rx.recv() {
+            Ok(msg) => batch.push(msg),
+            Err(_) => break,
+        }
+        // Everything queued while the previous sync ran shares this one.
+        while let Ok(msg) = rx.try_recv() {
+            batch.push(msg);
+        }
+        let mut synced: Vec<(u32, Result<(), (ErrorKind, String)>)> = Vec::new();
+        for msg in batch.drain(..) {
+            let (volume, done) = match msg {
+                CommitMsg::Stop => {
+                    stop = true;
+                    continue;
+                }
+                CommitMsg::Sync { volume, done } => (volume, done),
+            };
+            let result = match synced.iter().find(|(id, _)| *id == volume.id) {
+                Some((_, r)) => r.clone(),
+                None => {
+                    let r = volume.file.sync_data().map_err(|e| {
+                        error!(volume = %volume.path.display(), error = %e, "fdatasync failed; refusing further uploads");
+                        failed.store(true, Ordering::Relaxed);
+                        (e.kind(), e.to_string())
+                    });
+                    synced.push((volume.id, r.clone()));
+                    r
+                }
+            };
+            let _ = done.send(result.map_err(|(kind, msg)| io::Error::new(kind, msg)));
+        }
+    }
+}
+
+/// Reads one volume front to back, offering every valid record to the
+/// index, and cuts off a torn tail. Returns the volume's valid length.
+fn scan_volume(file: &File, id: u32, path: &Path, index: &mut Index) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    let mut r = BufReader::with_capacity(SCAN_BUFFER, file);
+    let mut pos = 0u64;
+    let mut valid_end = 0u64;
+    let mut fixed = [0u8; HEADER_LEN];
+    let mut name = Vec::new();
+    while pos < len {
+        let header = if len - pos < HEADER_LEN as u64 {
+            None
+        } else {
+            read_exact(&mut r, &mut fixed)?;
+            match Header::parse(&fixed) {
+                Ok(h) if len - pos >= h.record_len() => {
+                    name.resize(h.name_len as usize, 0);
+                    read_exact(&mut r, &mut name)?;
+                    Header::verify(&fixed, &name).ok().map(|_| h)
+                }
+                _ => None,
+            }
+        };
+        let Some(h) = header else {
+            // Not a valid header here: a torn tail, or damage in the middle
+            // if a valid record follows.
+            match find_next_header(file, pos + 1, len)? {
+                Some(next) => {
+                    warn!(volume = %path.display(), from = pos, to = next, "skipping damaged bytes inside the volume");
+                    pos = next;
+                    r.seek(io::SeekFrom::Start(pos))?;
+                    continue;
+                }
+                None => break,
+            }
+        };
+        let rec_len = h.record_len();
+        match h.kind {
+            Kind::Aborted => {
+                r.seek_relative((h.data_len + TRAILER_LEN as u64) as i64)?;
+                valid_end = pos + rec_len;
+            }
+            Kind::Put => {
+                let mut hasher = crc32fast::Hasher::new();
+                hasher.update(&fixed);
+                hasher.update(&name);
+                let mut left = h.data_len;
+                while left > 0 {
+                    let buf = r.fill_buf()?;
+                    if buf.is_empty() {
+                        return Err(ErrorKind::UnexpectedEof.into());
+                    }
+                    let take = buf.len().min(left as usize);
+                    hasher.update(&buf[..take]);
+                    r.consume(take);
+                    left -= take as u64;
+                }
+                let mut t = [0u8; TRAILER_LEN];
+                read_exact(&mut r, &mut t)?;
+                let name_str = std::str::from_utf8(&name).ok();
+                match name_str {
+                    Some(n) if hasher.finalize() == record::trailer_crc(&t) => {
+                        index.offer(
+                            n,
+                            Location {
+                                volume: id,
+                                offset: pos,
+                                name_len: h.name_len,
+                                data_len: h.data_len,
+                                time_ms: h.time_ms,
+                            },
+                        );
+                        valid_end = pos + rec_len;
+                    }
+                    _ => {
+                        // Logged now; if it turns out to be the tail it is
+                        // cut below, otherwise it stays, never indexed.
+                        warn!(volume = %path.display(), offset = pos, "record fails its checksum, not indexed");
+                    }
+                }
+            }
+        }
+        pos += rec_len;
+    }
+    if valid_end < len {
+        warn!(
+            volume = %path.display(),
+            valid_bytes = valid_end,
+            cut_bytes = len - valid_end,
+            "torn or corrupt tail (an interrupted write); cutting it off"
+        );
+        file.set_len(valid_end)?;
+        file.sync_all()?;
+    }
+    Ok(valid_end)
+}
+
+fn read_exact(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<()> {
+    r.read_exact(buf)
+}
+
+/// The offset of the next valid record header at or after `from`.
+fn find_next_header(file: &File, from: u64, len: u64) -> io::Result<Option<u64>> {
+    const CHUNK: usize = 1 << 20;
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = from;
+    while at + (HEADER_LEN as u64) <= len {
+        let n = CHUNK.min((len - at) as usize);
+        file.read_exact_at(&mut buf[..n], at)?;
+        for i in 0..n.saturating_sub(3) {
+            if &buf[i..i + 4] != b"BKPK" {
+                continue;
+            }
+            let cand = at + i as u64;
+            if cand + HEADER_LEN as u64 > len {
+                return Ok(None);
+            }
+            let mut fixed = [0u8; HEADER_LEN];
+            file.read_exact_at(&mut fixed, cand)?;
+            let Ok(h) = Header::parse(&fixed) else {
+                continue;
+            };
+            if cand + h.record_len() > len || h.name_len as usize > MAX_NAME_LEN {
+                continue;
+            }
+            let mut name = vec![0u8; h.name_len as usize];
+            file.read_exact_at(&mut name, cand + HEADER_LEN as u64)?;
+            if Header::verify(&fixed, &name).is_ok() {
+                return Ok(Some(cand));
+            }
+        }
+        // Overlap so a magic split across chunks is still seen.
+        at += (n as u64).saturating_sub(3).max(1);
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn put(store: &Arc<Store>, rt: &tokio::runtime::Runtime, name: &str, data: &[u8]) {
+        let mut buf = Store::small_record_buffer(name, data.len() as u64);
+        buf.extend_from_slice(data);
+        rt.block_on(store.put_small(name, now_ms(), false, buf))
+            .unwrap();
+    }
+
+    fn get(store: &Store, name: &str) -> Option<Vec<u8>> {
+        let loc = store.lookup(name)?;
+        Some(store.read_small(&loc).unwrap().to_vec())
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn reopen_and_damage_in_the_middle() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        {
+            let store = Arc::new(Store::open(dir.path(), 1 << 30).unwrap());
+            for i in 0..10 {
+                put(&store, &rt, &format!("/f{i}"), format!("data {i}").as_bytes());
+            }
+            store.close();
+        }
+        // Damage record 3's header: the scan must resync and keep the rest.
+        let path = volume_path(dir.path(), 1);
+        let bytes = std::fs::read(&path).unwrap();
+        let rec = record::record_len(3, 6) as usize;
+        let mut damaged = bytes.clone();
+        damaged[3 * rec] = b'X';
+        // And flip a data byte of record 5: skipped, never served.
+        damaged[5 * rec + HEADER_LEN + 3 + 2] ^= 0xff;
+        std::fs::write(&path, &damaged).unwrap();
+        let store = Store::open(dir.path(), 1 << 30).unwrap();
+        for i in 0..10 {
+            let got = get(&store, &format!("/f{i}"));
+            if i == 3 || i == 5 {
+                assert_eq!(got, None, "/f{i}");
+            } else {
+                assert_eq!(got.unwrap(), format!("data {i}").as_bytes());
+            }
+        }
+        // Nothing in the middle was cut.
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes.len() as u64);
+    }
+
+    #[test]
+    fn rolls_over_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        {
+            let store = Arc::new(Store::open(dir.path(), 1000).unwrap());
+            for i in 0..20 {
+                put(&store, &rt, &format!("/r{i}"), &[i as u8; 300]);
+            }
+            assert!(store.stats().volumes >= 7);
+            store.close();
+        }
+        let store = Store::open(dir.path(), 1000).unwrap();
+        for i in 0..20 {
+            assert_eq!(get(&store, &format!("/r{i}")).unwrap(), vec![i as u8; 300]);
+        }
+    }
+
+    #[test]
+    fn second_open_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = Store::open(dir.path(), 1 << 20).unwrap();
+        let b = Store::open(dir.path(), 1 << 20);
+        assert!(matches!(b, Err(StoreError::Locked(_))), "{:?}", b.err());
+    }
+
+    #[test]
+    fn aborted_upload_is_skipped_quietly() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        {
+            let store = Arc::new(Store::open(dir.path(), 1 << 30).unwrap());
+            put(&store, &rt, "/before", b"1");
+            let mut up = rt
+                .block_on(store.begin_large("/big", now_ms(), false, 10))
+                .unwrap();
+            rt.block_on(up.write(Bytes::from_static(b"abc"))).unwrap();
+            drop(up);
+            put(&store, &rt, "/after", b"2");
+            store.close();
+        }
+        let store = Store::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(get(&store, "/before").unwrap(), b"1");
+        assert_eq!(get(&store, "/after").unwrap(), b"2");
+        assert!(store.lookup("/big").is_none());
+    }
+
+    #[test]
+    fn large_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let data: Vec<u8> = (0..(SMALL_MAX as usize * 2 + 123)).map(|i| i as u8).collect();
+        let store = Arc::new(Store::open(dir.path(), 1 << 30).unwrap());
+        let mut up = rt
+            .block_on(store.begin_large("/big", 5, true, data.len() as u64))
+            .unwrap();
+        for c in data.chunks(300_000) {
+            rt.block_on(up.write(Bytes::copy_from_slice(c))).unwrap();
+        }
+        rt.block_on(up.finish()).unwrap();
+        let loc = store.lookup("/big").unwrap();
+        assert_eq!(loc.time_ms, 5);
+        let mut r = store.read_large(&loc).unwrap();
+        let mut got = Vec::new();
+        while let Some(c) = r.next_chunk().unwrap() {
+            got.extend_from_slice(&c);
+        }
+        assert_eq!(got, data);
+    }
+}
