@@ -7,9 +7,12 @@
 //!   console.
 //! - [`zk`]: ZooKeeper access: sessions that survive expiry, watches,
 //!   the compare-and-set helper that applies [`ops`].
+//! - [`live`]: the whole cluster configuration followed live from ZooKeeper
+//!   watches (servers, shards, sizes, queue, live daemons).
 //! - [`queue`]: the replication queue over several Redis servers, in the
 //!   original's wire format, plus our documented additions.
 
+pub mod live;
 pub mod model;
 pub mod ops;
 pub mod queue;

@@ -126,7 +126,9 @@ impl Index {
     /// The current copy of `name`, if any.
     pub fn get(&self, name: &str) -> Option<Location> {
         let hash = self.hasher.hash_one(name.as_bytes());
-        let &i = self.table.find(hash, |&i| self.name_of(i) == name.as_bytes())?;
+        let &i = self
+            .table
+            .find(hash, |&i| self.name_of(i) == name.as_bytes())?;
         let e = self.entry(i);
         Some(Location {
             volume: e.volume,
@@ -148,7 +150,9 @@ impl Index {
             hasher,
             ..
         } = self;
-        let found = table.find(hash, |&i| name_in(names, entry_in(segments, i)) == name.as_bytes());
+        let found = table.find(hash, |&i| {
+            name_in(names, entry_in(segments, i)) == name.as_bytes()
+        });
         if let Some(&i) = found {
             let e = entry_mut(segments, i);
             let cur = (e.time_ms, e.volume, e.offset);

@@ -25,9 +25,7 @@
 //! corrupt record in the middle is skipped (never served) and logged.
 
 use super::index::{Index, Location, Offer};
-use super::record::{
-    self, FLAG_CLIENT_TIME, HEADER_LEN, Header, Kind, MAX_NAME_LEN, TRAILER_LEN,
-};
+use super::record::{self, FLAG_CLIENT_TIME, HEADER_LEN, Header, Kind, MAX_NAME_LEN, TRAILER_LEN};
 use bytes::Bytes;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, ErrorKind, Seek};
@@ -142,7 +140,10 @@ fn volume_path(dir: &Path, id: u32) -> PathBuf {
 }
 
 fn parse_volume_name(name: &str) -> Option<u32> {
-    name.strip_prefix("volume-")?.strip_suffix(".bpk")?.parse().ok()
+    name.strip_prefix("volume-")?
+        .strip_suffix(".bpk")?
+        .parse()
+        .ok()
 }
 
 // Poisoned locks only follow a panic elsewhere; the data they guard stays
@@ -284,7 +285,10 @@ impl Store {
             .get(id as usize)
             .cloned()
             .flatten()
-            .ok_or(StoreError::Corrupt { volume: id, offset: 0 })
+            .ok_or(StoreError::Corrupt {
+                volume: id,
+                offset: 0,
+            })
     }
 
     /// A buffer for a small upload: header space and the name, ready for
@@ -892,7 +896,12 @@ mod tests {
         {
             let store = Arc::new(Store::open(dir.path(), 1 << 30).unwrap());
             for i in 0..10 {
-                put(&store, &rt, &format!("/f{i}"), format!("data {i}").as_bytes());
+                put(
+                    &store,
+                    &rt,
+                    &format!("/f{i}"),
+                    format!("data {i}").as_bytes(),
+                );
             }
             store.close();
         }
@@ -969,7 +978,9 @@ mod tests {
     fn large_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let rt = rt();
-        let data: Vec<u8> = (0..(SMALL_MAX as usize * 2 + 123)).map(|i| i as u8).collect();
+        let data: Vec<u8> = (0..(SMALL_MAX as usize * 2 + 123))
+            .map(|i| i as u8)
+            .collect();
         let store = Arc::new(Store::open(dir.path(), 1 << 30).unwrap());
         let mut up = rt
             .block_on(store.begin_large("/big", 5, true, data.len() as u64))

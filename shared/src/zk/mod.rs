@@ -213,9 +213,13 @@ impl Zk {
         &self.inner.root
     }
 
-    /// The absolute path of a znode under the root.
+    /// The absolute path of a znode under the root (`""` is the root).
     pub fn path(&self, name: &str) -> String {
-        format!("{}/{}", self.inner.root, name)
+        match (self.inner.root.as_str(), name) {
+            ("", "") => "/".to_string(),
+            (root, "") => root.to_string(),
+            (root, name) => format!("{root}/{name}"),
+        }
     }
 
     /// The connection state, updated live.
@@ -640,4 +644,38 @@ async fn supervise(inner: std::sync::Weak<Inner>, mut client: zkc::Client) {
             }
         }
     }
+}
+
+/// Keeps an ephemeral announcement `<root>/<name>` alive until `stop`:
+/// writes `payload()` every `every`, re-creating it after a session
+/// expiry, and deletes it on stop (the session's end would too, later).
+pub fn spawn_announcer<F>(
+    zk: Zk,
+    name: String,
+    every: Duration,
+    payload: F,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Vec<u8> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut state = zk.state();
+        loop {
+            if let Err(error) = zk.put_ephemeral(&name, &payload()).await {
+                tracing::debug!(%error, %name, "announcement not written; retrying");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                // A new session: announce again at once.
+                _ = state.changed() => {}
+                _ = stop.cancelled() => break,
+            }
+        }
+        let path = zk.path(&name);
+        let p = path.clone();
+        let _ = zk
+            .call(&path, |c| async move { c.delete(&p, None).await })
+            .await;
+    })
 }

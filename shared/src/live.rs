@@ -1,0 +1,279 @@
+//! The cluster configuration, followed live.
+//!
+//! [`watch_cluster`] watches `servers-map`, `shards-map`, every
+//! `shard-size-<id>` of the shards map, `queue` and, when asked, the live
+//! daemons (`coordinators/`, `replicators/` and their data), and publishes
+//! a new [`ClusterState`] on each change. A znode that holds invalid JSON
+//! keeps its last good value, with the error beside it; nothing here
+//! polls ZooKeeper.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::model::{QueueInfo, ServersMap, ShardSize, ShardsMap, parse_json, paths};
+use crate::zk::{Children, ConnState, NodeData, Zk};
+
+/// One watched document: its last good value and the current problem.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Doc<T> {
+    /// The last value that parsed (kept when the znode turns invalid).
+    pub value: Option<T>,
+    /// Why the current content is not used: invalid JSON, or missing.
+    pub error: Option<String>,
+    /// Whether the znode has been read at least once.
+    pub seen: bool,
+}
+
+impl<T> Default for Doc<T> {
+    fn default() -> Self {
+        Doc {
+            value: None,
+            error: None,
+            seen: false,
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Doc<T> {
+    fn update(&mut self, what: &str, data: &NodeData) {
+        match data {
+            NodeData::Unknown => {}
+            NodeData::Missing => {
+                self.seen = true;
+                self.error = Some(format!("{what} is missing"));
+            }
+            NodeData::Present { data, .. } => {
+                self.seen = true;
+                match parse_json::<T>(what, data) {
+                    Ok(v) => {
+                        self.value = Some(v);
+                        self.error = None;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "keeping the last good {what}");
+                        self.error = Some(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A live daemon's announcement (`coordinators/<host:port>`,
+/// `replicators/<host:pid>`), as free-form JSON.
+pub type Announcement = serde_json::Value;
+
+/// Everything known of the cluster's configuration now.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterState {
+    pub servers: Doc<ServersMap>,
+    pub shards: Doc<ShardsMap>,
+    pub sizes: BTreeMap<String, Doc<ShardSize>>,
+    pub queue: Doc<QueueInfo>,
+    pub coordinators: BTreeMap<String, Doc<Announcement>>,
+    pub replicators: BTreeMap<String, Doc<Announcement>>,
+    pub conn: Option<ConnState>,
+    /// Bumped on every change, so users can tell snapshots apart cheaply.
+    pub generation: u64,
+}
+
+impl ClusterState {
+    /// The three maps have been read (whether valid or not).
+    pub fn ready(&self) -> bool {
+        self.servers.value.is_some() && self.shards.value.is_some() && self.queue.value.is_some()
+    }
+
+    /// Last good sizes by shard id (what the shard choice takes).
+    pub fn size_values(&self) -> BTreeMap<String, ShardSize> {
+        self.sizes
+            .iter()
+            .filter_map(|(id, d)| d.value.map(|v| (id.clone(), v)))
+            .collect()
+    }
+}
+
+enum Update {
+    Servers(NodeData),
+    Shards(NodeData),
+    Queue(NodeData),
+    Size(String, NodeData),
+    DaemonList(Kind, Children),
+    Daemon(Kind, String, NodeData),
+    Conn(ConnState),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Kind {
+    Coordinator,
+    Replicator,
+}
+
+impl Kind {
+    fn dir(self) -> &'static str {
+        match self {
+            Kind::Coordinator => paths::COORDINATORS,
+            Kind::Replicator => paths::REPLICATORS,
+        }
+    }
+}
+
+/// Forwards every value of a watch channel into the update channel.
+fn forward<T: Clone + Send + Sync + 'static>(
+    mut rx: watch::Receiver<T>,
+    tx: mpsc::UnboundedSender<Update>,
+    wrap: impl Fn(T) -> Update + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let value = rx.borrow_and_update().clone();
+            if tx.send(wrap(value)).is_err() {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Starts following the cluster. `daemons` adds the live coordinators and
+/// replicators (the console wants them; the daemons do not). The task ends
+/// when every receiver is dropped.
+pub fn watch_cluster(zk: &Zk, daemons: bool) -> watch::Receiver<Arc<ClusterState>> {
+    let (out_tx, out_rx) = watch::channel(Arc::new(ClusterState::default()));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut fixed = vec![
+        forward(
+            zk.watch_data(paths::SERVERS_MAP),
+            tx.clone(),
+            Update::Servers,
+        ),
+        forward(zk.watch_data(paths::SHARDS_MAP), tx.clone(), Update::Shards),
+        forward(zk.watch_data(paths::QUEUE), tx.clone(), Update::Queue),
+        forward(zk.state(), tx.clone(), Update::Conn),
+    ];
+    if daemons {
+        for kind in [Kind::Coordinator, Kind::Replicator] {
+            fixed.push(forward(
+                zk.watch_children(kind.dir()),
+                tx.clone(),
+                move |c| Update::DaemonList(kind, c),
+            ));
+        }
+    }
+    let zk = zk.clone();
+    tokio::spawn(async move {
+        let mut state = ClusterState::default();
+        let mut size_watches: HashMap<String, JoinHandle<()>> = HashMap::new();
+        let mut daemon_watches: HashMap<(Kind, String), JoinHandle<()>> = HashMap::new();
+        loop {
+            let update = tokio::select! {
+                u = rx.recv() => match u { Some(u) => u, None => break },
+                _ = out_tx.closed() => break,
+            };
+            let mut batch = vec![update];
+            while let Ok(u) = rx.try_recv() {
+                batch.push(u);
+            }
+            for update in batch {
+                match update {
+                    Update::Servers(d) => state.servers.update(paths::SERVERS_MAP, &d),
+                    Update::Shards(d) => {
+                        state.shards.update(paths::SHARDS_MAP, &d);
+                        let ids: Vec<String> = state
+                            .shards
+                            .value
+                            .as_ref()
+                            .map(|m| m.keys().cloned().collect())
+                            .unwrap_or_default();
+                        size_watches.retain(|id, h| {
+                            let keep = ids.contains(id);
+                            if !keep {
+                                h.abort();
+                            }
+                            keep
+                        });
+                        state.sizes.retain(|id, _| ids.contains(id));
+                        for id in ids {
+                            size_watches.entry(id.clone()).or_insert_with(|| {
+                                let rx = zk.watch_data(&paths::shard_size(&id));
+                                forward(rx, tx.clone(), move |d| Update::Size(id.clone(), d))
+                            });
+                        }
+                    }
+                    Update::Queue(d) => state.queue.update(paths::QUEUE, &d),
+                    Update::Size(id, d) => {
+                        if size_watches.contains_key(&id) {
+                            let doc = state.sizes.entry(id.clone()).or_default();
+                            doc.update(&paths::shard_size(&id), &d);
+                            if let Some(v) = &doc.value
+                                && v.current_was_null()
+                                && matches!(d, NodeData::Present { .. })
+                            {
+                                tracing::warn!(shard = %id, "shard-size-{id} has \"current\": null (left by the original coordinator); counting it as 0");
+                            }
+                        }
+                    }
+                    Update::DaemonList(kind, children) => {
+                        let names = match children {
+                            Children::Present(n) => n,
+                            Children::Missing => vec![],
+                            Children::Unknown => continue,
+                        };
+                        daemon_watches.retain(|(k, name), h| {
+                            let keep = *k != kind || names.contains(name);
+                            if !keep {
+                                h.abort();
+                            }
+                            keep
+                        });
+                        let map = match kind {
+                            Kind::Coordinator => &mut state.coordinators,
+                            Kind::Replicator => &mut state.replicators,
+                        };
+                        map.retain(|name, _| names.contains(name));
+                        for name in names {
+                            daemon_watches
+                                .entry((kind, name.clone()))
+                                .or_insert_with(|| {
+                                    let rx = zk.watch_data(&format!("{}/{name}", kind.dir()));
+                                    forward(rx, tx.clone(), move |d| {
+                                        Update::Daemon(kind, name.clone(), d)
+                                    })
+                                });
+                        }
+                    }
+                    Update::Daemon(kind, name, d) => {
+                        if !daemon_watches.contains_key(&(kind, name.clone()))
+                            || matches!(d, NodeData::Missing)
+                        {
+                            continue;
+                        }
+                        let map = match kind {
+                            Kind::Coordinator => &mut state.coordinators,
+                            Kind::Replicator => &mut state.replicators,
+                        };
+                        map.entry(name.clone())
+                            .or_default()
+                            .update(&format!("{}/{name}", kind.dir()), &d);
+                    }
+                    Update::Conn(c) => state.conn = Some(c),
+                }
+            }
+            state.generation += 1;
+            out_tx.send_replace(Arc::new(state.clone()));
+        }
+        for h in fixed
+            .into_iter()
+            .chain(size_watches.into_values())
+            .chain(daemon_watches.into_values())
+        {
+            h.abort();
+        }
+    });
+    out_rx
+}

@@ -1,0 +1,624 @@
+//! The replication queue: a reliable queue over several independent Redis
+//! servers plus ZooKeeper locks, in the original's exact wire format
+//! (zk-redis-queue), so original and new daemons share one queue.
+//!
+//! # The original's format (never changes)
+//! - An item is a string (a [`crate::model::ReplicationTask`] as JSON);
+//!   the queue is the Redis set `<key>` on every server.
+//! - push: `SADD <key> <item>` on every server; ok if one took it.
+//! - pop: `SRANDMEMBER`, then lock with the EPHEMERAL znode
+//!   `<root>/<key><md5 hex of item>` holding the worker id `host:pid`.
+//! - done: `SREM` on every server, then delete the lock. failed: delete the
+//!   lock only.
+//!
+//! # Our additions (invisible to the original daemons)
+//! All under keys that start with `<key>:`, on the same servers:
+//! - `<key>:first`  sorted set, item → first-queued time (ms), `ZADD NX` at push;
+//! - `<key>:tries`  hash, item → failed attempts (`HINCRBY`);
+//! - `<key>:errors` hash, item → last error;
+//! - `<key>:dead`   set of items that failed too often (dead letters);
+//! - `<key>:wake`   pub/sub channel, published after each push so idle
+//!   replicators wake at once instead of polling fast.
+//!
+//! Items finished by an original replicator leave stale entries in
+//! `<key>:first`; readers check membership and clean them.
+//!
+//! Fixes of the original's weak spots: pop and length look at every server
+//! (a server restarted empty hides nothing), every Redis call is bounded by
+//! a timeout (a dead server never stalls the others), and a task that keeps
+//! failing ends in the dead-letter set instead of cycling unseen.
+
+mod redis_conn;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use md5::{Digest, Md5};
+use rand::seq::SliceRandom;
+use thiserror::Error;
+
+pub use redis_conn::{RedisPool, WakeListener};
+
+use crate::model::{HostPort, QueueInfo};
+use crate::zk::{Zk, ZkError};
+use redis_conn::Server;
+
+#[derive(Debug, Error)]
+pub enum QueueError {
+    #[error("could not write to any of the {} queue Redis servers ({}); check that they run (see the queue znode)", .0.len(), describe(.0))]
+    NoServerTook(Vec<(HostPort, String)>),
+    #[error("no queue Redis server answered ({}); check that they run (see the queue znode)", describe(.0))]
+    NoServerAnswered(Vec<(HostPort, String)>),
+    #[error("the queue has no Redis servers; set them with backpack-coordinator-set-queue")]
+    NoServers,
+    #[error(
+        "the lock of this task was lost with the ZooKeeper session; another worker may take it"
+    )]
+    LockLost,
+    #[error(transparent)]
+    Zk(#[from] ZkError),
+}
+
+fn describe(errors: &[(HostPort, String)]) -> String {
+    errors
+        .iter()
+        .map(|(a, e)| format!("{a}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The lock znode's name (under the root) for an item: `<key><md5 hex>`.
+pub fn lock_name(key: &str, item: &str) -> String {
+    format!("{key}{}", hex::encode(Md5::digest(item.as_bytes())))
+}
+
+/// A popped, locked item.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub item: String,
+    lock_path: String,
+    session: i64,
+}
+
+/// Queue length, per server and overall (the largest per-server count:
+/// every server holds every item it took).
+#[derive(Debug, Clone, Default)]
+pub struct QueueLen {
+    pub per_server: Vec<(HostPort, Result<u64, String>)>,
+    pub overall: Option<u64>,
+}
+
+/// What we know of one item, for the console and the admin commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub item: String,
+    pub first_queued_ms: Option<u64>,
+    pub attempts: u64,
+    pub last_error: Option<String>,
+}
+
+/// A queue lock held right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    pub name: String,
+    pub worker: String,
+}
+
+/// What happened to a failed item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Stays in the queue for a later try.
+    Retry { attempts: u64 },
+    /// Moved to the dead-letter set.
+    Dead { attempts: u64 },
+}
+
+/// The queue of one cluster: its key, its Redis servers and the ZooKeeper
+/// session holding locks. Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    key: String,
+    servers: Vec<Server>,
+    zk: Zk,
+    worker_id: String,
+}
+
+/// `hostname:pid`, the worker id the original writes into locks.
+pub fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+impl Queue {
+    /// A queue on `info`'s servers, taking connections from `pool` (shared
+    /// across configuration changes so a reconfiguration keeps them).
+    pub fn new(info: &QueueInfo, pool: &RedisPool, zk: Zk) -> Queue {
+        let servers = info.servers.iter().map(|a| pool.server(a)).collect();
+        Queue {
+            inner: Arc::new(Inner {
+                key: info.key.clone(),
+                servers,
+                zk,
+                worker_id: worker_id(),
+            }),
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.inner.key
+    }
+
+    pub fn servers(&self) -> Vec<HostPort> {
+        self.inner.servers.iter().map(|s| s.addr.clone()).collect()
+    }
+
+    fn k(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.inner.key)
+    }
+
+    fn shuffled(&self) -> Vec<&Server> {
+        let mut v: Vec<&Server> = self.inner.servers.iter().collect();
+        v.shuffle(&mut rand::rng());
+        v
+    }
+
+    /// Pushes items to every server at once; ok when every item was taken
+    /// by at least one server (the original's `w = 1`).
+    pub async fn push_many(&self, items: &[String]) -> Result<(), QueueError> {
+        if self.inner.servers.is_empty() {
+            return Err(QueueError::NoServers);
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let key = &self.inner.key;
+        let first = self.k("first");
+        let wake = self.k("wake");
+        let results = futures::future::join_all(self.inner.servers.iter().map(|s| {
+            let mut p = redis::pipe();
+            for item in items {
+                p.cmd("SADD").arg(key).arg(item).ignore();
+                p.cmd("ZADD")
+                    .arg(&first)
+                    .arg("NX")
+                    .arg(now)
+                    .arg(item)
+                    .ignore();
+            }
+            p.cmd("PUBLISH").arg(&wake).arg(1).ignore();
+            async move { (s.addr.clone(), s.pipe::<()>(&p).await) }
+        }))
+        .await;
+        let errors: Vec<(HostPort, String)> = results
+            .iter()
+            .filter_map(|(a, r)| r.as_ref().err().map(|e| (a.clone(), e.clone())))
+            .collect();
+        if errors.len() == results.len() {
+            return Err(QueueError::NoServerTook(errors));
+        }
+        for (addr, error) in &errors {
+            tracing::warn!(%addr, %error, "queue Redis server missed a push; the others took it");
+        }
+        Ok(())
+    }
+
+    /// Pushes one item.
+    pub async fn push(&self, item: &str) -> Result<(), QueueError> {
+        self.push_many(&[item.to_string()]).await
+    }
+
+    /// Takes an item and locks it, or `None` when every answering server
+    /// looks empty (or every candidate is locked by other workers). Looks
+    /// at every server, in random order, before saying empty.
+    pub async fn pop(&self) -> Result<Option<Claim>, QueueError> {
+        if self.inner.servers.is_empty() {
+            return Err(QueueError::NoServers);
+        }
+        let key = &self.inner.key;
+        let mut errors = Vec::new();
+        let mut answered = false;
+        for server in self.shuffled() {
+            let candidates: Vec<String> =
+                match server.cmd(redis::cmd("SRANDMEMBER").arg(key).arg(16)).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        errors.push((server.addr.clone(), e));
+                        continue;
+                    }
+                };
+            answered = true;
+            for item in candidates {
+                if let Some(claim) = self.lock(&item).await? {
+                    // Another worker may have finished it between our read and lock.
+                    let still: Result<bool, String> = server
+                        .cmd(redis::cmd("SISMEMBER").arg(key).arg(&item))
+                        .await;
+                    if matches!(still, Ok(false)) {
+                        self.unlock(&claim).await;
+                        continue;
+                    }
+                    return Ok(Some(claim));
+                }
+            }
+        }
+        if !answered {
+            return Err(QueueError::NoServerAnswered(errors));
+        }
+        Ok(None)
+    }
+
+    async fn lock(&self, item: &str) -> Result<Option<Claim>, QueueError> {
+        let name = lock_name(&self.inner.key, item);
+        let path = self.inner.zk.path(&name);
+        let p = path.clone();
+        let data = self.inner.worker_id.clone().into_bytes();
+        let client = self.inner.zk.client().await?;
+        let session = client.session_id().0;
+        let r = self
+            .inner
+            .zk
+            .call(&path, |c| async move {
+                use zookeeper_client as zkc;
+                c.create(
+                    &p,
+                    &data,
+                    &zkc::CreateMode::Ephemeral.with_acls(zkc::Acls::anyone_all()),
+                )
+                .await
+            })
+            .await;
+        match r {
+            Ok(_) => Ok(Some(Claim {
+                item: item.to_string(),
+                lock_path: path,
+                session,
+            })),
+            Err(ZkError::Request {
+                source: zookeeper_client::Error::NodeExists,
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn unlock(&self, claim: &Claim) {
+        let p = claim.lock_path.clone();
+        let r = self
+            .inner
+            .zk
+            .call(
+                &claim.lock_path,
+                |c| async move { c.delete(&p, None).await },
+            )
+            .await;
+        if let Err(e) = r {
+            // The lock vanishes with the session anyway.
+            tracing::debug!(error = %e, lock = %claim.lock_path, "could not delete queue lock");
+        }
+    }
+
+    /// Whether the claim's lock is still held by this session.
+    pub async fn holds(&self, claim: &Claim) -> Result<bool, QueueError> {
+        let p = claim.lock_path.clone();
+        match self
+            .inner
+            .zk
+            .call(&claim.lock_path, |c| async move { c.get_data(&p).await })
+            .await
+        {
+            Ok((_, stat)) => Ok(stat.ephemeral_owner == claim.session),
+            Err(ZkError::Request {
+                source: zookeeper_client::Error::NoNode,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Marks an item done: removed from every server, then unlocked.
+    /// Refuses (and removes nothing) when the lock was lost meanwhile.
+    pub async fn done(&self, claim: &Claim) -> Result<(), QueueError> {
+        if !self.holds(claim).await? {
+            return Err(QueueError::LockLost);
+        }
+        let (key, first, tries, errs) = (
+            &self.inner.key,
+            self.k("first"),
+            self.k("tries"),
+            self.k("errors"),
+        );
+        let results = futures::future::join_all(self.inner.servers.iter().map(|s| {
+            let mut p = redis::pipe();
+            p.cmd("SREM").arg(key).arg(&claim.item).ignore();
+            p.cmd("ZREM").arg(&first).arg(&claim.item).ignore();
+            p.cmd("HDEL").arg(&tries).arg(&claim.item).ignore();
+            p.cmd("HDEL").arg(&errs).arg(&claim.item).ignore();
+            async move { (s.addr.clone(), s.pipe::<()>(&p).await) }
+        }))
+        .await;
+        for (addr, r) in results {
+            if let Err(error) = r {
+                // It comes back from that server later and is copied once more: harmless.
+                tracing::warn!(%addr, %error, "queue Redis server missed a removal");
+            }
+        }
+        self.unlock(claim).await;
+        Ok(())
+    }
+
+    /// Records a failed attempt and unlocks. After `max_attempts` failed
+    /// attempts (0 = never) the item moves to the dead-letter set.
+    pub async fn failed(
+        &self,
+        claim: &Claim,
+        error: &str,
+        max_attempts: u64,
+    ) -> Result<FailOutcome, QueueError> {
+        let (tries, errs) = (self.k("tries"), self.k("errors"));
+        let results = futures::future::join_all(self.inner.servers.iter().map(|s| {
+            let mut p = redis::pipe();
+            p.cmd("HINCRBY").arg(&tries).arg(&claim.item).arg(1);
+            p.cmd("HSET")
+                .arg(&errs)
+                .arg(&claim.item)
+                .arg(error)
+                .ignore();
+            async move { s.pipe::<(u64,)>(&p).await.map(|(n,)| n) }
+        }))
+        .await;
+        let attempts = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .copied()
+            .max()
+            .unwrap_or(0);
+        let outcome = if max_attempts > 0 && attempts >= max_attempts && self.holds(claim).await? {
+            let (key, dead) = (&self.inner.key, self.k("dead"));
+            futures::future::join_all(self.inner.servers.iter().map(|s| {
+                let mut p = redis::pipe();
+                p.cmd("SADD").arg(&dead).arg(&claim.item).ignore();
+                p.cmd("SREM").arg(key).arg(&claim.item).ignore();
+                async move { s.pipe::<()>(&p).await }
+            }))
+            .await;
+            FailOutcome::Dead { attempts }
+        } else {
+            FailOutcome::Retry { attempts }
+        };
+        self.unlock(claim).await;
+        Ok(outcome)
+    }
+
+    /// Unlocks without counting an attempt (shutdown).
+    pub async fn release(&self, claim: &Claim) {
+        self.unlock(claim).await;
+    }
+
+    /// `SCARD` of every server; overall is the largest answer.
+    pub async fn len(&self) -> QueueLen {
+        self.card(&self.inner.key).await
+    }
+
+    /// Dead-letter count, per server and overall.
+    pub async fn dead_len(&self) -> QueueLen {
+        self.card(&self.k("dead")).await
+    }
+
+    async fn card(&self, key: &str) -> QueueLen {
+        let per_server: Vec<(HostPort, Result<u64, String>)> =
+            futures::future::join_all(self.inner.servers.iter().map(|s| async move {
+                (
+                    s.addr.clone(),
+                    s.cmd::<u64>(redis::cmd("SCARD").arg(key)).await,
+                )
+            }))
+            .await;
+        let overall = per_server
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .copied()
+            .max();
+        QueueLen {
+            per_server,
+            overall,
+        }
+    }
+
+    /// Age of the oldest queued item we know the first-queued time of.
+    pub async fn oldest_age(&self) -> Option<Duration> {
+        let (key, first) = (&self.inner.key, self.k("first"));
+        let mut oldest: Option<u64> = None;
+        for s in &self.inner.servers {
+            // Skip (and clean) entries of items finished by original daemons.
+            for _ in 0..20 {
+                let head: Result<Vec<(String, f64)>, String> = s
+                    .cmd(
+                        redis::cmd("ZRANGE")
+                            .arg(&first)
+                            .arg(0)
+                            .arg(0)
+                            .arg("WITHSCORES"),
+                    )
+                    .await;
+                let Ok(Some((item, score))) = head.map(|v| v.into_iter().next()) else {
+                    break;
+                };
+                match s
+                    .cmd::<bool>(redis::cmd("SISMEMBER").arg(key).arg(&item))
+                    .await
+                {
+                    Ok(true) => {
+                        oldest = Some(oldest.map_or(score as u64, |o| o.min(score as u64)));
+                        break;
+                    }
+                    Ok(false) => {
+                        let _ = s.cmd::<()>(redis::cmd("ZREM").arg(&first).arg(&item)).await;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        oldest.map(|t| Duration::from_millis(now_ms().saturating_sub(t)))
+    }
+
+    /// Up to `n` queued items with what we know of them.
+    pub async fn sample(&self, n: usize) -> Vec<TaskInfo> {
+        self.describe_set(&self.inner.key, n).await
+    }
+
+    /// Up to `n` dead-letter items with their last error.
+    pub async fn dead(&self, n: usize) -> Vec<TaskInfo> {
+        self.describe_set(&self.k("dead"), n).await
+    }
+
+    async fn describe_set(&self, set: &str, n: usize) -> Vec<TaskInfo> {
+        let mut items: BTreeMap<String, TaskInfo> = BTreeMap::new();
+        for s in &self.inner.servers {
+            let Ok(list) = s
+                .cmd::<Vec<String>>(redis::cmd("SRANDMEMBER").arg(set).arg(n))
+                .await
+            else {
+                continue;
+            };
+            for item in list {
+                if items.len() >= n || items.contains_key(&item) {
+                    continue;
+                }
+                let mut p = redis::pipe();
+                p.cmd("ZSCORE").arg(self.k("first")).arg(&item);
+                p.cmd("HGET").arg(self.k("tries")).arg(&item);
+                p.cmd("HGET").arg(self.k("errors")).arg(&item);
+                let (first, tries, error): (Option<f64>, Option<u64>, Option<String>) =
+                    s.pipe(&p).await.unwrap_or((None, None, None));
+                items.insert(
+                    item.clone(),
+                    TaskInfo {
+                        item,
+                        first_queued_ms: first.map(|f| f as u64),
+                        attempts: tries.unwrap_or(0),
+                        last_error: error,
+                    },
+                );
+            }
+        }
+        items.into_values().collect()
+    }
+
+    /// Moves a dead-letter item back into the queue with a fresh attempt
+    /// count. Returns whether any server had it.
+    pub async fn requeue(&self, item: &str) -> Result<bool, QueueError> {
+        let (key, dead, tries, first, wake) = (
+            &self.inner.key,
+            self.k("dead"),
+            self.k("tries"),
+            self.k("first"),
+            self.k("wake"),
+        );
+        let now = now_ms();
+        self.on_every(|p| {
+            p.cmd("SREM").arg(&dead).arg(item);
+            p.cmd("SADD").arg(key).arg(item).ignore();
+            p.cmd("HDEL").arg(&tries).arg(item).ignore();
+            p.cmd("ZADD")
+                .arg(&first)
+                .arg("NX")
+                .arg(now)
+                .arg(item)
+                .ignore();
+            p.cmd("PUBLISH").arg(&wake).arg(1).ignore();
+        })
+        .await
+    }
+
+    /// Drops a dead-letter item for good. Returns whether any server had it.
+    pub async fn drop_dead(&self, item: &str) -> Result<bool, QueueError> {
+        let (dead, tries, errs, first) = (
+            self.k("dead"),
+            self.k("tries"),
+            self.k("errors"),
+            self.k("first"),
+        );
+        self.on_every(|p| {
+            p.cmd("SREM").arg(&dead).arg(item);
+            p.cmd("HDEL").arg(&tries).arg(item).ignore();
+            p.cmd("HDEL").arg(&errs).arg(item).ignore();
+            p.cmd("ZREM").arg(&first).arg(item).ignore();
+        })
+        .await
+    }
+
+    /// Runs a pipeline whose first reply is a count on every server.
+    async fn on_every(&self, build: impl Fn(&mut redis::Pipeline)) -> Result<bool, QueueError> {
+        let results = futures::future::join_all(self.inner.servers.iter().map(|s| {
+            let mut p = redis::pipe();
+            build(&mut p);
+            async move { (s.addr.clone(), s.pipe::<(u64,)>(&p).await) }
+        }))
+        .await;
+        let mut found = false;
+        let mut errors = Vec::new();
+        for (addr, r) in results {
+            match r {
+                Ok((n,)) => found |= n > 0,
+                Err(e) => errors.push((addr, e)),
+            }
+        }
+        if errors.len() == self.inner.servers.len() {
+            return Err(QueueError::NoServerTook(errors));
+        }
+        Ok(found)
+    }
+
+    /// The queue locks held now, with the worker holding each.
+    pub async fn locks(&self) -> Result<Vec<Lock>, QueueError> {
+        let key = &self.inner.key;
+        let zk = &self.inner.zk;
+        let children = zk.children("").await.map(|c| c.unwrap_or_default());
+        let children = match children {
+            Ok(c) => c,
+            // The root "" maps to "/" + "" with a trailing slash for `/`.
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for name in children {
+            let Some(hash) = name.strip_prefix(key.as_str()) else {
+                continue;
+            };
+            if hash.len() != 32 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            if let Ok(Some((data, _))) = zk.get(&name).await {
+                out.push(Lock {
+                    name,
+                    worker: String::from_utf8_lossy(&data).into_owned(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes an item for display; items pushed by hand may not be tasks.
+pub fn describe_item(item: &str) -> String {
+    match crate::model::ReplicationTask::decode(item) {
+        Ok(t) => format!("{} → {} (from {})", t.path, t.to, t.from.join(",")),
+        Err(_) => item.to_string(),
+    }
+}

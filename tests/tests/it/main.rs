@@ -1,0 +1,11 @@
+//! The integration tests: one binary (see ARCHITECTURE.md). Daemons run
+//! in-process through their library entry points against real ZooKeeper,
+//! Redis and storage nodes; tests that need real processes use
+//! `backpack_tests::bin`.
+#![allow(clippy::unwrap_used)]
+
+mod cluster;
+mod coordinator;
+mod queue;
+mod replicator;
+mod zk;
