@@ -690,6 +690,9 @@ fn create_volume(dir: &Path, id: u32) -> Result<Arc<Volume>, StoreError> {
     Ok(Arc::new(Volume { id, file, path }))
 }
 
+/// A sync's outcome, copyable to every upload that shared it.
+type SyncResult = Result<(), (ErrorKind, String)>;
+
 fn commit_loop(rx: mpsc::Receiver<CommitMsg>, failed: &AtomicBool) {
     let mut batch = Vec::new();
     let mut stop = false;
@@ -702,7 +705,7 @@ fn commit_loop(rx: mpsc::Receiver<CommitMsg>, failed: &AtomicBool) {
         while let Ok(msg) = rx.try_recv() {
             batch.push(msg);
         }
-        let mut synced: Vec<(u32, Result<(), (ErrorKind, String)>)> = Vec::new();
+        let mut synced: Vec<(u32, SyncResult)> = Vec::new();
         for msg in batch.drain(..) {
             let (volume, done) = match msg {
                 CommitMsg::Stop => {
