@@ -315,6 +315,7 @@ fn stats_json(app: &App) -> serde_json::Value {
 }
 
 fn parse_header<B>(req: &Request<B>, name: &str, what: &str) -> Result<Option<u64>, ApiError> {
+    // HeaderMap lookups ignore case; `name` is also how the error says it.
     match req.headers().get(name) {
         None => Ok(None),
         Some(v) => v
@@ -337,12 +338,11 @@ async fn next_data(
         match tokio::time::timeout(timeout, body.frame()).await {
             Err(_) => return Err(ApiError::Timeout(timeout)),
             Ok(None) => return Ok(None),
-            // The connection ended before Content-Length bytes arrived.
-            Ok(Some(Err(e))) if e.is_incomplete_message() => {
-                return Err(ApiError::ShortBody { got, expected });
-            }
+            // The connection ended (or broke) before Content-Length bytes
+            // arrived.
             Ok(Some(Err(e))) => {
-                return Err(ApiError::BadRequest(format!("cannot read the body: {e}")));
+                debug!(error = %e, "body read failed");
+                return Err(ApiError::ShortBody { got, expected });
             }
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
@@ -359,7 +359,7 @@ async fn put(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiErr
     if RESERVED.contains(&name.as_str()) {
         return Err(ApiError::Reserved(name));
     }
-    let Some(len) = parse_header(&req, "content-length", "a number of bytes")? else {
+    let Some(len) = parse_header(&req, "Content-Length", "a number of bytes")? else {
         return Err(ApiError::LengthRequired);
     };
     if len > app.max_body {
@@ -368,7 +368,7 @@ async fn put(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiErr
             max: app.max_body,
         });
     }
-    let client_time = parse_header(&req, TIME_HEADER, "milliseconds since the Unix epoch")?;
+    let client_time = parse_header(&req, "X-Backpack-Time", "milliseconds since the Unix epoch")?;
     let current = app.store.lookup(&name);
     let mut body = req.into_body();
     let timeout = app.body_timeout;

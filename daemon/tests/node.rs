@@ -1,0 +1,824 @@
+//! Integration tests of `backpack-node`: the real server in-process on
+//! 127.0.0.1:0, plus the real binary for crash (kill -9) and CLI tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use backpack_daemon::node::{self, NodeConfig};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// A node running in-process.
+struct Node {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), node::NodeError>>,
+}
+
+impl Node {
+    async fn start(config: NodeConfig) -> Node {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(node::run(listener, config, shutdown.clone()));
+        let node = Node {
+            addr,
+            shutdown,
+            task,
+        };
+        wait_ready(addr).await;
+        node
+    }
+
+    async fn in_dir(dir: &Path) -> Node {
+        Node::start(NodeConfig::new(dir)).await
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("http://{}{}", self.addr, name)
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn wait_ready(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = raw(
+            addr,
+            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        if matches!(r, Ok(ref r) if r.status == 200) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "node at {addr} not ready: {r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+#[derive(Debug)]
+struct RawResponse {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl RawResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|s| s.as_str())
+    }
+
+    fn error(&self) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap();
+        v["error"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Sends bytes exactly as given (no client-side normalisation of the
+/// target) and reads the response to the end of the connection.
+async fn raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<RawResponse> {
+    raw_with(addr, request, false).await
+}
+
+async fn raw_with(
+    addr: SocketAddr,
+    request: &[u8],
+    shutdown_write: bool,
+) -> std::io::Result<RawResponse> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(request).await?;
+    if shutdown_write {
+        s.shutdown().await?;
+    }
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no response head in {buf:?}")))?;
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(RawResponse {
+        status,
+        headers,
+        body: buf[split + 4..].to_vec(),
+    })
+}
+
+fn put_req(target: &str, body: &[u8], extra: &str) -> Vec<u8> {
+    let mut r = format!(
+        "PUT {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n{extra}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+fn get_req(method: &str, target: &str) -> Vec<u8> {
+    format!("{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+fn data(seed: u64, len: usize) -> Vec<u8> {
+    // Cheap deterministic bytes, different per seed.
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn volumes(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "bpk"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn put_get_head_stats_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::in_dir(dir.path()).await;
+    let c = client();
+
+    let body = data(1, 100_000);
+    let r = c
+        .put(node.url("/photos/a.jpg"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let put_time: u64 = r.headers()[node::TIME_HEADER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let r = c.get(node.url("/photos/a.jpg")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "100000");
+    assert_eq!(
+        r.headers()[node::TIME_HEADER].to_str().unwrap(),
+        put_time.to_string()
+    );
+    assert_eq!(r.bytes().await.unwrap(), body);
+
+    let r = raw(node.addr, &get_req("HEAD", "/photos/a.jpg"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("100000"));
+    assert_eq!(
+        r.header(node::TIME_HEADER),
+        Some(put_time.to_string().as_str())
+    );
+    assert!(r.body.is_empty());
+
+    // Empty file.
+    // Clients omit Content-Length for an empty body unless told; the node
+    // insists on it (411), as the original did.
+    let r = c
+        .put(node.url("/empty"))
+        .body(Vec::new())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 411);
+    let r = c
+        .put(node.url("/empty"))
+        .header("content-length", 0)
+        .body(Vec::new())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c.get(node.url("/empty")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().is_empty());
+
+    // Overwrite points the name at the new copy.
+    let r = c
+        .put(node.url("/photos/a.jpg"))
+        .body("v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        c.get(node.url("/photos/a.jpg"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "v2"
+    );
+
+    // A large (streamed) file.
+    let big = data(2, 3 * 1024 * 1024 + 17);
+    let r = c
+        .put(node.url("/big"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c.get(node.url("/big")).send().await.unwrap();
+    assert_eq!(
+        r.headers()["content-length"],
+        big.len().to_string().as_str()
+    );
+    assert!(r.bytes().await.unwrap() == big);
+
+    let stats: serde_json::Value = c
+        .get(node.url("/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["puts"]["count"], 4);
+    assert_eq!(stats["puts"]["bytes"], 100_000 + 2 + big.len() as u64);
+    assert_eq!(stats["gets"]["count"], 4);
+    assert!(stats["gets"]["avg"].as_f64().unwrap() > 0.0);
+    assert!(stats["puts"]["avg"].as_f64().unwrap() > 0.0);
+    assert_eq!(stats["files"], 3);
+    assert_eq!(stats["bytes_stored"], 2 + big.len() as u64);
+    assert_eq!(stats["volumes"], 1);
+    assert!(stats["free_disk_bytes"].as_u64().unwrap() > 0);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn every_status_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::new(dir.path());
+    config.max_body = 1000;
+    config.body_timeout = Duration::from_millis(300);
+    let node = Node::start(config).await;
+    let a = node.addr;
+
+    let r = raw(a, &put_req("/ok", b"hi", "")).await.unwrap();
+    assert_eq!(r.status, 201);
+    assert_eq!(raw(a, &get_req("GET", "/ok")).await.unwrap().status, 200);
+
+    let r = raw(a, &get_req("GET", "/missing")).await.unwrap();
+    assert_eq!(r.status, 404);
+    assert!(r.error().contains("/missing"), "{}", r.error());
+    assert_eq!(
+        raw(a, &get_req("HEAD", "/missing")).await.unwrap().status,
+        404
+    );
+
+    // 411: no Content-Length (chunked).
+    let r = raw(
+        a,
+        b"PUT /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 411);
+    assert!(r.error().contains("Content-Length"), "{}", r.error());
+
+    // 400: the body ends (client closes its side) before Content-Length.
+    let r = raw_with(
+        a,
+        b"PUT /short HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("3 of the 10 bytes"), "{}", r.error());
+    assert_eq!(raw(a, &get_req("GET", "/short")).await.unwrap().status, 404);
+
+    // 408: the body stalls.
+    let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
+    s.write_all(b"PUT /stall HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"));
+
+    // 413: over --max-body.
+    let r = raw(a, &put_req("/big", &[0u8; 1001], "")).await.unwrap();
+    assert_eq!(r.status, 413);
+    assert!(r.error().contains("1000"), "{}", r.error());
+
+    // 414: name over the limit.
+    let long = format!("/{}", "n".repeat(node::MAX_NAME_LEN));
+    let r = raw(a, &put_req(&long, b"x", "")).await.unwrap();
+    assert_eq!(r.status, 414);
+
+    // 400: reserved names.
+    for name in node::RESERVED {
+        let r = raw(a, &put_req(name, b"x", "")).await.unwrap();
+        assert_eq!(r.status, 400, "{name}");
+        assert!(r.error().contains("own API"), "{}", r.error());
+    }
+
+    // 400: a bad X-Backpack-Time.
+    let r = raw(a, &put_req("/t", b"x", "X-Backpack-Time: yesterday\r\n"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("X-Backpack-Time"), "{}", r.error());
+
+    // 405: other methods.
+    for m in ["POST", "DELETE", "PATCH", "OPTIONS"] {
+        let r = raw(a, &get_req(m, "/ok")).await.unwrap();
+        assert_eq!(r.status, 405, "{m}");
+        assert_eq!(r.header("allow"), Some("GET, HEAD, PUT"));
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn names_are_taken_exactly_as_received() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::in_dir(dir.path()).await;
+    let long = format!("/{}", "ä".repeat(2048)); // 4097 bytes of UTF-8
+    let names = [
+        "/a/b/c.jpg".to_string(),
+        "/a//b".into(),
+        "/a/./b".into(),
+        "/a/../b".into(),
+        "/a?x=1&y=2".into(),
+        "/a?x=1&y=3".into(),
+        "/a?".into(),
+        "/a".into(),
+        "/a%20b".into(),
+        "/a%2fb".into(),
+        "/a%2Fb".into(),
+        "/%E6%97%A5%E6%9C%AC.jpg".into(),
+        "/日本/ü.jpg".into(),
+        "/stats?x".into(),
+        "/stats/".into(),
+        long.clone(),
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let r = raw(
+            node.addr,
+            &put_req(name, format!("file {i}").as_bytes(), ""),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            r.status,
+            201,
+            "{name}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let check = |node: &Node| {
+        let addr = node.addr;
+        let names = names.clone();
+        async move {
+            for (i, name) in names.iter().enumerate() {
+                let r = raw(addr, &get_req("GET", name)).await.unwrap();
+                assert_eq!(r.status, 200, "{name}");
+                assert_eq!(r.body, format!("file {i}").as_bytes(), "{name}");
+            }
+        }
+    };
+    check(&node).await;
+    assert_eq!(
+        raw(node.addr, &get_req("GET", "/b")).await.unwrap().status,
+        404
+    );
+    assert_eq!(
+        raw(node.addr, &get_req("GET", "/a%2FB"))
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+    node.stop().await;
+    // And the same after a restart.
+    let node = Node::in_dir(dir.path()).await;
+    check(&node).await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn restart_recovers_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::new(dir.path());
+    config.volume_size = 2 << 20; // several volumes
+    let node = Node::start(config.clone()).await;
+    let c = client();
+    let mut files = Vec::new();
+    for i in 0..120u64 {
+        let len = match i % 4 {
+            0 => 0,
+            1 => 10,
+            2 => 50_000,
+            _ => 150_000,
+        };
+        files.push((format!("/r/{i}?v=1"), data(i, len)));
+    }
+    files.push(("/r/large".into(), data(999, 2_500_000)));
+    futures::future::join_all(files.iter().map(|(n, d)| {
+        let c = c.clone();
+        let url = node.url(n);
+        let d = d.clone();
+        async move {
+            let len = d.len();
+            let r = c
+                .put(url)
+                .header("content-length", len)
+                .body(d)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+    }))
+    .await;
+    node.stop().await;
+    assert!(volumes(dir.path()).len() > 2);
+
+    let node = Node::start(config).await;
+    for (n, d) in &files {
+        let r = c.get(node.url(n)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{n}");
+        assert!(r.bytes().await.unwrap() == *d, "{n}");
+    }
+    let stats: serde_json::Value = c
+        .get(node.url("/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["files"], files.len());
+    node.stop().await;
+}
+
+/// Writes `n` files one after the other and returns the volume length
+/// after each, so a test can cut inside a chosen record.
+async fn write_sequence(dir: &Path, n: u64) -> Vec<u64> {
+    let node = Node::in_dir(dir).await;
+    let c = client();
+    let mut ends = Vec::new();
+    for i in 0..n {
+        let r = c
+            .put(node.url(&format!("/s/{i}")))
+            .body(data(i, 1000))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        ends.push(std::fs::metadata(&volumes(dir)[0]).unwrap().len());
+    }
+    node.stop().await;
+    ends
+}
+
+async fn expect_files(node: &Node, present: std::ops::Range<u64>, absent: std::ops::Range<u64>) {
+    let c = client();
+    for i in present {
+        let r = c.get(node.url(&format!("/s/{i}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "/s/{i}");
+        assert!(r.bytes().await.unwrap() == data(i, 1000), "/s/{i}");
+    }
+    for i in absent {
+        let r = c.get(node.url(&format!("/s/{i}"))).send().await.unwrap();
+        assert_eq!(r.status(), 404, "/s/{i}");
+    }
+}
+
+#[tokio::test]
+async fn truncated_tail_recovers_everything_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = write_sequence(dir.path(), 10).await;
+    let vol = volumes(dir.path())[0].clone();
+    // Cut the last record in the middle of its data, as a crash would.
+    let cut = ends[8] + 600;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&vol)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let node = Node::in_dir(dir.path()).await;
+    expect_files(&node, 0..9, 9..10).await;
+    assert_eq!(
+        std::fs::metadata(&vol).unwrap().len(),
+        ends[8],
+        "torn tail not cut"
+    );
+    // New writes after recovery land after the cut and survive a restart.
+    let c = client();
+    let r = c
+        .put(node.url("/s/9"))
+        .body(data(9, 1000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    node.stop().await;
+    let node = Node::in_dir(dir.path()).await;
+    expect_files(&node, 0..10, 0..0).await;
+    node.stop().await;
+
+    // A torn header: only a few bytes of the last record made it.
+    let ends = std::fs::metadata(&vol).unwrap().len();
+    let mut bytes = std::fs::read(&vol).unwrap();
+    bytes.extend_from_slice(b"BKPK\x01\x01");
+    std::fs::write(&vol, &bytes).unwrap();
+    let node = Node::in_dir(dir.path()).await;
+    expect_files(&node, 0..10, 0..0).await;
+    node.stop().await;
+    assert_eq!(std::fs::metadata(&vol).unwrap().len(), ends);
+}
+
+#[tokio::test]
+async fn corrupt_tail_recovers_everything_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = write_sequence(dir.path(), 10).await;
+    let vol = volumes(dir.path())[0].clone();
+    // Flip a byte inside the last record's data: full length, bad checksum.
+    let mut bytes = std::fs::read(&vol).unwrap();
+    bytes[ends[8] as usize + 500] ^= 0x55;
+    // And append zeros, as a crash after a file extension can leave.
+    bytes.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(&vol, &bytes).unwrap();
+    let node = Node::in_dir(dir.path()).await;
+    expect_files(&node, 0..9, 9..10).await;
+    node.stop().await;
+    assert_eq!(std::fs::metadata(&vol).unwrap().len(), ends[8]);
+}
+
+#[tokio::test]
+async fn backpack_time_keeps_the_newer_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::in_dir(dir.path()).await;
+    let c = client();
+    let put = |body: &'static str, time: Option<u64>| {
+        let mut req = c.put(node.url("/t")).body(body);
+        if let Some(t) = time {
+            req = req.header(node::TIME_HEADER, t);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 201);
+            r.headers()[node::TIME_HEADER]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        }
+    };
+    let get = || async {
+        let r = c.get(node.url("/t")).send().await.unwrap();
+        let t: u64 = r.headers()[node::TIME_HEADER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (r.text().await.unwrap(), t)
+    };
+    let now = backpack_daemon::node::store::now_ms();
+    assert_eq!(put("v200", Some(now + 200_000)).await, now + 200_000);
+    // A late replication of an older upload: accepted, but the newer stays.
+    assert_eq!(put("v100", Some(now + 100_000)).await, now + 200_000);
+    assert_eq!(get().await, ("v200".into(), now + 200_000));
+    // Same time: the later write wins.
+    put("v200b", Some(now + 200_000)).await;
+    assert_eq!(get().await, ("v200b".into(), now + 200_000));
+    put("v300", Some(now + 300_000)).await;
+    assert_eq!(get().await, ("v300".into(), now + 300_000));
+    // No header: the new copy wins even though the clock is "behind".
+    let t = put("plain", None).await;
+    assert!(t >= now + 300_000);
+    assert_eq!(get().await.0, "plain");
+    node.stop().await;
+    // The same decision after a restart.
+    let node2 = Node::in_dir(dir.path()).await;
+    let r = c.get(node2.url("/t")).send().await.unwrap();
+    assert_eq!(
+        r.headers()[node::TIME_HEADER].to_str().unwrap(),
+        t.to_string()
+    );
+    assert_eq!(r.text().await.unwrap(), "plain");
+    node2.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_puts_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::in_dir(dir.path()).await;
+    let c = client();
+    let tasks: Vec<_> = (0..64u64)
+        .map(|i| {
+            let c = c.clone();
+            let url = node.url(&format!("/c/{i}"));
+            tokio::spawn(async move {
+                let r = c.put(url).body(data(i, 20_000)).send().await.unwrap();
+                assert_eq!(r.status(), 201);
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for i in 0..64u64 {
+        let r = c.get(node.url(&format!("/c/{i}"))).send().await.unwrap();
+        assert!(r.bytes().await.unwrap() == data(i, 20_000));
+    }
+    node.stop().await;
+}
+
+// ---- the real binary -------------------------------------------------
+
+const BIN: &str = env!("CARGO_BIN_EXE_backpack-node");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn spawn_node(dir: &Path) -> (Proc, SocketAddr) {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .arg(dir)
+        .arg("127.0.0.1")
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let proc = Proc(child);
+    wait_ready(addr).await;
+    (proc, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_load_loses_no_acknowledged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proc, addr) = spawn_node(dir.path()).await;
+    let c = client();
+    let acked: Arc<Mutex<Vec<(String, u64, usize)>>> = Arc::default();
+    let stop = CancellationToken::new();
+    let workers: Vec<_> = (0..32u64)
+        .map(|w| {
+            let (c, acked, stop) = (c.clone(), acked.clone(), stop.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    if stop.is_cancelled() {
+                        break;
+                    }
+                    let seed = w * 1_000_000 + i;
+                    let len = [10, 3_000, 60_000, 250_000][(seed % 4) as usize];
+                    let name = format!("/k/{w}/{i}");
+                    let r = c
+                        .put(format!("http://{addr}{name}"))
+                        .body(data(seed, len))
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == 201 => acked.lock().unwrap().push((name, seed, len)),
+                        _ => break, // the node died under us
+                    }
+                }
+            })
+        })
+        .collect();
+    // Kill once enough uploads were acknowledged, while more are in flight.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 400 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proc.0.kill().unwrap(); // SIGKILL
+    proc.0.wait().unwrap();
+    stop.cancel();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 100,
+        "only {} uploads acknowledged",
+        acked.len()
+    );
+
+    let (_proc, addr) = spawn_node(dir.path()).await;
+    for (name, seed, len) in &acked {
+        let r = c.get(format!("http://{addr}{name}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{name} was acknowledged but is lost");
+        assert!(
+            r.bytes().await.unwrap() == data(*seed, *len),
+            "{name} differs"
+        );
+    }
+}
+
+fn run_bin(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn clear_errors_for_a_bad_data_dir_or_a_taken_port() {
+    let check = |args: &[&str], expected: &str| {
+        let (code, stderr) = run_bin(args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(
+            stderr.lines().any(|l| l.contains(expected)),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    check(
+        &[missing.to_str().unwrap(), "127.0.0.1", "0"],
+        "does not exist; create it",
+    );
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    check(
+        &[file.to_str().unwrap(), "127.0.0.1", "0"],
+        "is not a directory",
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    check(
+        &[dir.path().to_str().unwrap(), "127.0.0.1", &port],
+        "cannot listen on 127.0.0.1:",
+    );
+    check(
+        &[dir.path().to_str().unwrap(), "127.0.0.1", "notaport"],
+        "invalid value",
+    );
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proc, addr) = spawn_node(dir.path()).await;
+    let r = raw(addr, &put_req("/x", b"hello", "")).await.unwrap();
+    assert_eq!(r.status, 201);
+    let pid = rustix::process::Pid::from_raw(proc.0.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = proc.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let (_proc, addr) = spawn_node(dir.path()).await;
+    assert_eq!(
+        raw(addr, &get_req("GET", "/x")).await.unwrap().body,
+        b"hello"
+    );
+}
