@@ -17,6 +17,17 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// For the admin commands: their output is the original's lines, so only
+/// warnings and errors are logged (to stderr), unless `RUST_LOG` says more.
+pub fn init_tracing_quiet() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
+
 /// Returns a token cancelled on the first SIGTERM or SIGINT. A second
 /// signal exits at once (exit code 130), for an operator who does not want
 /// to wait for the graceful path.

@@ -34,3 +34,99 @@ pub mod paths {
         name.strip_prefix("shard-size-")
     }
 }
+
+/// Orders ids the way people read them: numbers by value (`2` before
+/// `10`), then anything else by text.
+pub fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y).then_with(|| a.cmp(b)),
+        (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+        (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+        _ => a.cmp(b),
+    }
+}
+
+/// The original's `print-stats` text (scripts parse it): `Shards:`, a line
+/// per shard `<id> [<nodes>]: <used> / <capacity> (<pct>%) rw|r`, then
+/// `Overall: <used> / <total> (<pct>%)`.
+pub fn print_stats(
+    shards: &ShardsMap,
+    sizes: &std::collections::BTreeMap<String, ShardSize>,
+) -> String {
+    let pct = |used: u64, cap: u64| {
+        if cap == 0 {
+            0
+        } else {
+            (used as f64 / cap as f64 * 100.0).round() as u64
+        }
+    };
+    let mut ids: Vec<&String> = shards.keys().collect();
+    ids.sort_by(|a, b| id_order(a, b));
+    let mut out = String::from("Shards:\n");
+    let (mut used, mut total) = (0u64, 0u64);
+    for id in ids {
+        let shard = &shards[id];
+        let size = sizes.get(id).copied().unwrap_or(ShardSize {
+            capacity: 0,
+            current: Some(0),
+        });
+        used += size.used();
+        total += size.capacity;
+        out.push_str(&format!(
+            "{id} [{}]: {} / {} ({}%) {}\n",
+            shard.nodes.join(", "),
+            format_size(size.used()),
+            format_size(size.capacity),
+            pct(size.used(), size.capacity),
+            if shard.writable() { "rw" } else { "r" }
+        ));
+    }
+    out.push_str(&format!(
+        "Overall: {} / {} ({}%)\n",
+        format_size(used),
+        format_size(total),
+        pct(used, total)
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn print_stats_matches_the_original() {
+        let shards: ShardsMap = parse_json(
+            "s",
+            br#"{"1":{"nodes":["1","3"]},"2":{"read_only":true,"nodes":["2","4"]}}"#,
+        )
+        .unwrap();
+        let mut sizes = std::collections::BTreeMap::new();
+        sizes.insert(
+            "1".to_string(),
+            ShardSize {
+                capacity: 100 << 30,
+                current: Some(41339060224),
+            },
+        );
+        sizes.insert(
+            "2".to_string(),
+            ShardSize {
+                capacity: 1610612736,
+                current: Some(1234),
+            },
+        );
+        assert_eq!(
+            print_stats(&shards, &sizes),
+            "Shards:\n1 [1, 3]: 38.5gb / 100gb (39%) rw\n2 [2, 4]: 1.21kb / 1.5gb (0%) r\nOverall: 38.5gb / 101.5gb (38%)\n"
+        );
+    }
+
+    #[test]
+    fn ids_sort_like_numbers() {
+        let mut v = vec!["10", "2", "b", "1", "a"];
+        v.sort_by(|a, b| id_order(a, b));
+        assert_eq!(v, vec!["1", "2", "10", "a", "b"]);
+    }
+}

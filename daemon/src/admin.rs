@@ -1,1 +1,0 @@
-//! admin (work in progress)

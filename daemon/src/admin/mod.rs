@@ -1,0 +1,135 @@
+//! The admin commands, with the original's names, positional arguments and
+//! output, so existing scripts keep working. Each binary in `src/bin` is
+//! `admin::main::<Command>()`.
+//!
+//! Behaviour every command shares:
+//! - too few arguments: the original's usage line on stderr, exit 1;
+//!   `--help` exits 0;
+//! - errors: one line `error: ...` naming the problem and the fix, exit 1,
+//!   no backtrace; nothing half-written (map changes go through
+//!   [`backpack_shared::zk::Zk::apply`]);
+//! - ZooKeeper unreachable: give up after `--zk-timeout` seconds.
+
+/// Prints a line on stdout; a closed pipe (`| head`) is not an error.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($arg)*);
+    }};
+}
+
+mod commands;
+
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+pub use commands::{
+    AddServer, AddShard, DisableShard, DumpShards, EnableShard, Init, PrintStats, ReplicatorPush,
+    SetQueue,
+};
+
+use backpack_shared::zk::{Zk, ZkConfig};
+
+/// Settings every admin command takes (flags, with environment fallbacks).
+#[derive(Debug, Clone, Args)]
+pub struct ZkArgs {
+    /// ZooKeeper servers, comma-separated host:port (e.g. one.local:2181)
+    #[arg(value_name = "zk_servers")]
+    pub zk_servers: String,
+    /// The cluster's root znode (e.g. /backpack)
+    #[arg(value_name = "/zk/root")]
+    pub root: String,
+    /// Seconds to keep trying to reach ZooKeeper before giving up
+    #[arg(
+        long,
+        env = "BACKPACK_ZK_TIMEOUT",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
+    pub zk_timeout: u64,
+}
+
+impl ZkArgs {
+    pub fn config(&self) -> ZkConfig {
+        let mut c = ZkConfig::new(&self.zk_servers, &self.root);
+        c.connect_timeout = Duration::from_secs(self.zk_timeout.max(1));
+        c.request_timeout = Duration::from_secs(self.zk_timeout.clamp(1, 10));
+        c
+    }
+
+    /// Connects and refuses an uninitialized root (naming `init`).
+    pub async fn connect(&self) -> anyhow::Result<Zk> {
+        Ok(Zk::connect_initialized(self.config()).await?)
+    }
+}
+
+/// An admin command: a clap parser with the original's usage line.
+pub trait AdminCommand: Parser {
+    /// The original's usage line, printed when arguments are missing.
+    const USAGE: &'static str;
+    fn run(self) -> impl std::future::Future<Output = anyhow::Result<()>>;
+}
+
+/// Parses the arguments, runs the command, and exits as the original does.
+pub fn main<C: AdminCommand>() {
+    crate::runtime::init_tracing_quiet();
+    let code = match C::try_parse() {
+        Ok(cmd) => run_to_exit(cmd),
+        Err(e) => usage_error::<C>(e),
+    };
+    std::process::exit(code);
+}
+
+fn usage_error<C: AdminCommand>(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind::*;
+    match e.kind() {
+        DisplayHelp | DisplayVersion => {
+            let _ = e.print();
+            0
+        }
+        MissingRequiredArgument | DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!("{}", C::USAGE);
+            eprintln!("Run with --help for details.");
+            1
+        }
+        _ => {
+            let _ = e.print();
+            eprintln!("{}", C::USAGE);
+            1
+        }
+    }
+}
+
+fn run_to_exit<C: AdminCommand>(cmd: C) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(cmd.run()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            1
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn chain(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}

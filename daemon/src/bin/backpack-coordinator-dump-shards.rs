@@ -1,0 +1,5 @@
+//! `backpack-coordinator-dump-shards`: see `backpack_daemon::admin`.
+
+fn main() {
+    backpack_daemon::admin::main::<backpack_daemon::admin::DumpShards>();
+}
