@@ -41,7 +41,7 @@ use thiserror::Error;
 pub use redis_conn::{RedisPool, WakeListener};
 
 use crate::model::{HostPort, QueueInfo};
-use crate::zk::{Zk, ZkError};
+use crate::zk::{ConnState, Zk, ZkError};
 use redis_conn::Server;
 
 #[derive(Debug, Error)]
@@ -298,19 +298,41 @@ impl Queue {
         }
     }
 
+    /// Deletes the claim's lock. Retries transient failures while the
+    /// claim's session lives: a session that survives a disconnection keeps
+    /// its ephemeral lock, and a lock left behind would hide the item from
+    /// every worker for as long as this process runs. Never deletes the lock
+    /// once the session changed: it may be another worker's by then.
     async fn unlock(&self, claim: &Claim) {
-        let p = claim.lock_path.clone();
-        let r = self
-            .inner
-            .zk
-            .call(
-                &claim.lock_path,
-                |c| async move { c.delete(&p, None).await },
-            )
-            .await;
-        if let Err(e) = r {
-            // The lock vanishes with the session anyway.
-            tracing::debug!(error = %e, lock = %claim.lock_path, "could not delete queue lock");
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match *self.inner.zk.state().borrow() {
+                ConnState::Connected { session_id } if session_id != claim.session => return,
+                // The lock vanished (or vanishes) with the session.
+                ConnState::Expired { .. } | ConnState::Closed => return,
+                ConnState::Connected { .. } | ConnState::Disconnected { .. } => {}
+            }
+            let p = claim.lock_path.clone();
+            let r = self
+                .inner
+                .zk
+                .call(
+                    &claim.lock_path,
+                    |c| async move { c.delete(&p, None).await },
+                )
+                .await;
+            match r {
+                Ok(())
+                | Err(ZkError::Request {
+                    source: zookeeper_client::Error::NoNode,
+                    ..
+                }) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, lock = %claim.lock_path, "could not delete queue lock; retrying");
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::Notify;
@@ -15,37 +15,65 @@ use crate::model::HostPort;
 /// Bound on one Redis call (a dead server can otherwise block ~9 s).
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// After a failed call, a server is skipped (answered with its last error
+/// at once) for this long, so a dead server costs one slow call per
+/// period instead of one per request.
+const DOWN_FOR: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub(crate) struct Server {
     pub addr: HostPort,
     conn: Option<redis::aio::ConnectionManager>,
     error: Option<String>,
+    down: Arc<Mutex<Option<(Instant, String)>>>,
 }
 
 impl Server {
     pub async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
-        let Some(conn) = &self.conn else {
-            return Err(self.error.clone().unwrap_or_default());
-        };
-        let mut conn = conn.clone();
-        match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<T>(&mut conn)).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no answer within {}s", REDIS_TIMEOUT.as_secs())),
-        }
+        let mut conn = self.usable()?;
+        let r = tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<T>(&mut conn)).await;
+        self.record(r)
     }
 
     pub async fn pipe<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, String> {
+        let mut conn = self.usable()?;
+        let r = tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<T>(&mut conn)).await;
+        self.record(r)
+    }
+
+    fn usable(&self) -> Result<redis::aio::ConnectionManager, String> {
         let Some(conn) = &self.conn else {
             return Err(self.error.clone().unwrap_or_default());
         };
-        let mut conn = conn.clone();
-        match tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<T>(&mut conn)).await {
+        let down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((until, error)) = down.as_ref()
+            && Instant::now() < *until
+        {
+            return Err(format!(
+                "{error} (skipped for {}s after a failure)",
+                DOWN_FOR.as_secs()
+            ));
+        }
+        Ok(conn.clone())
+    }
+
+    fn record<T>(
+        &self,
+        r: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, String> {
+        let r = match r {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err(format!("no answer within {}s", REDIS_TIMEOUT.as_secs())),
+        };
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        match &r {
+            Ok(_) => *down = None,
+            Err(e) => *down = Some((Instant::now() + DOWN_FOR, e.clone())),
         }
+        r
     }
 }
 
@@ -71,8 +99,8 @@ impl RedisPool {
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(1)))
                     .set_response_timeout(Some(REDIS_TIMEOUT))
-                    .set_number_of_retries(2)
-                    .set_max_delay(Duration::from_millis(500));
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(100));
                 let conn = redis::Client::open(url(addr))
                     .and_then(|c| redis::aio::ConnectionManager::new_lazy_with_config(c, config));
                 match conn {
@@ -80,11 +108,13 @@ impl RedisPool {
                         addr: addr.clone(),
                         conn: Some(c),
                         error: None,
+                        down: Default::default(),
                     },
                     Err(e) => Server {
                         addr: addr.clone(),
                         conn: None,
                         error: Some(e.to_string()),
+                        down: Default::default(),
                     },
                 }
             })

@@ -1,1 +1,250 @@
-//! queue tests
+//! The replication queue over two real Redis servers and a real ZooKeeper:
+//! the original's wire format and lock names, and our fixes (pop looks at
+//! every server, a dead server does not stall, dead letters).
+
+use std::time::{Duration, Instant};
+
+use backpack_shared::model::{HostPort, QueueInfo, ReplicationTask, paths};
+use backpack_shared::queue::{FailOutcome, Queue, RedisPool, lock_name};
+use backpack_shared::zk::{Zk, ZkConfig};
+use backpack_tests::{RedisServer, shared_zk, unique_root};
+
+async fn zk(root: &str) -> Option<Zk> {
+    let server = shared_zk()?;
+    let zk = Zk::connect(ZkConfig::new(&server.addr(), root))
+        .await
+        .unwrap();
+    zk.create_root().await.unwrap();
+    Some(zk)
+}
+
+fn info(key: &str, servers: &[&RedisServer]) -> QueueInfo {
+    QueueInfo {
+        key: key.into(),
+        servers: servers
+            .iter()
+            .map(|s| HostPort {
+                host: "127.0.0.1".into(),
+                port: s.port,
+            })
+            .collect(),
+    }
+}
+
+async fn smembers(server: &RedisServer, key: &str) -> Vec<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port)).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let mut v: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    v.sort();
+    v
+}
+
+async fn sadd(server: &RedisServer, key: &str, item: &str) {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port)).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: u64 = redis::cmd("SADD")
+        .arg(key)
+        .arg(item)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+}
+
+fn task(path: &str) -> String {
+    ReplicationTask {
+        from: vec!["1".into()],
+        to: "4".into(),
+        path: path.into(),
+    }
+    .encode()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_pop_lock_done_failed_across_two_servers_one_killed() {
+    let root = unique_root("queue");
+    let Some(zk) = zk(&root).await else { return };
+    let (Some(a), Some(mut b)) = (RedisServer::start(), RedisServer::start()) else {
+        return;
+    };
+    let q = Queue::new(
+        &info("backpack-queue", &[&a, &b]),
+        &RedisPool::new(),
+        zk.clone(),
+    );
+
+    // The original's format: the task JSON in the set on every server.
+    q.push(&task("/hi.txt")).await.unwrap();
+    assert_eq!(
+        smembers(&a, "backpack-queue").await,
+        vec![r#"{"from":["1"],"to":"4","path":"/hi.txt"}"#]
+    );
+    assert_eq!(
+        smembers(&b, "backpack-queue").await,
+        smembers(&a, "backpack-queue").await
+    );
+    assert_eq!(q.len().await.overall, Some(1));
+
+    // pop locks it with the original's ephemeral znode; a second pop finds
+    // nothing else to take.
+    let claim = q.pop().await.unwrap().expect("an item");
+    assert_eq!(claim.item, task("/hi.txt"));
+    let lock = lock_name("backpack-queue", &claim.item);
+    assert!(lock.starts_with("backpack-queue") && lock.len() == "backpack-queue".len() + 32);
+    let (worker, _) = zk.get(&lock).await.unwrap().expect("lock znode");
+    assert!(
+        String::from_utf8(worker)
+            .unwrap()
+            .ends_with(&format!(":{}", std::process::id()))
+    );
+    assert!(
+        q.pop().await.unwrap().is_none(),
+        "a locked item is not handed out twice"
+    );
+    let locks = q.locks().await.unwrap();
+    assert_eq!(locks.len(), 1);
+
+    // failed: unlocked, still queued, attempt counted with its error.
+    assert_eq!(
+        q.failed(&claim, "source 1 answered 404", 3).await.unwrap(),
+        FailOutcome::Retry { attempts: 1 }
+    );
+    assert!(zk.get(&lock).await.unwrap().is_none());
+    let sample = q.sample(10).await;
+    assert_eq!(sample[0].attempts, 1);
+    assert_eq!(
+        sample[0].last_error.as_deref(),
+        Some("source 1 answered 404")
+    );
+    assert!(sample[0].first_queued_ms.is_some());
+    assert!(q.oldest_age().await.is_some());
+
+    // done: removed from both servers and unlocked.
+    let claim = q.pop().await.unwrap().expect("the item again");
+    q.done(&claim).await.unwrap();
+    assert!(smembers(&a, "backpack-queue").await.is_empty());
+    assert!(smembers(&b, "backpack-queue").await.is_empty());
+    assert!(zk.get(&lock).await.unwrap().is_none());
+
+    // One server killed: pushes still succeed, nothing is lost, and a dead
+    // server does not stall the others.
+    b.kill();
+    let start = Instant::now();
+    for i in 0..20 {
+        q.push(&task(&format!("/f{i}"))).await.unwrap();
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "pushes stalled: {:?}",
+        start.elapsed()
+    );
+    let len = q.len().await;
+    assert_eq!(len.overall, Some(20));
+    assert!(len.per_server.iter().any(|(_, r)| r.is_err()));
+    let mut seen = Vec::new();
+    while let Some(c) = q.pop().await.unwrap() {
+        seen.push(c.item.clone());
+        q.done(&c).await.unwrap();
+    }
+    assert_eq!(seen.len(), 20);
+    // Back empty: the items it never had are not resurrected, new pushes reach it.
+    b.restart();
+    q.push(&task("/after")).await.unwrap();
+    let took = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if smembers(&b, "backpack-queue").await.len() == 1 {
+                break;
+            }
+            q.push(&task("/after")).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(took.is_ok(), "the restarted server takes pushes again");
+    zk.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pop_looks_past_a_server_that_restarted_empty() {
+    let root = unique_root("qempty");
+    let Some(zk) = zk(&root).await else { return };
+    let (Some(a), Some(b)) = (RedisServer::start(), RedisServer::start()) else {
+        return;
+    };
+    let q = Queue::new(&info("k", &[&a, &b]), &RedisPool::new(), zk.clone());
+    // Only server b holds the item (as after a restart of a).
+    sadd(&b, "k", &task("/only-on-b")).await;
+    for _ in 0..10 {
+        let c = q
+            .pop()
+            .await
+            .unwrap()
+            .expect("found on b whatever the order");
+        q.release(&c).await;
+    }
+    zk.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_failing_too_often_goes_to_the_dead_letters() {
+    let root = unique_root("qdead");
+    let Some(zk) = zk(&root).await else { return };
+    let Some(a) = RedisServer::start() else {
+        return;
+    };
+    let q = Queue::new(&info("k", &[&a]), &RedisPool::new(), zk.clone());
+    q.push(&task("/lost")).await.unwrap();
+    for attempt in 1..=3 {
+        let c = q.pop().await.unwrap().expect("item");
+        let outcome = q.failed(&c, "no source has it", 3).await.unwrap();
+        if attempt < 3 {
+            assert_eq!(outcome, FailOutcome::Retry { attempts: attempt });
+        } else {
+            assert_eq!(outcome, FailOutcome::Dead { attempts: 3 });
+        }
+    }
+    assert!(q.pop().await.unwrap().is_none());
+    assert_eq!(q.dead_len().await.overall, Some(1));
+    let dead = q.dead(10).await;
+    assert_eq!(dead[0].last_error.as_deref(), Some("no source has it"));
+    // The original's key holds nothing: an original daemon sees an empty queue.
+    assert!(smembers(&a, "k").await.is_empty());
+    assert!(q.requeue(&task("/lost")).await.unwrap());
+    assert_eq!(q.dead_len().await.overall, Some(0));
+    let c = q.pop().await.unwrap().expect("requeued");
+    q.failed(&c, "still lost", 1).await.unwrap();
+    assert!(q.drop_dead(&task("/lost")).await.unwrap());
+    assert_eq!(
+        (q.len().await.overall, q.dead_len().await.overall),
+        (Some(0), Some(0))
+    );
+    assert!(!q.drop_dead("nothing").await.unwrap());
+    let _ = paths::QUEUE;
+    zk.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_server_answering_is_an_error_not_an_empty_queue() {
+    let root = unique_root("qdown");
+    let Some(zk) = zk(&root).await else { return };
+    let Some(mut a) = RedisServer::start() else {
+        return;
+    };
+    let q = Queue::new(&info("k", &[&a]), &RedisPool::new(), zk.clone());
+    a.kill();
+    let err = q.pop().await.unwrap_err();
+    assert!(
+        err.to_string().contains("no queue Redis server answered"),
+        "{err}"
+    );
+    let err = q.push(&task("/x")).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("could not write to any of the 1 queue Redis servers"),
+        "{err}"
+    );
+    zk.close();
+}
