@@ -1,1 +1,958 @@
-//! replicator tests
+//! The replicator against real ZooKeeper, Redis and storage nodes: files
+//! reach every node byte for byte, tasks are never copied twice at once,
+//! nodes and Redis servers that go away and come back lose nothing, a task
+//! that cannot succeed lands in the dead-letter set (and the admin command
+//! handles it), SIGTERM mid-copy releases the lock, session expiry mid-copy
+//! never marks a task done from the dead session, and the configuration is
+//! followed live.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use backpack_daemon::node::{NodeConfig, TIME_HEADER};
+use backpack_daemon::replicator::{Counters, Replicator, ReplicatorConfig, Stats};
+use backpack_shared::model::{HostPort, QueueInfo, ReplicationTask, paths};
+use backpack_shared::ops::MapOp;
+use backpack_shared::queue::{Queue, RedisPool, worker_id};
+use backpack_shared::zk::{Zk, ZkConfig};
+use backpack_tests::{RedisServer, ZkServer, bin, free_port, shared_redis, shared_zk, unique_root};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+// ---------------------------------------------------------------- fixtures
+
+/// A storage node running in-process, stoppable and restartable on the same
+/// port and data directory.
+struct Node {
+    id: String,
+    port: u16,
+    dir: tempfile::TempDir,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    async fn start(id: &str) -> Node {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut node = Node {
+            id: id.into(),
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            stop: CancellationToken::new(),
+            task: None,
+        };
+        node.serve(listener);
+        node
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let mut config = NodeConfig::new(self.dir.path());
+        config.shutdown_timeout = Duration::from_secs(1);
+        config.volume_size = 64 << 20;
+        self.stop = CancellationToken::new();
+        let stop = self.stop.clone();
+        self.task = Some(tokio::spawn(async move {
+            backpack_daemon::node::run(listener, config, stop)
+                .await
+                .unwrap();
+        }));
+    }
+
+    async fn down(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+
+    async fn up(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("rebinding {}: {e}", self.port);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot rebind port {}: {e}", self.port),
+            }
+        };
+        self.serve(listener);
+    }
+
+    fn addr(&self) -> HostPort {
+        HostPort {
+            host: "127.0.0.1".into(),
+            port: self.port,
+        }
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+async fn put(port: u16, path: &str, body: Vec<u8>) {
+    // Explicit Content-Length: reqwest leaves it out for an empty body.
+    let r = http()
+        .put(format!("http://127.0.0.1:{port}{path}"))
+        .header(reqwest::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "PUT {path} on {port}");
+}
+
+/// Body and `X-Backpack-Time` of a file, `None` on 404.
+async fn get(port: u16, path: &str) -> Option<(Vec<u8>, String)> {
+    let r = http()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .ok()?;
+    if r.status() == 404 {
+        return None;
+    }
+    assert_eq!(r.status(), 200, "GET {path} on {port}");
+    let time = r
+        .headers()
+        .get(TIME_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    Some((r.bytes().await.unwrap().to_vec(), time))
+}
+
+async fn puts_count(port: u16) -> u64 {
+    let v: serde_json::Value = http()
+        .get(format!("http://127.0.0.1:{port}/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["puts"]["count"].as_u64().unwrap()
+}
+
+/// Deterministic content of file `i`, `len` bytes.
+fn content(i: usize, len: usize) -> Vec<u8> {
+    let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn task(from: &[&Node], to: &Node, path: &str) -> String {
+    ReplicationTask {
+        from: from.iter().map(|n| n.id.clone()).collect(),
+        to: to.id.clone(),
+        path: path.into(),
+    }
+    .encode()
+}
+
+/// A cluster root: the nodes in servers-map (one shard of all of them) and
+/// a queue on the given Redis servers, plus the test's own session on it.
+struct Env {
+    zk_addr: String,
+    root: String,
+    zk: Zk,
+    queue: Queue,
+    info: QueueInfo,
+}
+
+async fn env(zk_addr: &str, name: &str, nodes: &[&Node], redis: &[u16]) -> Env {
+    let root = unique_root(name);
+    let zk = Zk::connect(ZkConfig::new(zk_addr, &root)).await.unwrap();
+    zk.create_root().await.unwrap();
+    let servers: BTreeMap<String, HostPort> =
+        nodes.iter().map(|n| (n.id.clone(), n.addr())).collect();
+    let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+    let shards = serde_json::json!({ "1": { "nodes": ids } });
+    let info = QueueInfo {
+        key: format!("q{}", root.replace('/', "-")),
+        servers: redis
+            .iter()
+            .map(|p| HostPort {
+                host: "127.0.0.1".into(),
+                port: *p,
+            })
+            .collect(),
+    };
+    zk.create_if_missing(paths::SERVERS_MAP, &serde_json::to_vec(&servers).unwrap())
+        .await
+        .unwrap();
+    zk.create_if_missing(paths::SHARDS_MAP, &serde_json::to_vec(&shards).unwrap())
+        .await
+        .unwrap();
+    zk.create_if_missing(paths::QUEUE, &serde_json::to_vec(&info).unwrap())
+        .await
+        .unwrap();
+    let queue = Queue::new(&info, &RedisPool::new(), zk.clone());
+    Env {
+        zk_addr: zk_addr.into(),
+        root,
+        zk,
+        queue,
+        info,
+    }
+}
+
+/// Test settings: quick backoff and announcements, a unique announcement
+/// name (several replicators share this process).
+fn config(concurrency: usize) -> ReplicatorConfig {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let mut c = ReplicatorConfig::new(concurrency);
+    c.backoff_min = Duration::from_millis(50);
+    c.backoff_max = Duration::from_millis(300);
+    c.announce_every = Duration::from_millis(200);
+    c.shutdown_deadline = Duration::from_secs(5);
+    c.name = format!("{}-{}", worker_id(), N.fetch_add(1, Ordering::Relaxed));
+    c
+}
+
+/// An in-process replicator on its own session.
+struct Running {
+    stats: Arc<Stats>,
+    name: String,
+    stop: CancellationToken,
+    task: JoinHandle<Counters>,
+}
+
+impl Running {
+    async fn start(env: &Env, config: ReplicatorConfig, metrics: Option<TcpListener>) -> Running {
+        Self::start_with(ZkConfig::new(&env.zk_addr, &env.root), config, metrics).await
+    }
+
+    async fn start_with(
+        zk: ZkConfig,
+        config: ReplicatorConfig,
+        metrics: Option<TcpListener>,
+    ) -> Running {
+        let zk = Zk::connect_initialized(zk).await.unwrap();
+        let name = config.name.clone();
+        let mut r = Replicator::new(config, zk);
+        if let Some(l) = metrics {
+            r = r.with_metrics(l);
+        }
+        let stats = r.stats();
+        let started = r.started();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(r.run(stop.clone()));
+        tokio::time::timeout(Duration::from_secs(10), started.cancelled())
+            .await
+            .expect("replicator started");
+        Running {
+            stats,
+            name,
+            stop,
+            task,
+        }
+    }
+
+    async fn shutdown(self) -> Counters {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("replicator stopped")
+            .unwrap()
+    }
+}
+
+/// Polls `f` every 50 ms until it holds; fails the test after `timeout`.
+async fn eventually<F, Fut>(timeout: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn queue_empty(q: &Queue) -> bool {
+    q.len().await.overall == Some(0) && q.locks().await.map(|l| l.is_empty()).unwrap_or(false)
+}
+
+/// A real process killed on drop (after SIGCONT, in case it was stopped).
+struct Proc(Child);
+
+impl Proc {
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.0.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -{sig}");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A storage node as a real process (so a test can SIGSTOP it).
+fn node_process(dir: &std::path::Path) -> (Proc, u16) {
+    let port = free_port();
+    let child = Command::new(bin("backpack-node"))
+        .arg(dir)
+        .arg("127.0.0.1")
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Proc(child);
+    assert!(
+        backpack_tests::wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "backpack-node did not listen"
+    );
+    (p, port)
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_holds_every_file_byte_for_byte() {
+    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
+        return;
+    };
+    let (n1, n2, n3) = (
+        Node::start("1").await,
+        Node::start("2").await,
+        Node::start("3").await,
+    );
+    let env = env(&zks.addr(), "repl-copy", &[&n1, &n2, &n3], &[redis.port]).await;
+
+    // Files of every kind of size (empty, tiny, 100 KB, over the node's
+    // streaming threshold), uploaded to one node each, as a coordinator does.
+    let sizes = [0, 1, 1000, 100 * 1024, 3 << 20];
+    let mut files = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let path = format!("/photos/{i}.jpg?v={i}");
+        let data = content(i, sizes[i % sizes.len()]);
+        let (first, others) = match i % 3 {
+            0 => (&n1, [&n2, &n3]),
+            1 => (&n2, [&n1, &n3]),
+            _ => (&n3, [&n1, &n2]),
+        };
+        put(first.port, &path, data.clone()).await;
+        for to in others {
+            tasks.push(task(&[first], to, &path));
+        }
+        files.push((path, data));
+    }
+
+    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_port = metrics.local_addr().unwrap().port();
+    let r = Running::start(&env, config(4), Some(metrics)).await;
+    env.queue.push_many(&tasks).await.unwrap();
+
+    eventually(Duration::from_secs(20), "every task done", || async {
+        r.stats.snapshot().copies_done == 60 && queue_empty(&env.queue).await
+    })
+    .await;
+    for (path, data) in &files {
+        let mut times = Vec::new();
+        for n in [&n1, &n2, &n3] {
+            let (body, time) = get(n.port, path)
+                .await
+                .unwrap_or_else(|| panic!("{path} missing on node {}", n.id));
+            assert!(body == *data, "{path} differs on node {}", n.id);
+            times.push(time);
+        }
+        assert!(
+            times.iter().all(|t| t == &times[0] && !t.is_empty()),
+            "{path}: upload times {times:?}"
+        );
+    }
+    assert!(env.queue.dead(10).await.is_empty());
+    let c = r.stats.snapshot();
+    assert_eq!((c.copies_failed, c.in_flight), (0, 0));
+    let expected_bytes: u64 = files.iter().map(|(_, d)| 2 * d.len() as u64).sum();
+    assert_eq!(c.bytes, expected_bytes);
+
+    // Announced in ZooKeeper, refreshed.
+    let name = format!("{}/{}", paths::REPLICATORS, r.name);
+    eventually(
+        Duration::from_secs(5),
+        "announcement with the counts",
+        || async {
+            let Some((data, _)) = env.zk.get(&name).await.unwrap() else {
+                return false;
+            };
+            let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            assert_eq!(v["concurrency"], 4);
+            assert!(v["version"].is_string() && v["started_ms"].is_u64());
+            v["copies_done"] == 60 && v["bytes"] == expected_bytes
+        },
+    )
+    .await;
+
+    // Prometheus text.
+    let text = http()
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "backpack_replicator_copies_total 60".to_string(),
+        format!("backpack_replicator_bytes_total {expected_bytes}"),
+        "backpack_replicator_failures_total 0".into(),
+        "backpack_replicator_queue_length 0".into(),
+        "backpack_replicator_dead_letter_length 0".into(),
+        "backpack_replicator_zookeeper_connected 1".into(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+    }
+
+    let end = r.shutdown().await;
+    assert_eq!(end.copies_done, 60);
+    assert!(
+        env.zk.get(&name).await.unwrap().is_none(),
+        "announcement removed at shutdown"
+    );
+    env.zk.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicators_never_copy_the_same_task_at_once() {
+    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
+        return;
+    };
+    let (n1, n2) = (Node::start("1").await, Node::start("2").await);
+    let env = env(&zks.addr(), "repl-two", &[&n1, &n2], &[redis.port]).await;
+    let mut tasks = Vec::new();
+    for i in 0..120 {
+        let path = format!("/two/{i}");
+        put(n1.port, &path, content(i, 2000)).await;
+        tasks.push(task(&[&n1], &n2, &path));
+    }
+    let a = Running::start(&env, config(6), None).await;
+    let b = Running::start(&env, config(6), None).await;
+    env.queue.push_many(&tasks).await.unwrap();
+    eventually(Duration::from_secs(20), "every task done", || async {
+        queue_empty(&env.queue).await
+    })
+    .await;
+    let (ca, cb) = (a.shutdown().await, b.shutdown().await);
+    // Each task copied exactly once: a lock is never held twice, and a
+    // task done by one is not copied again by the other.
+    assert_eq!(ca.copies_done + cb.copies_done, 120, "{ca:?} {cb:?}");
+    assert!(
+        ca.copies_done > 0 && cb.copies_done > 0,
+        "both worked: {ca:?} {cb:?}"
+    );
+    assert_eq!(
+        puts_count(n2.port).await,
+        120,
+        "one PUT per file on the destination"
+    );
+    for i in 0..120 {
+        assert_eq!(
+            get(n2.port, &format!("/two/{i}")).await.unwrap().0,
+            content(i, 2000)
+        );
+    }
+    env.zk.close();
+}
+
+/// A node of the task down at first: attempts are counted with the
+/// error, and the copy happens once it is back.
+async fn node_down_then_back(source_down: bool) {
+    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
+        return;
+    };
+    let (mut n1, mut n2) = (Node::start("1").await, Node::start("2").await);
+    let env = env(&zks.addr(), "repl-down", &[&n1, &n2], &[redis.port]).await;
+    put(n1.port, "/down.jpg", content(7, 50_000)).await;
+    let down = if source_down { &mut n1 } else { &mut n2 };
+    down.down().await;
+
+    let mut c = config(2);
+    c.max_attempts = 0;
+    let r = Running::start(&env, c, None).await;
+    env.queue
+        .push(&task(&[&n1], &n2, "/down.jpg"))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "failed attempts recorded",
+        || async {
+            let s = env.queue.sample(1).await;
+            s.len() == 1 && s[0].attempts >= 2
+        },
+    )
+    .await;
+    let info = &env.queue.sample(1).await[0];
+    let error = info.last_error.clone().unwrap();
+    let expected = if source_down {
+        "GET from 1 (127.0.0.1:"
+    } else {
+        "PUT to 2 (127.0.0.1:"
+    };
+    assert!(error.contains(expected), "{error}");
+    assert_eq!(r.stats.snapshot().copies_done, 0);
+
+    let down = if source_down { &mut n1 } else { &mut n2 };
+    down.up().await;
+    eventually(
+        Duration::from_secs(10),
+        "copied once the node is back",
+        || async { queue_empty(&env.queue).await && r.stats.snapshot().copies_done == 1 },
+    )
+    .await;
+    assert_eq!(
+        get(n2.port, "/down.jpg").await.unwrap().0,
+        content(7, 50_000)
+    );
+    let end = r.shutdown().await;
+    assert!(end.copies_failed >= 2, "{end:?}");
+    env.zk.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_down_task_is_retried_and_done_when_it_is_back() {
+    node_down_then_back(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_down_task_is_retried_and_done_when_it_is_back() {
+    node_down_then_back(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_redis_servers_killed_mid_run_loses_nothing() {
+    let Some(zks) = shared_zk() else { return };
+    let (Some(mut ra), Some(rb)) = (RedisServer::start(), RedisServer::start()) else {
+        return;
+    };
+    let (n1, n2) = (Node::start("1").await, Node::start("2").await);
+    let env = env(&zks.addr(), "repl-redis", &[&n1, &n2], &[ra.port, rb.port]).await;
+    let total = 90;
+    for i in 0..total {
+        put(n1.port, &format!("/r/{i}"), content(i, 5000)).await;
+    }
+    let push = |range: std::ops::Range<usize>| {
+        let items: Vec<String> = range
+            .map(|i| task(&[&n1], &n2, &format!("/r/{i}")))
+            .collect();
+        let q = env.queue.clone();
+        async move { q.push_many(&items).await.unwrap() }
+    };
+    push(0..40).await;
+    let r = Running::start(&env, config(2), None).await;
+    eventually(Duration::from_secs(10), "some copies", || async {
+        r.stats.snapshot().copies_done >= 10
+    })
+    .await;
+
+    // Redis A dies, its copy of the queue with it; B holds every task.
+    ra.kill();
+    push(40..70).await;
+    eventually(
+        Duration::from_secs(30),
+        "every task pushed so far done",
+        || async { r.stats.snapshot().copies_done >= 70 },
+    )
+    .await;
+    // A comes back empty and takes new pushes again.
+    ra.restart();
+    push(70..total).await;
+    eventually(Duration::from_secs(20), "every task done", || async {
+        queue_empty(&env.queue).await
+    })
+    .await;
+    for i in 0..total {
+        let (body, _) = get(n2.port, &format!("/r/{i}"))
+            .await
+            .unwrap_or_else(|| panic!("/r/{i} lost"));
+        assert_eq!(body, content(i, 5000));
+    }
+    r.shutdown().await;
+    env.zk.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_exists_nowhere_ends_in_the_dead_letter_set() {
+    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
+        return;
+    };
+    let (n1, n2) = (Node::start("1").await, Node::start("2").await);
+    let env = env(&zks.addr(), "repl-dead", &[&n1, &n2], &[redis.port]).await;
+    let mut c = config(2);
+    c.max_attempts = 3;
+    let r = Running::start(&env, c, None).await;
+    let lost = task(&[&n1], &n2, "/lost.jpg");
+    let gone = task(&[&n1], &n2, "/gone.jpg");
+    env.queue
+        .push_many(&[lost.clone(), gone.clone()])
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(15), "both tasks dead", || async {
+        env.queue.dead(10).await.len() == 2 && env.queue.len().await.overall == Some(0)
+    })
+    .await;
+    for t in env.queue.dead(10).await {
+        assert_eq!(t.attempts, 3, "{t:?}");
+        let e = t.last_error.unwrap();
+        assert!(
+            e.contains("not found on 1 (127.0.0.1:") && e.contains("(404)"),
+            "{e}"
+        );
+    }
+    assert_eq!(r.stats.snapshot().dead_lettered, 2);
+
+    // The admin command lists them with their error...
+    let admin = |args: &[&str]| {
+        let out = Command::new(bin("backpack-replicator-dead"))
+            .arg(&env.zk_addr)
+            .arg(&env.root)
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let listed = tokio::task::block_in_place(|| admin(&["list"]));
+    assert!(listed.starts_with("2 dead-letter tasks:"), "{listed}");
+    assert!(
+        listed.lines().any(|l| l == lost) && listed.lines().any(|l| l == gone),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("/lost.jpg → 2 (from 1)") && listed.contains("3 attempts"),
+        "{listed}"
+    );
+    assert!(listed.contains("(404)"), "{listed}");
+
+    // ...re-queues one once its file exists (by file name)...
+    put(n1.port, "/lost.jpg", content(1, 100)).await;
+    let out = tokio::task::block_in_place(|| admin(&["requeue", "/lost.jpg"]));
+    assert_eq!(out, "Requeued 1 task\n");
+    eventually(Duration::from_secs(10), "re-queued task copied", || async {
+        get(n2.port, "/lost.jpg").await.is_some() && queue_empty(&env.queue).await
+    })
+    .await;
+    // ...and drops the other for good.
+    let out = tokio::task::block_in_place(|| admin(&["drop", "--all"]));
+    assert_eq!(out, "Dropped 1 task\n");
+    assert!(env.queue.dead(10).await.is_empty());
+    assert_eq!(
+        tokio::task::block_in_place(|| admin(&["list"])),
+        "No dead-letter tasks\n"
+    );
+    r.shutdown().await;
+    env.zk.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_copy_releases_the_lock() {
+    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
+        return;
+    };
+    let n1 = Node::start("1").await;
+    // The destination is a real process, stopped mid-copy with SIGSTOP.
+    let dir = tempfile::tempdir().unwrap();
+    let (dst, dst_port) = node_process(dir.path());
+    let n2 = Node {
+        id: "2".into(),
+        port: dst_port,
+        dir: tempfile::tempdir().unwrap(),
+        stop: CancellationToken::new(),
+        task: None,
+    };
+    let env = env(&zks.addr(), "repl-term", &[&n1, &n2], &[redis.port]).await;
+    put(n1.port, "/big.bin", content(3, 4 << 20)).await;
+
+    let mut child = Command::new(bin("backpack-replicator"))
+        .args([&env.zk_addr, &env.root, "1", "--shutdown-deadline", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let replicator = Proc(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let log = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut s);
+        s
+    });
+    let lines: Vec<String> = tokio::task::block_in_place(|| {
+        (0..2)
+            .filter_map(|_| rx.recv_timeout(Duration::from_secs(15)).ok())
+            .collect()
+    });
+    assert_eq!(lines, ["Replicator is ready!", "Replicator started!"]);
+
+    dst.signal("STOP");
+    env.queue
+        .push(&task(&[&n1], &n2, "/big.bin"))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the task locked", || async {
+        env.queue.locks().await.unwrap().len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // well into the copy
+    assert_eq!(env.queue.locks().await.unwrap().len(), 1, "still copying");
+
+    let asked = Instant::now();
+    replicator.signal("TERM");
+    let mut replicator = replicator;
+    let status = tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = replicator.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replicator did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let took = asked.elapsed();
+    let stderr = log.join().unwrap();
+    assert!(status.success(), "exit {status:?}\n{stderr}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // Released, not done: the lock is gone at once (not at the session
+    // timeout) and the task waits for the next replicator.
+    assert!(
+        env.queue.locks().await.unwrap().is_empty(),
+        "lock left behind\n{stderr}"
+    );
+    assert_eq!(env.queue.len().await.overall, Some(1));
+    assert!(
+        env.queue.sample(1).await[0].attempts == 0,
+        "a cut copy is not a failed attempt"
+    );
+    assert!(stderr.contains("lock released"), "{stderr}");
+    dst.signal("CONT");
+
+    // The next replicator finishes it.
+    let r = Running::start(&env, config(1), None).await;
+    eventually(
+        Duration::from_secs(15),
+        "copied by the next replicator",
+        || async { queue_empty(&env.queue).await },
+    )
+    .await;
+    assert_eq!(
+        get(dst_port, "/big.bin").await.unwrap().0,
+        content(3, 4 << 20)
+    );
+    r.shutdown().await;
+    drop(dst);
+    env.zk.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expiry_mid_copy_abandons_it_without_marking_it_done() {
+    let Some(redis) = shared_redis() else { return };
+    let Some(zks) = ZkServer::start() else { return };
+    let n1 = Node::start("1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (dst, dst_port) = node_process(dir.path());
+    let n2 = Node {
+        id: "2".into(),
+        port: dst_port,
+        dir: tempfile::tempdir().unwrap(),
+        stop: CancellationToken::new(),
+        task: None,
+    };
+    let env = env(&zks.addr(), "repl-expiry", &[&n1, &n2], &[redis.port]).await;
+    put(n1.port, "/e.bin", content(5, 2 << 20)).await;
+
+    let mut zc = ZkConfig::new(&env.zk_addr, &env.root);
+    zc.session_timeout = Duration::from_secs(2);
+    let r = Running::start_with(zc, config(1), None).await;
+    dst.signal("STOP");
+    env.queue.push(&task(&[&n1], &n2, "/e.bin")).await.unwrap();
+    eventually(Duration::from_secs(10), "the copy in flight", || async {
+        r.stats.snapshot().in_flight == 1
+    })
+    .await;
+
+    // ZooKeeper silent past the session timeout: the session expires and
+    // the copy in flight is abandoned, never marked done.
+    zks.pause();
+    eventually(Duration::from_secs(10), "the copy abandoned", || async {
+        r.stats.snapshot().abandoned == 1
+    })
+    .await;
+    assert_eq!(r.stats.snapshot().copies_done, 0);
+    zks.resume();
+    dst.signal("CONT");
+    // A new session takes the task again and finishes it.
+    eventually(
+        Duration::from_secs(20),
+        "copied on the new session",
+        || async { queue_empty(&env.queue).await && r.stats.snapshot().copies_done == 1 },
+    )
+    .await;
+    assert_eq!(
+        get(dst_port, "/e.bin").await.unwrap().0,
+        content(5, 2 << 20)
+    );
+    r.shutdown().await;
+    drop(dst);
+    env.zk.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_changes_are_followed_live() {
+    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
+        return;
+    };
+    let (n1, n2, n3) = (
+        Node::start("1").await,
+        Node::start("2").await,
+        Node::start("3").await,
+    );
+    // Node 3 is not in servers-map yet.
+    let env = env(&zks.addr(), "repl-live", &[&n1, &n2], &[redis.port]).await;
+    put(n1.port, "/live.jpg", content(9, 1234)).await;
+    let mut c = config(2);
+    c.max_attempts = 0;
+    let r = Running::start(&env, c, None).await;
+
+    // An unknown destination is reported on the task, not fatal.
+    env.queue
+        .push(&task(&[&n1], &n3, "/live.jpg"))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "unknown id reported", || async {
+        let s = env.queue.sample(1).await;
+        s.first()
+            .and_then(|t| t.last_error.clone())
+            .is_some_and(|e| e.contains("\"3\" is not in servers-map"))
+    })
+    .await;
+    env.zk
+        .apply(&MapOp::AddServer {
+            id: "3".into(),
+            addr: n3.addr(),
+            replace: false,
+        })
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "copied to the new node",
+        || async { get(n3.port, "/live.jpg").await.is_some() && queue_empty(&env.queue).await },
+    )
+    .await;
+
+    // A new queue (another key) is picked up without restart.
+    let moved = QueueInfo {
+        key: format!("{}-moved", env.info.key),
+        servers: env.info.servers.clone(),
+    };
+    env.zk.apply(&MapOp::SetQueue(moved.clone())).await.unwrap();
+    let q2 = Queue::new(&moved, &RedisPool::new(), env.zk.clone());
+    put(n1.port, "/moved.jpg", content(10, 999)).await;
+    let pushed = Instant::now();
+    // Pushed before the replicator may have switched: the slow poll finds it.
+    q2.push(&task(&[&n1], &n2, "/moved.jpg")).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "copied from the new queue",
+        || async { get(n2.port, "/moved.jpg").await.is_some() && queue_empty(&q2).await },
+    )
+    .await;
+    eprintln!("new queue picked up in {:?}", pushed.elapsed());
+    assert_eq!(r.shutdown().await.copies_done, 2);
+    env.zk.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_errors_are_one_clear_line() {
+    let run = |args: &[&str]| {
+        let out = Command::new(bin("backpack-replicator"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (code, out, err) =
+        tokio::task::block_in_place(|| run(&[&dead, "/backpack", "--zk-timeout", "1"]));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.is_empty());
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("backpack-replicator: cannot reach ZooKeeper at 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    let Some(zks) = shared_zk() else { return };
+    let root = unique_root("repl-uninit");
+    let (code, _, err) = tokio::task::block_in_place(|| run(&[&zks.addr(), &root]));
+    assert_eq!(code, Some(1), "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.contains("is not initialized") && last.contains("backpack-coordinator-init"),
+        "{err}"
+    );
+
+    let (code, _, err) = tokio::task::block_in_place(|| run(&[&zks.addr(), &root, "0"]));
+    assert_ne!(code, Some(0), "{err}");
+}

@@ -1,1 +1,0 @@
-//! replicator (work in progress)

@@ -1,0 +1,115 @@
+//! Command line of `backpack-replicator`.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use backpack_shared::zk::{Zk, ZkConfig};
+use clap::Parser;
+
+use super::{Replicator, ReplicatorConfig};
+
+/// backpack replicator: copies every file the coordinators queued to the
+/// nodes of its shard that lack it, streaming GET from a node that has it
+/// into PUT on the one that does not. Run as many as the load needs.
+#[derive(Debug, Parser)]
+#[command(name = "backpack-replicator", version)]
+pub struct Args {
+    /// ZooKeeper servers, comma-separated host:port (e.g. one.local:2181)
+    #[arg(value_name = "zk_servers")]
+    pub zk_servers: String,
+    /// The cluster's root znode (e.g. /backpack)
+    #[arg(value_name = "/zk/root")]
+    pub root: String,
+    /// Copies running at once
+    #[arg(default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub concurrency: u16,
+    /// Failed attempts after which a task moves to the dead-letter set
+    /// (see backpack-replicator-dead); 0 keeps retrying forever
+    #[arg(long, env = "BACKPACK_REPLICATOR_MAX_ATTEMPTS", default_value_t = 10)]
+    pub max_attempts: u64,
+    /// Serve Prometheus metrics on http://<host:port>/metrics
+    #[arg(
+        long,
+        env = "BACKPACK_REPLICATOR_METRICS_LISTEN",
+        value_name = "HOST:PORT"
+    )]
+    pub metrics_listen: Option<String>,
+    /// Seconds shutdown (SIGTERM) lets in-flight copies finish before it
+    /// cuts them and releases their locks
+    #[arg(
+        long,
+        env = "BACKPACK_REPLICATOR_SHUTDOWN_DEADLINE",
+        default_value_t = 30,
+        value_name = "SECS"
+    )]
+    pub shutdown_deadline: u64,
+    /// Seconds to keep trying to reach ZooKeeper at start before giving up
+    #[arg(
+        long,
+        env = "BACKPACK_ZK_TIMEOUT",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
+    pub zk_timeout: u64,
+}
+
+impl Args {
+    pub fn config(&self) -> ReplicatorConfig {
+        let mut c = ReplicatorConfig::new(usize::from(self.concurrency));
+        c.max_attempts = self.max_attempts;
+        c.shutdown_deadline = Duration::from_secs(self.shutdown_deadline);
+        c
+    }
+
+    pub fn zk_config(&self) -> ZkConfig {
+        let mut c = ZkConfig::new(&self.zk_servers, &self.root);
+        c.connect_timeout = Duration::from_secs(self.zk_timeout.max(1));
+        c
+    }
+}
+
+/// The whole command: connect, say ready, run until SIGTERM or Ctrl-C.
+pub async fn main(args: Args) -> anyhow::Result<()> {
+    let zk = Zk::connect_initialized(args.zk_config()).await?;
+    let mut replicator = Replicator::new(args.config(), zk);
+    if let Some(addr) = &args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr.as_str())
+            .await
+            .with_context(|| {
+                format!("cannot listen on {addr} for --metrics-listen; give a free host:port")
+            })?;
+        replicator = replicator.with_metrics(listener);
+    }
+    println!("Replicator is ready!");
+    let started = replicator.started();
+    tokio::spawn(async move {
+        started.cancelled().await;
+        println!("Replicator started!");
+    });
+    let shutdown = crate::runtime::shutdown_on_signal();
+    replicator.run(shutdown).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_is_valid() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn original_arguments() {
+        let a = Args::try_parse_from(["backpack-replicator", "zk:2181", "/backpack"]);
+        assert!(matches!(a, Ok(ref a) if a.concurrency == 1 && a.config().concurrency == 1));
+        let a = Args::try_parse_from(["backpack-replicator", "zk:2181", "/backpack", "16"]);
+        assert!(matches!(a, Ok(ref a) if a.config().concurrency == 16));
+        let a = Args::try_parse_from(["backpack-replicator", "zk:2181", "/backpack", "0"]);
+        assert!(a.is_err());
+        let a = Args::try_parse_from(["backpack-replicator", "zk:2181"]);
+        assert!(a.is_err());
+    }
+}

@@ -1,0 +1,274 @@
+//! What a replicator counts, how it announces itself in ZooKeeper and what
+//! `/metrics` shows.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Counters of one replicator, shared by its workers.
+#[derive(Debug, Default)]
+pub struct Stats {
+    copies_done: AtomicU64,
+    copies_failed: AtomicU64,
+    dead_lettered: AtomicU64,
+    abandoned: AtomicU64,
+    bytes: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+/// The counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Files copied and marked done.
+    pub copies_done: u64,
+    /// Failed attempts (each one counted toward the task's attempts).
+    pub copies_failed: u64,
+    /// Tasks this replicator moved to the dead-letter set.
+    pub dead_lettered: u64,
+    /// Copies dropped because the session (and so the lock) was lost, or
+    /// cut by the shutdown deadline.
+    pub abandoned: u64,
+    /// Bytes of the files copied.
+    pub bytes: u64,
+    /// Copies running now.
+    pub in_flight: u64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> Counters {
+        Counters {
+            copies_done: self.copies_done.load(Ordering::Relaxed),
+            copies_failed: self.copies_failed.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            abandoned: self.abandoned.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn copied(&self, bytes: u64) {
+        self.copies_done.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn failed(&self, dead: bool) {
+        self.copies_failed.fetch_add(1, Ordering::Relaxed);
+        if dead {
+            self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn abandoned(&self) {
+        self.abandoned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a copy in flight until the guard drops.
+    pub(crate) fn start(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+}
+
+pub(crate) struct InFlight<'a>(&'a Stats);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The JSON of `<root>/replicators/<host:pid>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement {
+    pub version: String,
+    /// Start time, milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    pub concurrency: usize,
+    pub max_attempts: u64,
+    #[serde(flatten)]
+    pub counters: Counters,
+}
+
+/// What `/metrics` shows about the queue, read when scraped.
+#[derive(Debug, Clone, Default)]
+pub struct QueueFigures {
+    pub length: Option<u64>,
+    pub oldest_age: Option<Duration>,
+    pub dead: Option<u64>,
+    /// Per Redis server: address and whether it answered.
+    pub servers: Vec<(String, bool)>,
+}
+
+/// The Prometheus text exposition of a replicator.
+pub fn prometheus(
+    c: &Counters,
+    concurrency: usize,
+    zk_connected: bool,
+    q: &QueueFigures,
+) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: Option<String>| {
+        let _ = writeln!(out, "# HELP backpack_replicator_{name} {help}");
+        let _ = writeln!(out, "# TYPE backpack_replicator_{name} {kind}");
+        if let Some(v) = value {
+            let _ = writeln!(out, "backpack_replicator_{name} {v}");
+        }
+    };
+    let some = |v: u64| Some(v.to_string());
+    metric(
+        "copies_total",
+        "counter",
+        "Files copied and marked done.",
+        some(c.copies_done),
+    );
+    metric(
+        "failures_total",
+        "counter",
+        "Failed copy attempts.",
+        some(c.copies_failed),
+    );
+    metric(
+        "dead_lettered_total",
+        "counter",
+        "Tasks this replicator moved to the dead-letter set.",
+        some(c.dead_lettered),
+    );
+    metric(
+        "abandoned_total",
+        "counter",
+        "Copies dropped when the ZooKeeper session was lost or at the shutdown deadline.",
+        some(c.abandoned),
+    );
+    metric(
+        "bytes_total",
+        "counter",
+        "Bytes of the files copied.",
+        some(c.bytes),
+    );
+    metric(
+        "in_flight",
+        "gauge",
+        "Copies running now.",
+        some(c.in_flight),
+    );
+    metric(
+        "workers",
+        "gauge",
+        "Configured concurrency.",
+        some(concurrency as u64),
+    );
+    metric(
+        "zookeeper_connected",
+        "gauge",
+        "1 when the ZooKeeper session is connected.",
+        some(u64::from(zk_connected)),
+    );
+    metric(
+        "queue_length",
+        "gauge",
+        "Tasks in the replication queue (largest count of any Redis server; absent when none answered).",
+        q.length.map(|v| v.to_string()),
+    );
+    metric(
+        "queue_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest queued task with a known queue time (absent when none).",
+        q.oldest_age.map(|d| format!("{:.3}", d.as_secs_f64())),
+    );
+    metric(
+        "dead_letter_length",
+        "gauge",
+        "Tasks in the dead-letter set.",
+        q.dead.map(|v| v.to_string()),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP backpack_replicator_queue_server_up 1 when the queue's Redis server answered."
+    );
+    let _ = writeln!(out, "# TYPE backpack_replicator_queue_server_up gauge");
+    for (addr, up) in &q.servers {
+        let _ = writeln!(
+            out,
+            "backpack_replicator_queue_server_up{{server=\"{addr}\"}} {}",
+            u8::from(*up)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcement_is_flat_json() {
+        let a = Announcement {
+            version: "0.1.0".into(),
+            started_ms: 5,
+            concurrency: 4,
+            max_attempts: 10,
+            counters: Counters {
+                copies_done: 3,
+                bytes: 300,
+                ..Counters::default()
+            },
+        };
+        let v = serde_json::to_value(&a).unwrap_or_default();
+        assert_eq!(v["copies_done"], 3);
+        assert_eq!(v["bytes"], 300);
+        assert_eq!(v["concurrency"], 4);
+        assert_eq!(v["version"], "0.1.0");
+    }
+
+    #[test]
+    fn in_flight_guard() {
+        let s = Stats::default();
+        {
+            let _a = s.start();
+            let _b = s.start();
+            assert_eq!(s.snapshot().in_flight, 2);
+        }
+        assert_eq!(s.snapshot().in_flight, 0);
+    }
+
+    #[test]
+    fn prometheus_text() {
+        let c = Counters {
+            copies_done: 7,
+            bytes: 700,
+            ..Counters::default()
+        };
+        let q = QueueFigures {
+            length: Some(3),
+            oldest_age: Some(Duration::from_millis(1500)),
+            dead: None,
+            servers: vec![("127.0.0.1:6379".into(), true)],
+        };
+        let text = prometheus(&c, 8, true, &q);
+        for line in [
+            "backpack_replicator_copies_total 7",
+            "backpack_replicator_bytes_total 700",
+            "backpack_replicator_workers 8",
+            "backpack_replicator_zookeeper_connected 1",
+            "backpack_replicator_queue_length 3",
+            "backpack_replicator_queue_oldest_age_seconds 1.500",
+            "backpack_replicator_queue_server_up{server=\"127.0.0.1:6379\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("backpack_replicator_dead_letter_length "))
+        );
+    }
+}
