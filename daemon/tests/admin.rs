@@ -19,6 +19,7 @@ fn run(cmd: &str, args: &[&str]) -> Output {
         "print-stats" => env!("CARGO_BIN_EXE_backpack-coordinator-print-stats"),
         "set-queue" => env!("CARGO_BIN_EXE_backpack-coordinator-set-queue"),
         "replicator-push" => env!("CARGO_BIN_EXE_backpack-replicator-push"),
+        "nginx-config" => env!("CARGO_BIN_EXE_backpack-coordinator-nginx-config"),
         other => panic!("unknown command {other}"),
     };
     Command::new(path)
@@ -304,6 +305,7 @@ fn bad_input_gets_one_clear_line_and_writes_nothing() {
         ("disable-shard", vec!["1"]),
         ("dump-shards", vec![]),
         ("print-stats", vec![]),
+        ("nginx-config", vec![]),
         ("set-queue", vec!["k", "one:1"]),
         ("replicator-push", vec!["one:1", "k", "1", "2", "/a"]),
     ] {

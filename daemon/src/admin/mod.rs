@@ -26,8 +26,8 @@ use std::time::Duration;
 use clap::{Args, Parser};
 
 pub use commands::{
-    AddServer, AddShard, DisableShard, DumpShards, EnableShard, Init, PrintStats, ReplicatorPush,
-    SetQueue,
+    AddServer, AddShard, DisableShard, DumpShards, EnableShard, Init, NginxConfig, PrintStats,
+    ReplicatorPush, SetQueue, nginx_config,
 };
 
 use backpack_shared::zk::{Zk, ZkConfig};

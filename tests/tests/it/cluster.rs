@@ -1,1 +1,194 @@
-//! cluster tests
+//! Whole-cluster pieces: nginx in front of the storage nodes with the
+//! configuration `backpack-coordinator-nginx-config` prints.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use backpack_shared::model::HostPort;
+use backpack_shared::ops::MapOp;
+use backpack_tests::{bin, free_port, require, shared_zk, unique_root, wait_until};
+
+use crate::common::{TestNode, eventually, init_root};
+
+fn nginx() -> Option<&'static str> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+/// nginx on a free port with the generated configuration included.
+struct Nginx {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// `generated` must listen on 127.0.0.1:`port`.
+    fn start(program: &str, generated: &str, port: u16) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        std::fs::write(dir.path().join("backpack.conf"), generated).unwrap();
+        let user = if Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false)
+        {
+            "user root;"
+        } else {
+            ""
+        };
+        let conf = format!(
+            "{user}\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  include {d}/backpack.conf;\n}}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new(program)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut n = Nginx { child, dir };
+        let up = wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if !up {
+            let log = std::fs::read_to_string(n.dir.path().join("error.log")).unwrap_or_default();
+            let _ = n.child.kill();
+            panic!("nginx did not start: {log}\nconfig:\n{generated}");
+        }
+        n
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_serves_a_shard_with_one_node_down() {
+    let Some(program) = (if require("nginx (Debian package nginx)", nginx().is_some()) {
+        nginx()
+    } else {
+        None
+    }) else {
+        return;
+    };
+    let Some(zks) = shared_zk() else { return };
+    let root = unique_root("nginx");
+    let zk = init_root(&zks.addr(), &root, "q", &["127.0.0.1:1".into()]).await;
+    let mut a = TestNode::start().await;
+    let b = TestNode::start().await;
+    for (id, n) in [("1", &a), ("2", &b)] {
+        let addr = HostPort {
+            host: "127.0.0.1".into(),
+            port: n.addr.port(),
+        };
+        zk.apply(&MapOp::AddServer {
+            id: id.into(),
+            addr,
+            replace: false,
+        })
+        .await
+        .unwrap();
+    }
+    let op = MapOp::AddShard {
+        id: "1".into(),
+        nodes: vec!["1".into(), "2".into()],
+        capacity: 1 << 30,
+        replace: false,
+    };
+    zk.apply(&op).await.unwrap();
+
+    let port = free_port();
+    let out = Command::new(bin("backpack-coordinator-nginx-config"))
+        .args([
+            &zks.addr(),
+            &root,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--server-name",
+            "one",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let generated = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        generated.contains(&format!("server {}", a.addr))
+            && generated.contains(&format!("server {}", b.addr))
+    );
+    let nginx = Nginx::start(program, &generated, port);
+    let front = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+
+    // The file only on node 2 (replication not done yet): node 1's 404 makes
+    // nginx try node 2.
+    let name = "/hi.txt?v=1:%20x";
+    let put = http
+        .put(format!("{}{name}", b.url()))
+        .body("hello, backpack!\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    for _ in 0..4 {
+        let r = http
+            .get(format!("{front}/1:hi.txt?v=1:%20x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "hello, backpack!\n");
+    }
+    // A file no node has: 404 after trying both.
+    assert_eq!(
+        http.get(format!("{front}/1:nothing"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    // Node 2 holds it, node 1 is down: still served.
+    a.stop().await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let r = http.get(format!("{front}/1:hi.txt?v=1:%20x")).send().await;
+            matches!(r, Ok(r) if r.status() == 200)
+        })
+        .await
+    );
+    // Unknown shard: 404; uploads through the front: 403.
+    assert_eq!(
+        http.get(format!("{front}/9:hi.txt"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        http.put(format!("{front}/1:x"))
+            .body("x")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    drop((b, nginx));
+    zk.close();
+}

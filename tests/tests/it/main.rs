@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cluster;
+mod common;
 mod coordinator;
 mod queue;
 mod replicator;
