@@ -1,1 +1,0 @@
-//! coordinator (work in progress)

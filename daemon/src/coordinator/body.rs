@@ -1,0 +1,202 @@
+//! Holding an upload's body until a node has it.
+//!
+//! The body is read whole before the first node write, so that a failed
+//! node can be replaced by the next one without asking the client again.
+//! Small bodies stay in memory, within a budget shared by every upload
+//! (`--memory-budget`); a body over `--memory-threshold`, or one that does
+//! not fit in the budget right now, goes to an unnamed temporary file
+//! (deleted by the kernel when dropped, even on a crash).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Size of the pieces written to and read from a temporary file.
+pub const CHUNK: usize = 256 * 1024;
+
+/// A received body.
+pub enum Held {
+    Memory {
+        data: Bytes,
+        /// Our share of the memory budget, given back on drop.
+        _permit: Option<OwnedSemaphorePermit>,
+    },
+    File {
+        file: Arc<std::fs::File>,
+        len: u64,
+    },
+}
+
+impl Held {
+    pub fn len(&self) -> u64 {
+        match self {
+            Held::Memory { data, .. } => data.len() as u64,
+            Held::File { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn spilled(&self) -> bool {
+        matches!(self, Held::File { .. })
+    }
+}
+
+/// Why a body could not be held.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(
+        "the body ended after {got} of the {expected} bytes announced by Content-Length{detail}"
+    )]
+    Short {
+        got: u64,
+        expected: u64,
+        /// The reading error, if any (` (reset by peer)`).
+        detail: String,
+    },
+    #[error("the body is longer than its Content-Length of {0} bytes")]
+    Long(u64),
+    #[error("the body stalled for more than {0:?} (--body-timeout)")]
+    Stalled(Duration),
+    #[error("cannot write the upload to a temporary file in {dir}: {error}; check --spill-dir")]
+    Spill { dir: String, error: String },
+}
+
+/// Where and how bodies are held.
+pub struct Holder {
+    pub memory_threshold: u64,
+    pub budget: Arc<Semaphore>,
+    pub spill_dir: std::path::PathBuf,
+    pub body_timeout: Duration,
+}
+
+impl Holder {
+    /// Reads exactly `len` bytes of `body`.
+    pub async fn receive(&self, mut body: Incoming, len: u64) -> Result<Held, BodyError> {
+        let permit = if len == 0 {
+            None
+        } else if len <= self.memory_threshold {
+            u32::try_from(len)
+                .ok()
+                .and_then(|n| self.budget.clone().try_acquire_many_owned(n).ok())
+        } else {
+            None
+        };
+        if len == 0 || permit.is_some() {
+            let mut buf = BytesMut::with_capacity(len as usize);
+            while let Some(data) = self.next(&mut body, buf.len() as u64, len).await? {
+                if buf.len() as u64 + data.len() as u64 > len {
+                    return Err(BodyError::Long(len));
+                }
+                buf.extend_from_slice(&data);
+            }
+            if (buf.len() as u64) < len {
+                return Err(BodyError::Short {
+                    got: buf.len() as u64,
+                    expected: len,
+                    detail: String::new(),
+                });
+            }
+            return Ok(Held::Memory {
+                data: buf.freeze(),
+                _permit: permit,
+            });
+        }
+        self.spill(body, len).await
+    }
+
+    async fn spill(&self, mut body: Incoming, len: u64) -> Result<Held, BodyError> {
+        let dir = self.spill_dir.clone();
+        let spill_err = |error: String| BodyError::Spill {
+            dir: self.spill_dir.display().to_string(),
+            error,
+        };
+        let file = tokio::task::spawn_blocking(move || tempfile::tempfile_in(&dir))
+            .await
+            .map_err(|e| spill_err(e.to_string()))?
+            .map_err(|e| spill_err(e.to_string()))?;
+        let file = Arc::new(file);
+        let mut got = 0u64;
+        let mut pending = BytesMut::with_capacity(CHUNK);
+        let mut written = 0u64;
+        loop {
+            let data = self.next(&mut body, got, len).await?;
+            if let Some(d) = &data {
+                got += d.len() as u64;
+                if got > len {
+                    return Err(BodyError::Long(len));
+                }
+                pending.extend_from_slice(d);
+            }
+            if pending.len() >= CHUNK || (data.is_none() && !pending.is_empty()) {
+                let chunk = pending.split().freeze();
+                let f = Arc::clone(&file);
+                let at = written;
+                written += chunk.len() as u64;
+                tokio::task::spawn_blocking(move || write_at(&f, &chunk, at))
+                    .await
+                    .map_err(|e| spill_err(e.to_string()))?
+                    .map_err(|e| spill_err(e.to_string()))?;
+            }
+            if data.is_none() {
+                break;
+            }
+        }
+        if got < len {
+            return Err(BodyError::Short {
+                got,
+                expected: len,
+                detail: String::new(),
+            });
+        }
+        Ok(Held::File { file, len })
+    }
+
+    async fn next(
+        &self,
+        body: &mut Incoming,
+        got: u64,
+        expected: u64,
+    ) -> Result<Option<Bytes>, BodyError> {
+        loop {
+            match tokio::time::timeout(self.body_timeout, body.frame()).await {
+                Err(_) => return Err(BodyError::Stalled(self.body_timeout)),
+                Ok(None) => return Ok(None),
+                // The connection ended or broke before Content-Length bytes.
+                Ok(Some(Err(e))) => {
+                    use std::error::Error as _;
+                    let cause = e.source().map(|s| s.to_string()).unwrap_or(e.to_string());
+                    return Err(BodyError::Short {
+                        got,
+                        expected,
+                        detail: format!(" ({cause})"),
+                    });
+                }
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn write_at(file: &std::fs::File, data: &[u8], offset: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(data, offset)
+}
+
+/// Whether a spill directory is usable (checked at start).
+pub fn check_spill_dir(dir: &Path) -> Result<(), String> {
+    tempfile::tempfile_in(dir)
+        .map(|_| ())
+        .map_err(|e| format!("cannot create temporary files in {}: {e}", dir.display()))
+}

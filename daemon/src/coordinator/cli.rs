@@ -1,0 +1,194 @@
+//! Command line of `backpack-coordinator`: the original's arguments
+//! (`<zk_servers> </zk/root> <listen_host> <listen_port> [<statsd_host:port>]`)
+//! and flags, with environment fallbacks, for everything else.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use backpack_shared::zk::ZkConfig;
+use clap::Parser;
+
+use super::{CoordinatorConfig, CoordinatorError};
+
+/// backpack coordinator: takes uploads (PUT /<name>), stores each on a
+/// node of a writable shard and queues its copies to the shard's other
+/// nodes; GET /stats, /metrics and /health report on it.
+#[derive(Debug, Parser)]
+#[command(name = "backpack-coordinator", version)]
+pub struct Args {
+    /// ZooKeeper servers, comma-separated host:port (e.g. one:2181,two:2181).
+    pub zk_servers: String,
+    /// The cluster's root znode (e.g. /backpack), set up by backpack-coordinator-init.
+    pub zk_root: String,
+    /// Address to listen on (127.0.0.1, 0.0.0.0, a host name).
+    pub listen_host: String,
+    /// Port to listen on.
+    pub listen_port: u16,
+    /// Statsd server host:port: send gauges every 10 s and upload counters.
+    pub statsd: Option<String>,
+
+    /// Longest accepted file name in bytes (original nodes break above 255).
+    #[arg(long, env = "BACKPACK_COORDINATOR_MAX_NAME_LEN", default_value_t = 255)]
+    pub max_name_len: usize,
+    /// Largest accepted upload (b, kb, mb, gb, tb; 1024-based).
+    #[arg(long, env = "BACKPACK_COORDINATOR_MAX_BODY", default_value = "1gb", value_parser = parse_size)]
+    pub max_body: u64,
+    /// Uploads up to this size are held in memory, larger ones in a temporary file.
+    #[arg(long, env = "BACKPACK_COORDINATOR_MEMORY_THRESHOLD", default_value = "1mb", value_parser = parse_size)]
+    pub memory_threshold: u64,
+    /// Memory for the bodies of all uploads together; beyond it bodies go to temporary files.
+    #[arg(long, env = "BACKPACK_COORDINATOR_MEMORY_BUDGET", default_value = "64mb", value_parser = parse_size)]
+    pub memory_budget: u64,
+    /// Directory of the temporary files (default: the system's temp dir).
+    #[arg(long, env = "BACKPACK_COORDINATOR_SPILL_DIR")]
+    pub spill_dir: Option<PathBuf>,
+    /// Uploads handled at once; more wait.
+    #[arg(long, env = "BACKPACK_COORDINATOR_MAX_UPLOADS", default_value_t = 1024)]
+    pub max_uploads: usize,
+    /// Seconds an upload's body may stall before it is refused (408).
+    #[arg(long, env = "BACKPACK_COORDINATOR_BODY_TIMEOUT", default_value_t = 60)]
+    pub body_timeout: u64,
+    /// Seconds one write to a storage node may take before the next node is tried.
+    #[arg(long, env = "BACKPACK_COORDINATOR_NODE_TIMEOUT", default_value_t = 60)]
+    pub node_timeout: u64,
+    /// Milliseconds to connect to a storage node.
+    #[arg(
+        long,
+        env = "BACKPACK_COORDINATOR_NODE_CONNECT_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
+    pub node_connect_timeout_ms: u64,
+    /// Seconds a node that failed is tried last.
+    #[arg(
+        long,
+        env = "BACKPACK_COORDINATOR_NODE_RETRY_AFTER",
+        default_value_t = 5
+    )]
+    pub node_retry_after: u64,
+    /// Milliseconds between fill-level writes to ZooKeeper.
+    #[arg(
+        long,
+        env = "BACKPACK_COORDINATOR_FLUSH_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    pub flush_interval_ms: u64,
+    /// Seconds shutdown waits for in-flight uploads.
+    #[arg(
+        long,
+        env = "BACKPACK_COORDINATOR_SHUTDOWN_TIMEOUT",
+        default_value_t = 30
+    )]
+    pub shutdown_timeout: u64,
+    /// Name of this coordinator under <root>/coordinators/ (default: host:port).
+    #[arg(long, env = "BACKPACK_COORDINATOR_ANNOUNCE_AS")]
+    pub announce_as: Option<String>,
+    /// Prefix of statsd metric names (e.g. "backpack.").
+    #[arg(long, env = "BACKPACK_COORDINATOR_STATSD_PREFIX", default_value = "")]
+    pub statsd_prefix: String,
+    /// Seconds between statsd gauge reports.
+    #[arg(
+        long,
+        env = "BACKPACK_COORDINATOR_STATSD_INTERVAL",
+        default_value_t = 10
+    )]
+    pub statsd_interval: u64,
+    /// ZooKeeper session timeout in seconds.
+    #[arg(long, env = "BACKPACK_ZK_SESSION_TIMEOUT", default_value_t = 10)]
+    pub zk_session_timeout: u64,
+    /// Seconds to reach ZooKeeper at start before giving up.
+    #[arg(long, env = "BACKPACK_ZK_CONNECT_TIMEOUT", default_value_t = 10)]
+    pub zk_connect_timeout: u64,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    backpack_shared::model::parse_size(s).map_err(|e| e.to_string())
+}
+
+impl Args {
+    pub fn config(&self) -> CoordinatorConfig {
+        let d = CoordinatorConfig::default();
+        CoordinatorConfig {
+            max_name_len: self.max_name_len,
+            max_body: self.max_body,
+            memory_threshold: self.memory_threshold,
+            memory_budget: self.memory_budget,
+            spill_dir: self.spill_dir.clone().unwrap_or(d.spill_dir),
+            max_uploads: self.max_uploads,
+            body_timeout: Duration::from_secs(self.body_timeout),
+            node_connect_timeout: Duration::from_millis(self.node_connect_timeout_ms),
+            node_timeout: Duration::from_secs(self.node_timeout),
+            node_retry_after: Duration::from_secs(self.node_retry_after),
+            flush_interval: Duration::from_millis(self.flush_interval_ms.max(10)),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+            announce_as: self.announce_as.clone(),
+            announce_every: d.announce_every,
+            statsd: self.statsd.clone(),
+            statsd_prefix: self.statsd_prefix.clone(),
+            statsd_every: Duration::from_secs(self.statsd_interval.max(1)),
+        }
+    }
+
+    pub fn zk_config(&self) -> ZkConfig {
+        let mut c = ZkConfig::new(&self.zk_servers, &self.zk_root);
+        c.session_timeout = Duration::from_secs(self.zk_session_timeout.max(1));
+        c.connect_timeout = Duration::from_secs(self.zk_connect_timeout.max(1));
+        c
+    }
+}
+
+/// The whole command: listen, connect, print the original's two lines once
+/// ready, serve until SIGTERM or Ctrl-C.
+pub async fn main(args: Args) -> Result<(), CoordinatorError> {
+    let addr = format!("{}:{}", args.listen_host, args.listen_port);
+    // Listen first: a taken port is reported at once.
+    let listener = tokio::net::TcpListener::bind((args.listen_host.as_str(), args.listen_port))
+        .await
+        .map_err(|cause| CoordinatorError::Bind {
+            addr: addr.clone(),
+            cause,
+        })?;
+    let port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(args.listen_port);
+    let shutdown = crate::runtime::shutdown_on_signal();
+    let coordinator =
+        super::start(listener, args.config(), args.zk_config(), shutdown.clone()).await?;
+    if coordinator.wait_ready().await {
+        // The original's lines, on stdout: scripts wait for them.
+        println!("coordinator is ready!");
+        println!("Listening to http://{}:{port}/", args.listen_host);
+    }
+    coordinator.wait().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_is_valid() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn original_arguments() {
+        let a = Args::try_parse_from([
+            "backpack-coordinator",
+            "127.0.0.1:2181",
+            "/backpack",
+            "two",
+            "12002",
+            "stats:8125",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.listen_port, 12002);
+        assert_eq!(a.statsd.as_deref(), Some("stats:8125"));
+        let c = a.config();
+        assert_eq!(c.max_name_len, 255);
+        assert_eq!(c.max_body, 1 << 30);
+        assert!(Args::try_parse_from(["backpack-coordinator", "a:1", "/b", "h"]).is_err());
+    }
+}

@@ -1,0 +1,327 @@
+//! The HTTP API, on plain hyper so the request target reaches the upload
+//! path exactly as the client sent it (no router, no normalisation).
+//!
+//! - `PUT /<name>`: an upload (see [`super::upload`]).
+//! - `GET /stats`: the original's JSON figures plus ours.
+//! - `GET /metrics`: Prometheus text.
+//! - `GET /health`: 200 once the configuration is read, else 503.
+//! - Other paths: 404; other methods: 405.
+//!
+//! Errors answer JSON `{"error": "..."}` through [`ApiError`]; 5xx are also
+//! logged. Bodies end with a newline, like the original's.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::App;
+use super::body::BodyError;
+use super::name::{self, NameError};
+use super::nodes::Attempt;
+use super::stats::{Snapshot, metrics_text, stats_json};
+use super::upload;
+
+type Body = Full<Bytes>;
+
+/// Everything an upload or request can be answered with, besides 200.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadName(NameError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("PUT needs a Content-Length header (chunked uploads are not accepted)")]
+    LengthRequired,
+    #[error("the body of {len} bytes is over the limit of {max} bytes (--max-body)")]
+    TooLarge { len: u64, max: u64 },
+    #[error("{0}")]
+    Body(BodyError),
+    #[error("the coordinator has not read the cluster configuration from ZooKeeper yet; retry")]
+    NotReady,
+    #[error("the coordinator is shutting down; retry on another one")]
+    ShuttingDown,
+    #[error(
+        "No writable shards found! (no enabled shard has room for {len} bytes; add or enable a shard)"
+    )]
+    NoWritableShard { len: u64 },
+    #[error("every node of shard {shard} failed: {}", describe(.attempts))]
+    AllNodesFailed {
+        shard: String,
+        attempts: Vec<Attempt>,
+    },
+    #[error(
+        "the file is on node {node} only: the replication queue is not configured (set it with backpack-coordinator-set-queue); retry the upload"
+    )]
+    QueueUnconfigured { node: String },
+    #[error(
+        "the file is on node {node} only: cannot queue its replication ({error}); retry the upload"
+    )]
+    QueuePush { node: String, error: String },
+    #[error(
+        "{0} is not served here: the coordinator takes uploads (PUT); read files from the storage nodes"
+    )]
+    NotFound(String),
+    #[error("method {0} is not supported; use PUT /<name>, or GET /stats, /metrics, /health")]
+    Method(Method),
+}
+
+fn describe(attempts: &[Attempt]) -> String {
+    if attempts.is_empty() {
+        return "none of its nodes is in the servers map".into();
+    }
+    attempts
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadName(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::LengthRequired => StatusCode::LENGTH_REQUIRED,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Body(BodyError::Stalled(_)) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Body(BodyError::Spill { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Body(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotReady
+            | ApiError::ShuttingDown
+            | ApiError::NoWritableShard { .. }
+            | ApiError::QueueUnconfigured { .. }
+            | ApiError::QueuePush { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::AllNodesFailed { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    fn into_response(self, head: bool) -> Response<Body> {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, status = status.as_u16(), "request failed");
+        } else {
+            tracing::debug!(error = %self, status = status.as_u16(), "request refused");
+        }
+        let mut resp = json_response(
+            status,
+            &serde_json::json!({ "error": self.to_string() }),
+            head,
+        );
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, PUT"));
+        }
+        resp
+    }
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value, head: bool) -> Response<Body> {
+    let mut text = value.to_string();
+    text.push('\n');
+    let len = text.len();
+    let mut resp = Response::new(if head {
+        Full::default()
+    } else {
+        Full::new(Bytes::from(text))
+    });
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    resp
+}
+
+/// Accepts connections until `shutdown`, then lets in-flight requests
+/// finish within `deadline`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+    deadline: Duration,
+) {
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Typically out of file descriptors: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tracker.spawn(serve_connection(stream, app.clone(), shutdown.clone()));
+    }
+    drop(listener);
+    tracker.close();
+    if tokio::time::timeout(deadline, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?deadline,
+            "requests still running at the shutdown deadline; dropping them"
+        );
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+) {
+    let service = hyper::service::service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(handle(&app, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .half_close(true)
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let head = req.method() == Method::HEAD;
+    match *req.method() {
+        Method::PUT => put(app, req).await,
+        Method::GET | Method::HEAD => {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| name::path_part(p.as_str()))
+                .unwrap_or("");
+            match path {
+                "/stats" => stats(app, head).await,
+                "/metrics" => metrics(app, head).await,
+                "/health" => health(app, head),
+                other => ApiError::NotFound(other.to_string()).into_response(head),
+            }
+        }
+        ref other => ApiError::Method(other.clone()).into_response(head),
+    }
+}
+
+async fn put(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let mut len = 0;
+    let result = upload::upload(app, req, &mut len).await;
+    let took = started.elapsed();
+    let (status, resp) = match result {
+        Ok(done) => (
+            StatusCode::OK,
+            json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "shard_id": done.shard }),
+                false,
+            ),
+        ),
+        Err(e) => (e.status(), e.into_response(false)),
+    };
+    app.stats.upload(status.as_u16(), len, took);
+    if let Some(statsd) = &app.statsd {
+        statsd.upload(status == StatusCode::OK, took);
+    }
+    resp
+}
+
+async fn snapshot_parts(app: &App, oldest: bool) -> (Option<u64>, Option<Duration>) {
+    let queue = app.view.borrow().queue.clone();
+    let Some(queue) = queue else {
+        return (None, None);
+    };
+    if oldest {
+        tokio::join!(async { queue.len().await.overall }, queue.oldest_age())
+    } else {
+        (queue.len().await.overall, None)
+    }
+}
+
+async fn stats(app: &App, head: bool) -> Response<Body> {
+    let (queue_length, queue_oldest) = snapshot_parts(app, true).await;
+    let view = app.view.borrow().clone();
+    let value = stats_json(&Snapshot {
+        stats: &app.stats,
+        view: &view,
+        queue_length,
+        queue_oldest,
+        pending_fill: app.fill.pending_total(),
+        zk_connected: app.zk_connected(),
+    });
+    json_response(StatusCode::OK, &value, head)
+}
+
+async fn metrics(app: &App, head: bool) -> Response<Body> {
+    let (queue_length, queue_oldest) = snapshot_parts(app, true).await;
+    let view = app.view.borrow().clone();
+    let text = metrics_text(&Snapshot {
+        stats: &app.stats,
+        view: &view,
+        queue_length,
+        queue_oldest,
+        pending_fill: app.fill.pending_total(),
+        zk_connected: app.zk_connected(),
+    });
+    let len = text.len();
+    let mut resp = Response::new(if head {
+        Full::default()
+    } else {
+        Full::new(Bytes::from(text))
+    });
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    resp
+}
+
+fn health(app: &App, head: bool) -> Response<Body> {
+    let ready = app.view.borrow().ready;
+    let shutting_down = app.shutting_down.is_cancelled();
+    let (status, text) = match (ready, shutting_down) {
+        (_, true) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        (true, false) => (StatusCode::OK, "ok"),
+        (false, false) => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+    };
+    json_response(
+        status,
+        &serde_json::json!({
+            "status": text,
+            "ready": ready,
+            "zookeeper_connected": app.zk_connected(),
+        }),
+        head,
+    )
+}

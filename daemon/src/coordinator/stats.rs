@@ -1,0 +1,561 @@
+//! What the coordinator counts, and how `/stats` and `/metrics` show it.
+//!
+//! Counters are plain atomics bumped by the upload path; the cluster
+//! figures (sizes, shards) come from the live view, the queue figures from
+//! Redis at request time. `/stats` keeps the original's fields and meaning
+//! and adds ours; `/metrics` is the Prometheus text format of the same.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+use super::view::View;
+
+/// Upper bounds (seconds) of the upload latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// HTTP statuses an upload can end with, counted apart.
+const STATUSES: [u16; 8] = [200, 400, 408, 411, 413, 500, 502, 503];
+
+/// How an upload ended, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// The client's mistake (4xx).
+    Rejected,
+    /// Ours or the cluster's (5xx).
+    Failed,
+}
+
+/// Counters since start. Shared by every request; lock-free.
+pub struct Stats {
+    started: Instant,
+    started_ms: u64,
+    ok_uploads: AtomicU64,
+    ok_bytes: AtomicU64,
+    rejected_uploads: AtomicU64,
+    rejected_bytes: AtomicU64,
+    failed_uploads: AtomicU64,
+    failed_bytes: AtomicU64,
+    node_write_failures: AtomicU64,
+    queue_push_failures: AtomicU64,
+    tasks_queued: AtomicU64,
+    spilled_uploads: AtomicU64,
+    by_status: [AtomicU64; STATUSES.len()],
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new()
+    }
+}
+
+/// A copy of the counters, for the announcement and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Counters {
+    pub processed_uploads: u64,
+    pub processed_bytes: u64,
+    pub failed_uploads: u64,
+    pub failed_bytes: u64,
+    pub rejected_uploads: u64,
+    pub rejected_bytes: u64,
+}
+
+impl Stats {
+    pub fn new() -> Stats {
+        Stats {
+            started: Instant::now(),
+            started_ms: now_ms(),
+            ok_uploads: AtomicU64::new(0),
+            ok_bytes: AtomicU64::new(0),
+            rejected_uploads: AtomicU64::new(0),
+            rejected_bytes: AtomicU64::new(0),
+            failed_uploads: AtomicU64::new(0),
+            failed_bytes: AtomicU64::new(0),
+            node_write_failures: AtomicU64::new(0),
+            queue_push_failures: AtomicU64::new(0),
+            tasks_queued: AtomicU64::new(0),
+            spilled_uploads: AtomicU64::new(0),
+            by_status: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_count: AtomicU64::new(0),
+            latency_sum_us: AtomicU64::new(0),
+        }
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Start time, ms since the Unix epoch.
+    pub fn started_ms(&self) -> u64 {
+        self.started_ms
+    }
+
+    /// Counts a finished upload. `bytes` is its Content-Length (0 when
+    /// unknown); `took` only counts for successful ones.
+    pub fn upload(&self, status: u16, bytes: u64, took: Duration) {
+        let outcome = match status {
+            200..=299 => Outcome::Ok,
+            400..=499 => Outcome::Rejected,
+            _ => Outcome::Failed,
+        };
+        let (n, b) = match outcome {
+            Outcome::Ok => (&self.ok_uploads, &self.ok_bytes),
+            Outcome::Rejected => (&self.rejected_uploads, &self.rejected_bytes),
+            Outcome::Failed => (&self.failed_uploads, &self.failed_bytes),
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+        b.fetch_add(bytes, Ordering::Relaxed);
+        let i = STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(STATUSES.len() - 3); // unexpected: counted as 500
+        self.by_status[i].fetch_add(1, Ordering::Relaxed);
+        if outcome == Outcome::Ok {
+            let secs = took.as_secs_f64();
+            if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+                self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+            self.latency_count.fetch_add(1, Ordering::Relaxed);
+            self.latency_sum_us
+                .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub fn node_write_failed(&self) {
+        self.node_write_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn queue_push_failed(&self) {
+        self.queue_push_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn tasks_queued(&self, n: u64) {
+        self.tasks_queued.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn spilled(&self) {
+        self.spilled_uploads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn counters(&self) -> Counters {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let rejected_uploads = r(&self.rejected_uploads);
+        let rejected_bytes = r(&self.rejected_bytes);
+        Counters {
+            processed_uploads: r(&self.ok_uploads),
+            processed_bytes: r(&self.ok_bytes),
+            // The original counts every upload that did not succeed.
+            failed_uploads: r(&self.failed_uploads) + rejected_uploads,
+            failed_bytes: r(&self.failed_bytes) + rejected_bytes,
+            rejected_uploads,
+            rejected_bytes,
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Cluster-wide figures from the live view, as the original computes them.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ClusterFigures {
+    pub total_size: u64,
+    pub used_size: u64,
+    /// used / total with 4 decimals; 1 when there is no capacity.
+    pub usage_ratio: f64,
+    /// Free bytes of the writable shards.
+    pub available_space: u64,
+    pub total_shards: u64,
+    pub writable_shards: u64,
+}
+
+impl ClusterFigures {
+    pub fn of(view: &View) -> ClusterFigures {
+        let mut f = ClusterFigures {
+            total_shards: view.shards.len() as u64,
+            ..Default::default()
+        };
+        for (id, shard) in &view.shards {
+            let Some(size) = view.sizes.get(id) else {
+                continue;
+            };
+            f.total_size += size.capacity;
+            f.used_size += size.used();
+            if shard.writable() && !size.is_full() {
+                f.writable_shards += 1;
+                f.available_space += size.free();
+            }
+        }
+        f.usage_ratio = if f.total_size == 0 {
+            1.0
+        } else {
+            (f.used_size as f64 / f.total_size as f64 * 10_000.0).round() / 10_000.0
+        };
+        f
+    }
+}
+
+/// What `/stats` and `/metrics` need from outside the counters.
+pub struct Snapshot<'a> {
+    pub stats: &'a Stats,
+    pub view: &'a View,
+    pub queue_length: Option<u64>,
+    pub queue_oldest: Option<Duration>,
+    pub pending_fill: u64,
+    pub zk_connected: bool,
+}
+
+/// The `/stats` document: the original's fields, then ours.
+pub fn stats_json(s: &Snapshot<'_>) -> serde_json::Value {
+    let c = s.stats.counters();
+    let f = ClusterFigures::of(s.view);
+    json!({
+        "uptime": s.stats.uptime().as_millis() as u64,
+        "processed_uploads": c.processed_uploads,
+        "processed_bytes": c.processed_bytes,
+        "failed_uploads": c.failed_uploads,
+        "total_size": f.total_size,
+        "used_size": f.used_size,
+        "usage_ratio": f.usage_ratio,
+        "available_space": f.available_space,
+        "total_shards": f.total_shards,
+        "writable_shards": f.writable_shards,
+        "queue_length": s.queue_length,
+        // ours
+        "failed_bytes": c.failed_bytes,
+        "rejected_uploads": c.rejected_uploads,
+        "rejected_bytes": c.rejected_bytes,
+        "node_write_failures": s.stats.node_write_failures.load(Ordering::Relaxed),
+        "queue_push_failures": s.stats.queue_push_failures.load(Ordering::Relaxed),
+        "tasks_queued": s.stats.tasks_queued.load(Ordering::Relaxed),
+        "spilled_uploads": s.stats.spilled_uploads.load(Ordering::Relaxed),
+        "queue_oldest_age": s.queue_oldest.map(|d| d.as_millis() as u64),
+        "pending_fill_bytes": s.pending_fill,
+        "ready": s.view.ready,
+        "zookeeper_connected": s.zk_connected,
+        "started": s.stats.started_ms(),
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The `/metrics` text (Prometheus exposition format 0.0.4).
+pub fn metrics_text(s: &Snapshot<'_>) -> String {
+    let st = s.stats;
+    let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let f = ClusterFigures::of(s.view);
+    let mut out = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
+        let _ = writeln!(out, "# HELP backpack_coordinator_{name} {help}");
+        let _ = writeln!(out, "# TYPE backpack_coordinator_{name} {kind}");
+        for (labels, value) in lines {
+            let _ = writeln!(out, "backpack_coordinator_{name}{labels} {value}");
+        }
+    };
+    let one = |v: String| vec![(String::new(), v)];
+    metric(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the coordinator started.",
+        &one(format!("{:.3}", st.uptime().as_secs_f64())),
+    );
+    metric(
+        "ready",
+        "gauge",
+        "1 once the cluster configuration has been read from ZooKeeper.",
+        &one(u8::from(s.view.ready).to_string()),
+    );
+    metric(
+        "zookeeper_connected",
+        "gauge",
+        "1 while the ZooKeeper session is connected.",
+        &one(u8::from(s.zk_connected).to_string()),
+    );
+    metric(
+        "uploads_total",
+        "counter",
+        "Finished uploads by result: ok, rejected (4xx), failed (5xx).",
+        &[
+            ("{result=\"ok\"}".into(), r(&st.ok_uploads).to_string()),
+            (
+                "{result=\"rejected\"}".into(),
+                r(&st.rejected_uploads).to_string(),
+            ),
+            (
+                "{result=\"failed\"}".into(),
+                r(&st.failed_uploads).to_string(),
+            ),
+        ],
+    );
+    metric(
+        "upload_bytes_total",
+        "counter",
+        "Content-Length of finished uploads by result.",
+        &[
+            ("{result=\"ok\"}".into(), r(&st.ok_bytes).to_string()),
+            (
+                "{result=\"rejected\"}".into(),
+                r(&st.rejected_bytes).to_string(),
+            ),
+            (
+                "{result=\"failed\"}".into(),
+                r(&st.failed_bytes).to_string(),
+            ),
+        ],
+    );
+    metric(
+        "upload_responses_total",
+        "counter",
+        "Upload answers by HTTP status.",
+        &STATUSES
+            .iter()
+            .zip(&st.by_status)
+            .map(|(code, n)| (format!("{{status=\"{code}\"}}"), r(n).to_string()))
+            .collect::<Vec<_>>(),
+    );
+    let mut hist = Vec::new();
+    let mut cumulative = 0;
+    for (bound, n) in LATENCY_BUCKETS.iter().zip(&st.latency_buckets) {
+        cumulative += r(n);
+        hist.push((format!("_bucket{{le=\"{bound}\"}}"), cumulative.to_string()));
+    }
+    hist.push((
+        "_bucket{le=\"+Inf\"}".into(),
+        r(&st.latency_count).to_string(),
+    ));
+    hist.push((
+        "_sum".into(),
+        format!("{:.6}", r(&st.latency_sum_us) as f64 / 1e6),
+    ));
+    hist.push(("_count".into(), r(&st.latency_count).to_string()));
+    metric(
+        "upload_duration_seconds",
+        "histogram",
+        "Time from request to answer of successful uploads.",
+        &hist,
+    );
+    metric(
+        "node_write_failures_total",
+        "counter",
+        "Writes to a storage node that failed (another node was tried).",
+        &one(r(&st.node_write_failures).to_string()),
+    );
+    metric(
+        "queue_push_failures_total",
+        "counter",
+        "Uploads whose replication tasks could not be queued.",
+        &one(r(&st.queue_push_failures).to_string()),
+    );
+    metric(
+        "tasks_queued_total",
+        "counter",
+        "Replication tasks queued.",
+        &one(r(&st.tasks_queued).to_string()),
+    );
+    metric(
+        "spilled_uploads_total",
+        "counter",
+        "Uploads held in a temporary file instead of memory.",
+        &one(r(&st.spilled_uploads).to_string()),
+    );
+    metric(
+        "total_size_bytes",
+        "gauge",
+        "Capacity of every shard.",
+        &one(f.total_size.to_string()),
+    );
+    metric(
+        "used_size_bytes",
+        "gauge",
+        "Bytes used in every shard (shard-size znodes).",
+        &one(f.used_size.to_string()),
+    );
+    metric(
+        "usage_ratio",
+        "gauge",
+        "used / total (1 with no capacity).",
+        &one(f.usage_ratio.to_string()),
+    );
+    metric(
+        "available_space_bytes",
+        "gauge",
+        "Free bytes of writable shards.",
+        &one(f.available_space.to_string()),
+    );
+    metric(
+        "shards",
+        "gauge",
+        "Shards in the shards map.",
+        &one(f.total_shards.to_string()),
+    );
+    metric(
+        "writable_shards",
+        "gauge",
+        "Enabled shards below capacity.",
+        &one(f.writable_shards.to_string()),
+    );
+    let mut cap = Vec::new();
+    let mut used = Vec::new();
+    let mut ratio = Vec::new();
+    for (id, shard) in &s.view.shards {
+        let Some(size) = s.view.sizes.get(id) else {
+            continue;
+        };
+        let labels = format!(
+            "{{shard=\"{}\",writable=\"{}\"}}",
+            escape_label(id),
+            shard.writable()
+        );
+        cap.push((labels.clone(), size.capacity.to_string()));
+        used.push((labels.clone(), size.used().to_string()));
+        let fill = if size.capacity == 0 {
+            1.0
+        } else {
+            size.used() as f64 / size.capacity as f64
+        };
+        ratio.push((labels, format!("{fill:.6}")));
+    }
+    metric(
+        "shard_capacity_bytes",
+        "gauge",
+        "Capacity of each shard.",
+        &cap,
+    );
+    metric(
+        "shard_used_bytes",
+        "gauge",
+        "Bytes used in each shard.",
+        &used,
+    );
+    metric(
+        "shard_fill_ratio",
+        "gauge",
+        "used / capacity of each shard.",
+        &ratio,
+    );
+    metric(
+        "pending_fill_bytes",
+        "gauge",
+        "Uploaded bytes not yet added to shard-size znodes (next flush).",
+        &one(s.pending_fill.to_string()),
+    );
+    if let Some(len) = s.queue_length {
+        metric(
+            "queue_length",
+            "gauge",
+            "Replication tasks waiting in the queue.",
+            &one(len.to_string()),
+        );
+    }
+    if let Some(age) = s.queue_oldest {
+        metric(
+            "queue_oldest_age_seconds",
+            "gauge",
+            "Age of the oldest queued replication task.",
+            &one(format!("{:.3}", age.as_secs_f64())),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backpack_shared::model::{Shard, ShardSize};
+
+    fn view(spec: &[(&str, bool, u64, Option<u64>)]) -> View {
+        let mut v = View::default();
+        for (id, rw, cap, cur) in spec {
+            v.shards.insert(
+                id.to_string(),
+                Shard {
+                    read_only: !rw,
+                    nodes: vec!["1".into()],
+                },
+            );
+            v.sizes.insert(
+                id.to_string(),
+                ShardSize {
+                    capacity: *cap,
+                    current: *cur,
+                },
+            );
+        }
+        v
+    }
+
+    #[test]
+    fn figures_like_the_original() {
+        let f = ClusterFigures::of(&view(&[
+            ("1", true, 1000, Some(333)),
+            ("2", false, 1000, Some(0)),
+            ("3", true, 1000, Some(1000)),
+            ("4", true, 3000, None),
+        ]));
+        assert_eq!(f.total_size, 6000);
+        assert_eq!(f.used_size, 1333);
+        assert_eq!(f.usage_ratio, 0.2222);
+        assert_eq!(f.available_space, 667 + 3000);
+        assert_eq!(f.total_shards, 4);
+        assert_eq!(f.writable_shards, 2);
+        assert_eq!(ClusterFigures::of(&View::default()).usage_ratio, 1.0);
+    }
+
+    #[test]
+    fn counts_outcomes() {
+        let s = Stats::new();
+        s.upload(200, 10, Duration::from_micros(700));
+        s.upload(200, 5, Duration::from_millis(3));
+        s.upload(400, 7, Duration::ZERO);
+        s.upload(502, 9, Duration::ZERO);
+        let c = s.counters();
+        assert_eq!(
+            c,
+            Counters {
+                processed_uploads: 2,
+                processed_bytes: 15,
+                failed_uploads: 2,
+                failed_bytes: 16,
+                rejected_uploads: 1,
+                rejected_bytes: 7,
+            }
+        );
+        let v = View::default();
+        let text = metrics_text(&Snapshot {
+            stats: &s,
+            view: &v,
+            queue_length: Some(3),
+            queue_oldest: None,
+            pending_fill: 0,
+            zk_connected: true,
+        });
+        assert!(
+            text.contains("backpack_coordinator_upload_duration_seconds_bucket{le=\"0.001\"} 1\n")
+        );
+        assert!(
+            text.contains("backpack_coordinator_upload_duration_seconds_bucket{le=\"0.005\"} 2\n")
+        );
+        assert!(text.contains("backpack_coordinator_upload_duration_seconds_count 2\n"));
+        assert!(text.contains("backpack_coordinator_uploads_total{result=\"rejected\"} 1\n"));
+        assert!(text.contains("backpack_coordinator_upload_responses_total{status=\"502\"} 1\n"));
+        assert!(text.contains("backpack_coordinator_queue_length 3\n"));
+    }
+}

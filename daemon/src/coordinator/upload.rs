@@ -1,0 +1,172 @@
+//! The upload path: `PUT /<name>`.
+//!
+//! 1. Check the name (see [`super::name`]), Content-Length (411) and the
+//!    size limit (413); answer 503 until the configuration is read or when
+//!    no writable shard has room for the file.
+//! 2. Hold the body (memory or a temporary file, see [`super::body`]).
+//! 3. Pick a writable shard with room, weighted by free bytes (counting
+//!    the increments not yet flushed), and write the body to its nodes in
+//!    random order until one takes it (502 when none does).
+//! 4. Count the bytes in the shard's fill level (batched, see
+//!    [`super::fill`]).
+//! 5. Queue one replication task per other node of the shard, in one push
+//!    (503 when the queue cannot take them: the file is on one node only).
+//! 6. Answer `200 {"shard_id":"<id>"}`.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use backpack_shared::model::{ReplicationTask, ShardSize, choose_shard};
+use hyper::Request;
+use hyper::body::Incoming;
+
+use super::App;
+use super::http::ApiError;
+use super::name;
+use super::stats::now_ms;
+
+/// What a successful upload answers with.
+pub struct Uploaded {
+    pub shard: String,
+}
+
+/// Handles one upload; returns the shard it went to. `len` is filled in as
+/// soon as Content-Length is known (for the counters).
+pub async fn upload(
+    app: &App,
+    req: Request<Incoming>,
+    len_out: &mut u64,
+) -> Result<Uploaded, ApiError> {
+    let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("");
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        return Err(ApiError::BadName(name::NameError::NotOrigin));
+    }
+    name::check(target, app.config.max_name_len).map_err(ApiError::BadName)?;
+    let name = target.to_string();
+    let len = content_length(&req)?;
+    *len_out = len;
+    if len > app.config.max_body {
+        return Err(ApiError::TooLarge {
+            len,
+            max: app.config.max_body,
+        });
+    }
+    if app.shutting_down.is_cancelled() {
+        return Err(ApiError::ShuttingDown);
+    }
+    if !app.view.borrow().ready {
+        return Err(ApiError::NotReady);
+    }
+    // Before reading the body: refuse at once what cannot be placed.
+    if pick_shard(app, len).is_none() {
+        return Err(ApiError::NoWritableShard { len });
+    }
+    let _slot = app
+        .upload_slots
+        .acquire()
+        .await
+        .map_err(|_| ApiError::ShuttingDown)?;
+    let held = app
+        .holder
+        .receive(req.into_body(), len)
+        .await
+        .map_err(ApiError::Body)?;
+    if held.spilled() {
+        app.stats.spilled();
+    }
+    let time_ms = now_ms();
+
+    let view = app.view.borrow().clone();
+    let Some(shard_id) = pick_shard(app, len) else {
+        return Err(ApiError::NoWritableShard { len });
+    };
+    let Some(shard) = view.shards.get(&shard_id) else {
+        return Err(ApiError::NoWritableShard { len });
+    };
+    let targets: Vec<_> = shard
+        .nodes
+        .iter()
+        .filter_map(|id| view.node(id).map(|addr| (id.clone(), addr.clone())))
+        .collect();
+    let writer = app
+        .nodes
+        .write(targets, &name, &held, time_ms, |failed| {
+            app.stats.node_write_failed();
+            tracing::warn!(shard = %shard_id, node = %failed.id, addr = %failed.addr, error = %failed.error, name = %name, "node write failed; trying the next node");
+        })
+        .await
+        .map_err(|attempts| ApiError::AllNodesFailed {
+            shard: shard_id.clone(),
+            attempts,
+        })?;
+    drop(held);
+    app.fill.add(&shard_id, len);
+
+    let mut others: Vec<&String> = shard.nodes.iter().filter(|n| **n != writer).collect();
+    others.sort();
+    others.dedup();
+    let tasks: Vec<String> = others
+        .into_iter()
+        .map(|to| {
+            ReplicationTask {
+                from: vec![writer.clone()],
+                to: to.clone(),
+                path: name.clone(),
+            }
+            .encode()
+        })
+        .collect();
+    if !tasks.is_empty() {
+        let Some(queue) = view.queue.clone() else {
+            app.stats.queue_push_failed();
+            return Err(ApiError::QueueUnconfigured { node: writer });
+        };
+        if let Err(e) = queue.push_many(&tasks).await {
+            app.stats.queue_push_failed();
+            return Err(ApiError::QueuePush {
+                node: writer,
+                error: e.to_string(),
+            });
+        }
+        app.stats.tasks_queued(tasks.len() as u64);
+    }
+    Ok(Uploaded { shard: shard_id })
+}
+
+fn content_length(req: &Request<Incoming>) -> Result<u64, ApiError> {
+    let mut values = req.headers().get_all(hyper::header::CONTENT_LENGTH).iter();
+    let Some(v) = values.next() else {
+        return Err(ApiError::LengthRequired);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .ok_or_else(|| ApiError::BadRequest("Content-Length must be a number of bytes".into()))
+}
+
+/// Picks a writable shard with room for `len` bytes, weighted by free
+/// bytes, counting the increments not flushed yet.
+pub fn pick_shard(app: &App, len: u64) -> Option<String> {
+    let view = app.view.borrow().clone();
+    let sizes: BTreeMap<String, ShardSize> = view
+        .writable
+        .keys()
+        .filter_map(|id| {
+            view.sizes.get(id).map(|s| {
+                (
+                    id.clone(),
+                    ShardSize {
+                        capacity: s.capacity,
+                        current: Some(app.fill.used(id, s.used())),
+                    },
+                )
+            })
+        })
+        .collect();
+    choose_shard(&view.writable, &sizes, len, &mut rand::rng())
+}
+
+/// Milliseconds since `start`, for logs and statsd timings.
+pub fn ms_since(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
