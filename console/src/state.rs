@@ -1,0 +1,1346 @@
+//! The console's state and its one entry point, [`State::update`]: an
+//! event in, the state changed and a list of [`Command`]s out. No IO here,
+//! and the clock is an argument, so every behaviour is tested without a
+//! terminal, ZooKeeper or Redis.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use backpack_shared::live::{ClusterState, Doc};
+use backpack_shared::model::{HostPort, Shard, ShardsMap, shard_chances};
+use backpack_shared::ops::MapOp;
+use backpack_shared::queue::describe_item;
+use backpack_shared::zk::ConnState;
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use crate::event::{Event, Health, Millis, QueueReport};
+use crate::fmt::percent;
+use crate::forms::{Form, FormState};
+use crate::growth::Growth;
+use crate::rows::{
+    self, DaemonRow, ServerRow, ShardRow, ShardState, ShardTotals, TaskRow, flatten, order,
+};
+
+/// How the console was started.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub zk_servers: String,
+    pub root: String,
+    pub read_only: bool,
+    /// False under NO_COLOR: states are words anyway.
+    pub color: bool,
+    /// The local time zone's offset, for the clock and the Events view.
+    pub utc_offset_secs: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    Shards,
+    Servers,
+    Queue,
+    Daemons,
+    Events,
+}
+
+impl Tab {
+    pub const ALL: [Tab; 5] = [
+        Tab::Shards,
+        Tab::Servers,
+        Tab::Queue,
+        Tab::Daemons,
+        Tab::Events,
+    ];
+    pub fn index(self) -> usize {
+        self as usize
+    }
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Shards => "Shards",
+            Tab::Servers => "Servers",
+            Tab::Queue => "Queue",
+            Tab::Daemons => "Daemons",
+            Tab::Events => "Events",
+        }
+    }
+    pub fn columns(self) -> &'static [&'static str] {
+        match self {
+            Tab::Shards => &rows::SHARD_COLUMNS,
+            Tab::Servers => &rows::SERVER_COLUMNS,
+            Tab::Queue => &rows::TASK_COLUMNS,
+            Tab::Daemons => &rows::DAEMON_COLUMNS,
+            Tab::Events => &rows::EVENT_COLUMNS,
+        }
+    }
+}
+
+/// What the console asks the loop to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// A map change through the shared code path ([`backpack_shared::zk::Zk::apply`]).
+    Apply {
+        id: u64,
+        op: MapOp,
+    },
+    Requeue {
+        id: u64,
+        item: String,
+    },
+    DropDead {
+        id: u64,
+        item: String,
+    },
+    /// Check node health and poll the queue now.
+    Refresh,
+    Quit,
+}
+
+/// A write the operator is asked to confirm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Op(MapOp),
+    Requeue(String),
+    DropDead(String),
+}
+
+impl Action {
+    fn describe(&self) -> String {
+        match self {
+            Action::Op(MapOp::AddServer { id, addr, .. }) => {
+                format!("add server {id} ({})", addr.url())
+            }
+            Action::Op(MapOp::AddShard { id, nodes, .. }) => {
+                format!("add shard {id} on nodes {}", nodes.join(","))
+            }
+            Action::Op(MapOp::EnableShard { id }) => format!("enable shard {id}"),
+            Action::Op(MapOp::DisableShard { id }) => format!("disable shard {id}"),
+            Action::Op(MapOp::SetQueue(q)) => format!("set queue {}", q.key),
+            Action::Requeue(item) => format!("requeue {}", describe_item(item)),
+            Action::DropDead(item) => format!("drop {}", describe_item(item)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Confirm {
+    pub title: String,
+    pub lines: Vec<String>,
+    pub question: String,
+    pub action: Action,
+    /// The part of the cluster the action depends on, as it was when asked.
+    pub check: Vec<(String, String)>,
+    /// Where `n` / Esc goes back to (the form the action came from).
+    pub back: Option<FormState>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Normal,
+    /// Typing into the current view's filter.
+    Filter,
+    Help,
+    Details,
+    Form(FormState),
+    Confirm(Confirm),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusKind {
+    Info,
+    Ok,
+    Error,
+}
+
+/// The one-line result at the bottom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub kind: StatusKind,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogKind {
+    /// A change seen in ZooKeeper.
+    Change,
+    /// An action started from the console.
+    Action,
+    Ok,
+    Failed,
+    /// The ZooKeeper connection, Redis or a node.
+    Conn,
+    /// A document that cannot be read.
+    Problem,
+}
+
+impl LogKind {
+    pub fn word(self) -> &'static str {
+        match self {
+            LogKind::Change => "change",
+            LogKind::Action => "action",
+            LogKind::Ok => "done",
+            LogKind::Failed => "failed",
+            LogKind::Conn => "conn",
+            LogKind::Problem => "problem",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub seq: u64,
+    pub at: Millis,
+    pub kind: LogKind,
+    pub text: String,
+}
+
+/// Selection, scrolling, sorting and filter of one view's table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableView {
+    pub selected: usize,
+    pub offset: usize,
+    pub sort: usize,
+    pub desc: bool,
+    pub filter: String,
+    /// The selected row's key, so the selection follows its row when rows
+    /// come, go or move.
+    pub selected_key: Option<String>,
+}
+
+pub const LOG_LIMIT: usize = 1000;
+/// An announcement unchanged this long means its counters stand still.
+const RATE_IDLE_MS: Millis = 10_000;
+
+/// Names of announcement counters counted as uploads / copies in the header.
+const UPLOAD_COUNTERS: &[&str] = &["processed_uploads", "uploads", "uploads.ok"];
+const COPY_COUNTERS: &[&str] = &["copies_done", "copied", "copies", "copies.ok"];
+/// Numeric fields of announcements that are not counters (no rate).
+pub const NOT_COUNTERS: &[&str] = &[
+    "updated",
+    "started",
+    "started_ms",
+    "pid",
+    "in_flight",
+    "pending_fill_bytes",
+    "concurrency",
+    "max_attempts",
+];
+
+pub struct State {
+    pub config: Config,
+    /// The clock of the last update: what the screen shows as now.
+    pub now: Millis,
+    /// Terminal size (columns, rows).
+    pub size: (u16, u16),
+    pub cluster: Arc<ClusterState>,
+    /// When the ZooKeeper connection was lost, while it is.
+    pub conn_lost_at: Option<Millis>,
+    /// When the last cluster change arrived.
+    pub last_change: Option<Millis>,
+    ready_seen: bool,
+    pub tab: Tab,
+    pub tables: [TableView; 5],
+    pub mode: Mode,
+    pub status: Option<Status>,
+    pub log: VecDeque<LogEntry>,
+    log_seq: u64,
+    pub growth: HashMap<String, Growth>,
+    pub health: HashMap<HostPort, Health>,
+    pub queue: Option<QueueReport>,
+    pub queue_at: Option<Millis>,
+    daemon_prev: HashMap<(&'static str, String), (Millis, serde_json::Value)>,
+    daemon_rates: HashMap<(&'static str, String), BTreeMap<String, f64>>,
+    pub pending: BTreeMap<u64, Action>,
+    next_id: u64,
+    // Derived rows, rebuilt after changes.
+    pub shards: Vec<ShardRow>,
+    pub totals: ShardTotals,
+    pub servers: Vec<ServerRow>,
+    pub tasks: Vec<TaskRow>,
+    pub daemons: Vec<DaemonRow>,
+    /// Row order of each view after filter and sort.
+    pub order: [Vec<usize>; 5],
+}
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+impl State {
+    pub fn new(config: Config, now: Millis) -> State {
+        let mut s = State {
+            config,
+            now,
+            size: (80, 24),
+            cluster: Arc::new(ClusterState::default()),
+            conn_lost_at: None,
+            last_change: None,
+            ready_seen: false,
+            tab: Tab::Shards,
+            tables: Default::default(),
+            mode: Mode::Normal,
+            status: None,
+            log: VecDeque::new(),
+            log_seq: 0,
+            growth: HashMap::new(),
+            health: HashMap::new(),
+            queue: None,
+            queue_at: None,
+            daemon_prev: HashMap::new(),
+            daemon_rates: HashMap::new(),
+            pending: BTreeMap::new(),
+            next_id: 1,
+            shards: vec![],
+            totals: ShardTotals::default(),
+            servers: vec![],
+            tasks: vec![],
+            daemons: vec![],
+            order: Default::default(),
+        };
+        // Events newest first by default.
+        s.tables[Tab::Events.index()].desc = true;
+        s
+    }
+
+    /// Handles one event at time `now`; returns what the loop must do.
+    pub fn update(&mut self, now: Millis, event: Event) -> Vec<Command> {
+        self.now = now;
+        match event {
+            Event::Key(k) => {
+                if k.kind == KeyEventKind::Release {
+                    return vec![];
+                }
+                let cmds = self.on_key(k);
+                self.refresh_form();
+                self.reorder_all();
+                cmds
+            }
+            Event::Resize(w, h) => {
+                self.size = (w, h);
+                self.reorder_all();
+                vec![]
+            }
+            Event::Cluster(c) => {
+                self.on_cluster(c);
+                self.rebuild();
+                self.refresh_form();
+                vec![]
+            }
+            Event::Queue(report) => {
+                self.on_queue(report);
+                self.rebuild();
+                vec![]
+            }
+            Event::Health(batch) => {
+                for (addr, h) in batch {
+                    self.health.insert(addr, h);
+                }
+                self.rebuild();
+                vec![]
+            }
+            Event::Done { id, result } => {
+                let action = self.pending.remove(&id);
+                let what = action.as_ref().map(Action::describe).unwrap_or_default();
+                match result {
+                    Ok(line) => {
+                        self.set_status(StatusKind::Ok, format!("✓ {line}"));
+                        self.push_log(LogKind::Ok, format!("{what}: {line}"));
+                    }
+                    Err(e) => {
+                        self.set_status(StatusKind::Error, format!("✗ {e}"));
+                        self.push_log(LogKind::Failed, format!("{what}: {e}"));
+                    }
+                }
+                vec![]
+            }
+            Event::Tick => {
+                // Ages and the fill-up estimates move with the clock.
+                self.rebuild();
+                vec![]
+            }
+            Event::Quit => vec![Command::Quit],
+        }
+    }
+
+    // ----- cluster, queue, health ---------------------------------------
+
+    fn on_cluster(&mut self, new: Arc<ClusterState>) {
+        let old = std::mem::replace(&mut self.cluster, new.clone());
+        // Connection state.
+        let was = old.conn;
+        let is = new.conn;
+        match (was.map(|c| c.is_connected()), is) {
+            (Some(true), Some(ConnState::Disconnected { .. })) => {
+                self.conn_lost_at = Some(self.now);
+                self.push_log(
+                    LogKind::Conn,
+                    "ZooKeeper connection lost; reconnecting".into(),
+                );
+            }
+            (Some(prev), Some(ConnState::Expired { .. }))
+                if !matches!(was, Some(ConnState::Expired { .. })) =>
+            {
+                if prev {
+                    self.conn_lost_at = Some(self.now);
+                }
+                self.push_log(
+                    LogKind::Conn,
+                    "ZooKeeper session expired; building a new one".into(),
+                );
+            }
+            (Some(false), Some(ConnState::Connected { session_id })) => {
+                self.conn_lost_at = None;
+                self.push_log(
+                    LogKind::Conn,
+                    format!("ZooKeeper connection back (session {session_id:#x})"),
+                );
+            }
+            _ => {}
+        }
+        if is.is_some_and(|c| c.is_connected()) {
+            self.conn_lost_at = None;
+        }
+        self.last_change = Some(self.now);
+        // Growth history.
+        for (id, d) in &new.sizes {
+            if let Some(v) = &d.value {
+                self.growth
+                    .entry(id.clone())
+                    .or_default()
+                    .record(self.now, v.used());
+            }
+        }
+        self.growth.retain(|id, _| new.sizes.contains_key(id));
+        // Daemon counter rates.
+        for (kind, map) in [
+            ("coordinator", &new.coordinators),
+            ("replicator", &new.replicators),
+        ] {
+            for (name, doc) in map {
+                let Some(v) = &doc.value else { continue };
+                let k = (kind, name.clone());
+                match self.daemon_prev.get(&k) {
+                    // Unchanged: rates fall to 0 once it stayed so a while.
+                    Some((t, prev)) if prev == v && self.now.saturating_sub(*t) < RATE_IDLE_MS => {}
+                    Some((t, prev)) => {
+                        let dt = self.now.saturating_sub(*t) as f64 / 1000.0;
+                        if dt > 0.0 {
+                            let before: HashMap<String, f64> = flatten(prev)
+                                .into_iter()
+                                .filter_map(|(k, v)| v.as_f64().map(|f| (k, f)))
+                                .collect();
+                            let rates = flatten(v)
+                                .into_iter()
+                                .filter_map(|(f, v)| {
+                                    let now = v.as_f64()?;
+                                    let was = *before.get(&f)?;
+                                    if NOT_COUNTERS.contains(&f.as_str()) {
+                                        return None;
+                                    }
+                                    (now >= was).then(|| (f, (now - was) / dt))
+                                })
+                                .collect();
+                            self.daemon_rates.insert(k.clone(), rates);
+                        }
+                        self.daemon_prev.insert(k, (self.now, v.clone()));
+                    }
+                    None => {
+                        self.daemon_prev.insert(k, (self.now, v.clone()));
+                    }
+                }
+            }
+        }
+        let live = |kind: &str, name: &String| match kind {
+            "coordinator" => new.coordinators.contains_key(name),
+            _ => new.replicators.contains_key(name),
+        };
+        self.daemon_prev.retain(|(k, n), _| live(k, n));
+        self.daemon_rates.retain(|(k, n), _| live(k, n));
+        // The Events view.
+        if !self.ready_seen {
+            if new.ready() {
+                self.ready_seen = true;
+                let servers = new.servers.value.as_ref().map_or(0, |m| m.len());
+                let shards = new.shards.value.as_ref().map_or(0, |m| m.len());
+                self.push_log(
+                    LogKind::Conn,
+                    format!(
+                        "watching {}{} : {shards} shards, {servers} servers",
+                        self.config.zk_servers, self.config.root
+                    ),
+                );
+                for (kind, text) in problems(&ClusterState::default(), &new) {
+                    self.push_log(kind, text);
+                }
+            }
+        } else {
+            for (kind, text) in diff_cluster(&old, &new) {
+                self.push_log(kind, text);
+            }
+        }
+    }
+
+    fn on_queue(&mut self, report: QueueReport) {
+        if let Some(old) = self.queue.take() {
+            for ((addr, was), (_, is)) in old.per_server.iter().zip(&report.per_server) {
+                match (was, is) {
+                    (Ok(_), Err(e)) => {
+                        self.push_log(LogKind::Conn, format!("Redis {addr} not answering: {e}"))
+                    }
+                    (Err(_), Ok(_)) => {
+                        self.push_log(LogKind::Conn, format!("Redis {addr} answering again"))
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(was), Some(is)) = (old.dead_count, report.dead_count)
+                && is > was
+            {
+                self.push_log(
+                    LogKind::Problem,
+                    format!(
+                        "{} task{} moved to the dead-letter set ({is} now)",
+                        is - was,
+                        if is - was == 1 { "" } else { "s" }
+                    ),
+                );
+            }
+        }
+        self.queue = Some(report);
+        self.queue_at = Some(self.now);
+    }
+
+    /// Rebuilds every view's rows and order.
+    fn rebuild(&mut self) {
+        self.shards = rows::shard_rows(&self.cluster, &self.growth, &self.health, self.now);
+        self.totals = rows::shard_totals(&self.shards);
+        self.servers = rows::server_rows(&self.cluster, &self.health);
+        self.tasks = rows::task_rows(self.queue.as_ref());
+        self.daemons = rows::daemon_rows(&self.cluster, &self.daemon_rates);
+        self.reorder_all();
+    }
+
+    fn reorder_all(&mut self) {
+        for tab in Tab::ALL {
+            self.reorder(tab);
+        }
+    }
+
+    /// Recomputes a view's order, keeps the selection on its row, and
+    /// scrolls so that it is visible.
+    fn reorder(&mut self, tab: Tab) {
+        let t = &self.tables[tab.index()];
+        let (sort, desc, filter) = (t.sort, t.desc, t.filter.clone());
+        let idx = match tab {
+            Tab::Shards => order(
+                &self.shards,
+                &filter,
+                ShardRow::text,
+                |r| r.sort_key(sort),
+                desc,
+            ),
+            Tab::Servers => order(
+                &self.servers,
+                &filter,
+                ServerRow::text,
+                |r| r.sort_key(sort),
+                desc,
+            ),
+            Tab::Queue => order(
+                &self.tasks,
+                &filter,
+                TaskRow::text,
+                |r| r.sort_key(sort),
+                desc,
+            ),
+            Tab::Daemons => order(
+                &self.daemons,
+                &filter,
+                DaemonRow::text,
+                |r| r.sort_key(sort),
+                desc,
+            ),
+            Tab::Events => {
+                let log: Vec<&LogEntry> = self.log.iter().collect();
+                order(
+                    &log,
+                    &filter,
+                    |e| format!("{} {}", e.kind.word(), e.text),
+                    |e| rows::Key::Num(e.seq as f64),
+                    desc,
+                )
+            }
+        };
+        let keys: Vec<String> = idx.iter().map(|&i| self.row_key(tab, i)).collect();
+        let page = crate::view::page_rows(self, tab).max(1);
+        let t = &mut self.tables[tab.index()];
+        if let Some(k) = &t.selected_key
+            && let Some(pos) = keys.iter().position(|x| x == k)
+        {
+            t.selected = pos;
+        }
+        t.selected = t.selected.min(keys.len().saturating_sub(1));
+        t.selected_key = keys.get(t.selected).cloned();
+        if t.selected < t.offset {
+            t.offset = t.selected;
+        }
+        if t.selected >= t.offset + page {
+            t.offset = t.selected + 1 - page;
+        }
+        t.offset = t.offset.min(keys.len().saturating_sub(page));
+        self.order[tab.index()] = idx;
+    }
+
+    fn row_key(&self, tab: Tab, i: usize) -> String {
+        match tab {
+            Tab::Shards => self.shards[i].key().to_string(),
+            Tab::Servers => self.servers[i].key().to_string(),
+            Tab::Queue => self.tasks[i].key().to_string(),
+            Tab::Daemons => self.daemons[i].key(),
+            Tab::Events => self.log[i].seq.to_string(),
+        }
+    }
+
+    // ----- selection helpers for the views -----------------------------
+
+    pub fn table(&self, tab: Tab) -> &TableView {
+        &self.tables[tab.index()]
+    }
+
+    /// Index (into the view's rows) of the selected row.
+    pub fn selected(&self, tab: Tab) -> Option<usize> {
+        self.order[tab.index()]
+            .get(self.tables[tab.index()].selected)
+            .copied()
+    }
+
+    pub fn selected_shard(&self) -> Option<&ShardRow> {
+        self.selected(Tab::Shards).map(|i| &self.shards[i])
+    }
+    pub fn selected_server(&self) -> Option<&ServerRow> {
+        self.selected(Tab::Servers).map(|i| &self.servers[i])
+    }
+    pub fn selected_task(&self) -> Option<&TaskRow> {
+        self.selected(Tab::Queue).map(|i| &self.tasks[i])
+    }
+    pub fn selected_daemon(&self) -> Option<&DaemonRow> {
+        self.selected(Tab::Daemons).map(|i| &self.daemons[i])
+    }
+    pub fn selected_event(&self) -> Option<&LogEntry> {
+        self.selected(Tab::Events).map(|i| &self.log[i])
+    }
+
+    /// Uploads per second across the coordinators, from their counters.
+    pub fn upload_rate(&self) -> Option<f64> {
+        counter_rate(&self.daemons, "coordinator", UPLOAD_COUNTERS)
+    }
+    pub fn copy_rate(&self) -> Option<f64> {
+        counter_rate(&self.daemons, "replicator", COPY_COUNTERS)
+    }
+
+    pub fn connected(&self) -> bool {
+        self.cluster.conn.is_some_and(|c| c.is_connected())
+    }
+
+    // ----- log and status ----------------------------------------------
+
+    fn push_log(&mut self, kind: LogKind, text: String) {
+        tracing::info!(kind = kind.word(), "{text}");
+        self.log_seq += 1;
+        self.log.push_back(LogEntry {
+            seq: self.log_seq,
+            at: self.now,
+            kind,
+            text,
+        });
+        while self.log.len() > LOG_LIMIT {
+            self.log.pop_front();
+        }
+    }
+
+    fn set_status(&mut self, kind: StatusKind, text: String) {
+        self.status = Some(Status { kind, text });
+    }
+
+    // ----- keys ----------------------------------------------------------
+
+    fn on_key(&mut self, k: KeyEvent) -> Vec<Command> {
+        if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
+            return vec![Command::Quit];
+        }
+        match std::mem::replace(&mut self.mode, Mode::Normal) {
+            Mode::Normal => self.key_normal(k),
+            Mode::Filter => {
+                self.key_filter(k);
+                vec![]
+            }
+            Mode::Help => {
+                // Any key closes the help; the key is not acted on.
+                vec![]
+            }
+            Mode::Details => self.key_details(k),
+            Mode::Form(f) => self.key_form(f, k),
+            Mode::Confirm(c) => self.key_confirm(c, k),
+        }
+    }
+
+    fn key_normal(&mut self, k: KeyEvent) -> Vec<Command> {
+        let tab = self.tab;
+        match k.code {
+            KeyCode::Char('q') => return vec![Command::Quit],
+            KeyCode::Char('?') | KeyCode::F(1) => self.mode = Mode::Help,
+            KeyCode::Tab => self.tab = Tab::ALL[(tab.index() + 1) % 5],
+            KeyCode::BackTab => self.tab = Tab::ALL[(tab.index() + 4) % 5],
+            KeyCode::Char(c @ '1'..='5') => self.tab = Tab::ALL[(c as u8 - b'1') as usize],
+            KeyCode::Up | KeyCode::Char('k') => self.move_sel(-1),
+            KeyCode::Down | KeyCode::Char('j') => self.move_sel(1),
+            KeyCode::PageUp => self.move_sel(-(self.page() as i64)),
+            KeyCode::PageDown | KeyCode::Char(' ') => self.move_sel(self.page() as i64),
+            KeyCode::Home | KeyCode::Char('g') => self.move_sel(i64::MIN / 2),
+            KeyCode::End | KeyCode::Char('G') => self.move_sel(i64::MAX / 2),
+            KeyCode::Enter if self.selected(tab).is_some() => self.mode = Mode::Details,
+            KeyCode::Esc => {
+                let t = &mut self.tables[tab.index()];
+                if !t.filter.is_empty() {
+                    t.filter.clear();
+                } else {
+                    self.status = None;
+                }
+            }
+            KeyCode::Char('/') => self.mode = Mode::Filter,
+            KeyCode::Char('s') => {
+                let n = tab.columns().len();
+                let t = &mut self.tables[tab.index()];
+                t.sort = (t.sort + 1) % n;
+            }
+            KeyCode::Char('S') => {
+                let t = &mut self.tables[tab.index()];
+                t.desc = !t.desc;
+            }
+            KeyCode::Char('r') => {
+                self.set_status(StatusKind::Info, "refreshing node health and queue…".into());
+                return vec![Command::Refresh];
+            }
+            KeyCode::Char(c) if is_write_key(tab, c) => {
+                if self.config.read_only {
+                    self.set_status(
+                        StatusKind::Error,
+                        "read-only: started with --read-only, so nothing can be changed here"
+                            .into(),
+                    );
+                } else {
+                    self.write_key(tab, c);
+                }
+            }
+            _ => {}
+        }
+        vec![]
+    }
+
+    fn page(&self) -> usize {
+        crate::view::page_rows(self, self.tab).max(1)
+    }
+
+    fn move_sel(&mut self, delta: i64) {
+        let n = self.order[self.tab.index()].len();
+        let t = &mut self.tables[self.tab.index()];
+        let pos = (t.selected as i64).saturating_add(delta);
+        t.selected = pos.clamp(0, n.saturating_sub(1) as i64) as usize;
+        t.selected_key = None;
+    }
+
+    fn key_filter(&mut self, k: KeyEvent) {
+        let t = &mut self.tables[self.tab.index()];
+        match k.code {
+            KeyCode::Enter => return,
+            KeyCode::Esc => {
+                t.filter.clear();
+                return;
+            }
+            KeyCode::Backspace => {
+                t.filter.pop();
+            }
+            KeyCode::Char('u') if k.modifiers.contains(KeyModifiers::CONTROL) => t.filter.clear(),
+            KeyCode::Char(c) => t.filter.push(c),
+            _ => {}
+        }
+        t.selected = 0;
+        t.selected_key = None;
+        self.mode = Mode::Filter;
+    }
+
+    fn key_details(&mut self, k: KeyEvent) -> Vec<Command> {
+        match k.code {
+            KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q') => {}
+            KeyCode::Up | KeyCode::Char('k') => {
+                self.move_sel(-1);
+                self.mode = Mode::Details;
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.move_sel(1);
+                self.mode = Mode::Details;
+            }
+            _ => self.mode = Mode::Details,
+        }
+        vec![]
+    }
+
+    /// a / e / d (Shards), a (Servers), c / u / x (Queue).
+    fn write_key(&mut self, tab: Tab, c: char) {
+        let cluster = self.cluster.clone();
+        let open = |form: Form| {
+            // Start where typing is needed: the id comes prefilled.
+            let focus = match form {
+                Form::AddServer { .. } | Form::AddShard { .. } => 1,
+                Form::SetQueue { .. } => 0,
+            };
+            Mode::Form(FormState {
+                checked: form.check(&cluster),
+                form,
+                focus,
+                base: cluster.clone(),
+            })
+        };
+        match (tab, c) {
+            (Tab::Shards, 'a') => self.mode = open(Form::add_shard(&cluster)),
+            (Tab::Servers, 'a') => self.mode = open(Form::add_server(&cluster)),
+            (Tab::Queue, 'c') => self.mode = open(Form::set_queue(&cluster)),
+            (Tab::Shards, 'e' | 'd') => {
+                let Some(row) = self.selected_shard() else {
+                    return;
+                };
+                let id = row.id.clone();
+                let enable = c == 'e';
+                let Some(shards) = &cluster.shards.value else {
+                    return;
+                };
+                let Some(shard) = shards.get(&id) else { return };
+                if shard.writable() == enable {
+                    self.set_status(
+                        StatusKind::Info,
+                        format!(
+                            "shard {id} is {} already",
+                            if enable { "writable" } else { "read-only" }
+                        ),
+                    );
+                    return;
+                }
+                let (op, question, lines) = if enable {
+                    let share = share_after(&cluster, &id, true);
+                    (
+                        MapOp::EnableShard { id: id.clone() },
+                        format!(
+                            "Enable shard {id}? It will take ~{} of new writes.",
+                            percent(share)
+                        ),
+                        vec![format!("nodes {}", shard.nodes.join(","))],
+                    )
+                } else {
+                    let now = row.writes;
+                    let others: f64 = self
+                        .shards
+                        .iter()
+                        .filter(|r| r.id != id && r.state == ShardState::Rw)
+                        .count() as f64;
+                    let consequence = if others == 0.0 {
+                        "No other shard takes writes: uploads fail until one is enabled."
+                            .to_string()
+                    } else {
+                        "The other writable shards take them over.".to_string()
+                    };
+                    (
+                        MapOp::DisableShard { id: id.clone() },
+                        format!(
+                            "Disable shard {id}? It takes {} of new writes now.",
+                            percent(now)
+                        ),
+                        vec![consequence],
+                    )
+                };
+                let action = Action::Op(op);
+                self.mode = Mode::Confirm(Confirm {
+                    title: if enable {
+                        "Enable shard".into()
+                    } else {
+                        "Disable shard".into()
+                    },
+                    lines,
+                    question,
+                    check: relevant(&action, &cluster),
+                    action,
+                    back: None,
+                });
+            }
+            (Tab::Queue, 'u' | 'x') => {
+                let Some(task) = self.selected_task() else {
+                    return;
+                };
+                if !task.dead {
+                    self.set_status(
+                        StatusKind::Info,
+                        "only dead-letter tasks can be requeued or dropped; queued ones are being retried".into(),
+                    );
+                    return;
+                }
+                let item = task.info.item.clone();
+                let (title, action, question) = if c == 'u' {
+                    (
+                        "Requeue task",
+                        Action::Requeue(item.clone()),
+                        "Put it back in the queue with a fresh attempt count?",
+                    )
+                } else {
+                    (
+                        "Drop task",
+                        Action::DropDead(item.clone()),
+                        "Drop it for good? It will not be copied.",
+                    )
+                };
+                let mut lines = vec![describe_item(&item)];
+                if let Some(e) = &task.info.last_error {
+                    lines.push(format!("last error: {e}"));
+                }
+                self.mode = Mode::Confirm(Confirm {
+                    title: title.into(),
+                    lines,
+                    question: question.into(),
+                    check: vec![],
+                    action,
+                    back: None,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn key_form(&mut self, mut f: FormState, k: KeyEvent) -> Vec<Command> {
+        let nfields = f.form.labels().len();
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        let in_picker = f.form.picker_mut(f.focus).is_some();
+        match k.code {
+            KeyCode::Esc => {
+                self.set_status(StatusKind::Info, format!("{}: cancelled", f.form.title()));
+                return vec![];
+            }
+            KeyCode::Tab => f.focus = (f.focus + 1) % nfields,
+            KeyCode::BackTab => f.focus = (f.focus + nfields - 1) % nfields,
+            KeyCode::Down if !in_picker => f.focus = (f.focus + 1) % nfields,
+            KeyCode::Up if !in_picker => f.focus = (f.focus + nfields - 1) % nfields,
+            KeyCode::Enter => {
+                f.checked = f.form.check(&self.cluster);
+                let Some(op) = f.checked.op.clone() else {
+                    self.mode = Mode::Form(f);
+                    return vec![];
+                };
+                let action = Action::Op(op);
+                let then = relevant(&action, &f.base);
+                let now = relevant(&action, &self.cluster);
+                if then != now {
+                    let lines = diff_lines(&then, &now);
+                    let question = format!("Still {}?", action.describe());
+                    f.base = self.cluster.clone();
+                    self.mode = Mode::Confirm(Confirm {
+                        title: "Changed meanwhile".into(),
+                        lines,
+                        question,
+                        check: now,
+                        action,
+                        back: Some(f),
+                    });
+                    return vec![];
+                }
+                return self.start(action);
+            }
+            _ => {
+                let cluster = self.cluster.clone();
+                let focus = f.focus;
+                if let Some(p) = f.form.picker_mut(focus) {
+                    let cands = p.candidates(&cluster);
+                    match k.code {
+                        KeyCode::Up => p.cursor = p.cursor.saturating_sub(1),
+                        KeyCode::Down => {
+                            p.cursor = (p.cursor + 1).min(cands.len().saturating_sub(1))
+                        }
+                        KeyCode::PageUp => p.cursor = p.cursor.saturating_sub(5),
+                        KeyCode::PageDown => {
+                            p.cursor = (p.cursor + 5).min(cands.len().saturating_sub(1))
+                        }
+                        KeyCode::Char(' ') => {
+                            if let Some(c) = cands.get(p.cursor) {
+                                if let Some(pos) = p.picked.iter().position(|x| *x == c.id) {
+                                    p.picked.remove(pos);
+                                } else {
+                                    p.picked.push(c.id.clone());
+                                }
+                            }
+                        }
+                        KeyCode::Backspace => {
+                            p.query.pop();
+                            p.cursor = 0;
+                        }
+                        KeyCode::Char('u') if ctrl => {
+                            p.query.clear();
+                            p.cursor = 0;
+                        }
+                        KeyCode::Char(c) if !ctrl => {
+                            p.query.push(c);
+                            p.cursor = 0;
+                        }
+                        _ => {}
+                    }
+                } else if let Some(input) = f.form.input_mut(focus) {
+                    match k.code {
+                        KeyCode::Backspace => input.backspace(),
+                        KeyCode::Char('u') if ctrl => {
+                            input.text.clear();
+                            input.keep();
+                        }
+                        KeyCode::Char(c) if !ctrl => input.type_char(c),
+                        KeyCode::Right | KeyCode::End => input.keep(),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        self.mode = Mode::Form(f);
+        vec![]
+    }
+
+    fn key_confirm(&mut self, c: Confirm, k: KeyEvent) -> Vec<Command> {
+        match k.code {
+            KeyCode::Char('y') | KeyCode::Char('Y') => {
+                let now = relevant(&c.action, &self.cluster);
+                if now != c.check {
+                    let lines = diff_lines(&c.check, &now);
+                    let question = format!("Still {}?", c.action.describe());
+                    self.mode = Mode::Confirm(Confirm {
+                        title: "Changed meanwhile".into(),
+                        lines,
+                        question,
+                        check: now,
+                        ..c
+                    });
+                    return vec![];
+                }
+                self.start(c.action)
+            }
+            _ => {
+                match c.back {
+                    Some(f) => self.mode = Mode::Form(f),
+                    None => {
+                        self.set_status(StatusKind::Info, format!("{}: cancelled", c.title));
+                    }
+                }
+                vec![]
+            }
+        }
+    }
+
+    /// Starts an action: the loop runs it and answers with [`Event::Done`].
+    fn start(&mut self, action: Action) -> Vec<Command> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let what = action.describe();
+        self.set_status(StatusKind::Info, format!("… {what}"));
+        self.push_log(LogKind::Action, what);
+        let cmd = match &action {
+            Action::Op(op) => Command::Apply { id, op: op.clone() },
+            Action::Requeue(item) => Command::Requeue {
+                id,
+                item: item.clone(),
+            },
+            Action::DropDead(item) => Command::DropDead {
+                id,
+                item: item.clone(),
+            },
+        };
+        self.pending.insert(id, action);
+        vec![cmd]
+    }
+
+    fn refresh_form(&mut self) {
+        if let Mode::Form(f) = &mut self.mode {
+            f.checked = f.form.check(&self.cluster);
+        }
+    }
+
+    /// Synthesizes a key press (tests and the loop's helpers).
+    pub fn press(&mut self, now: Millis, code: KeyCode) -> Vec<Command> {
+        self.update(now, Event::Key(key(code)))
+    }
+}
+
+fn is_write_key(tab: Tab, c: char) -> bool {
+    matches!(
+        (tab, c),
+        (Tab::Shards, 'a' | 'e' | 'd') | (Tab::Servers, 'a') | (Tab::Queue, 'c' | 'u' | 'x')
+    )
+}
+
+/// The share of new writes shard `id` would get with `enable` applied.
+pub fn share_after(cluster: &ClusterState, id: &str, enable: bool) -> f64 {
+    let Some(shards) = &cluster.shards.value else {
+        return 0.0;
+    };
+    let mut shards: ShardsMap = shards.clone();
+    if let Some(s) = shards.get_mut(id) {
+        s.read_only = !enable;
+    }
+    shard_chances(&shards, &cluster.size_values(), 0)
+        .into_iter()
+        .find(|c| c.id == id)
+        .map_or(0.0, |c| c.chance)
+}
+
+fn counter_rate(daemons: &[DaemonRow], kind: &str, names: &[&str]) -> Option<f64> {
+    let mut total = None;
+    for d in daemons.iter().filter(|d| d.kind == kind) {
+        if let Some(r) = names.iter().find_map(|n| d.rates.get(*n)) {
+            *total.get_or_insert(0.0) += r;
+        }
+    }
+    total
+}
+
+fn shard_text(s: Option<&Shard>) -> String {
+    match s {
+        None => "absent".into(),
+        Some(s) => format!(
+            "{} on nodes {}",
+            if s.read_only { "read-only" } else { "writable" },
+            s.nodes.join(",")
+        ),
+    }
+}
+
+/// The part of the cluster an action depends on, as comparable text: what
+/// the operator saw when deciding. A change there means asking again.
+pub fn relevant(action: &Action, c: &ClusterState) -> Vec<(String, String)> {
+    let server = |id: &str| {
+        c.servers
+            .value
+            .as_ref()
+            .and_then(|m| m.get(id))
+            .map_or("absent".to_string(), |a| a.url())
+    };
+    let shard = |id: &str| shard_text(c.shards.value.as_ref().and_then(|m| m.get(id)));
+    match action {
+        Action::Op(MapOp::AddServer { id, addr, .. }) => {
+            let mut out = vec![(format!("server {id}"), server(id))];
+            let same: Vec<String> = c
+                .servers
+                .value
+                .iter()
+                .flatten()
+                .filter(|(_, a)| *a == addr)
+                .map(|(i, _)| i.clone())
+                .collect();
+            out.push((
+                format!("servers at {}", addr.url()),
+                if same.is_empty() {
+                    "none".into()
+                } else {
+                    same.join(",")
+                },
+            ));
+            out
+        }
+        Action::Op(MapOp::AddShard { id, nodes, .. }) => {
+            let uses = rows::node_shards(c);
+            let mut out = vec![(format!("shard {id}"), shard(id))];
+            out.push((
+                format!("shard-size-{id}"),
+                c.sizes
+                    .get(id)
+                    .and_then(|d| d.value)
+                    .map_or("absent".into(), |s| {
+                        format!("{} / {}", s.used(), s.capacity)
+                    }),
+            ));
+            for n in nodes {
+                let in_shards = uses
+                    .get(n)
+                    .map_or("no shard".into(), |v| format!("shard {}", v.join(",")));
+                out.push((
+                    format!("server {n}"),
+                    format!("{} in {in_shards}", server(n)),
+                ));
+            }
+            out
+        }
+        Action::Op(MapOp::EnableShard { id } | MapOp::DisableShard { id }) => {
+            vec![(format!("shard {id}"), shard(id))]
+        }
+        Action::Op(MapOp::SetQueue(_)) => vec![(
+            "queue".into(),
+            c.queue.value.as_ref().map_or("absent".into(), |q| {
+                format!(
+                    "key {} on {}",
+                    q.key,
+                    q.servers
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            }),
+        )],
+        Action::Requeue(_) | Action::DropDead(_) => vec![],
+    }
+}
+
+fn diff_lines(then: &[(String, String)], now: &[(String, String)]) -> Vec<String> {
+    let before: HashMap<&str, &str> = then.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut out: Vec<String> = now
+        .iter()
+        .filter(|(k, v)| before.get(k.as_str()) != Some(&v.as_str()))
+        .map(|(k, v)| {
+            format!(
+                "{k}: {} → {v}",
+                before.get(k.as_str()).copied().unwrap_or("?")
+            )
+        })
+        .collect();
+    if out.is_empty() {
+        out.push("the maps changed while you were editing".into());
+    }
+    out
+}
+
+/// Problems of documents: what is invalid or missing in `new` but was not
+/// in `old`, and what got fixed.
+fn problems(old: &ClusterState, new: &ClusterState) -> Vec<(LogKind, String)> {
+    fn doc<T>(out: &mut Vec<(LogKind, String)>, what: &str, old: &Doc<T>, new: &Doc<T>) {
+        match (&old.error, &new.error) {
+            (None, Some(e)) => out.push((LogKind::Problem, e.clone())),
+            (Some(_), None) if new.seen => {
+                out.push((LogKind::Change, format!("{what} readable again")))
+            }
+            (Some(a), Some(b)) if a != b => out.push((LogKind::Problem, b.clone())),
+            _ => {}
+        }
+    }
+    let mut out = vec![];
+    doc(&mut out, "servers-map", &old.servers, &new.servers);
+    doc(&mut out, "shards-map", &old.shards, &new.shards);
+    doc(&mut out, "queue", &old.queue, &new.queue);
+    let empty = Doc::default();
+    for (id, d) in &new.sizes {
+        doc(
+            &mut out,
+            &format!("shard-size-{id}"),
+            old.sizes.get(id).unwrap_or(&empty),
+            d,
+        );
+    }
+    let none = Doc::default();
+    for (kind, o, n) in [
+        ("coordinators", &old.coordinators, &new.coordinators),
+        ("replicators", &old.replicators, &new.replicators),
+    ] {
+        for (name, d) in n {
+            doc(
+                &mut out,
+                &format!("{kind}/{name}"),
+                o.get(name).unwrap_or(&none),
+                d,
+            );
+        }
+    }
+    out
+}
+
+/// What changed between two snapshots, for the Events view. Sizes moving
+/// are not events; a shard becoming full is.
+pub fn diff_cluster(old: &ClusterState, new: &ClusterState) -> Vec<(LogKind, String)> {
+    let mut out = problems(old, new);
+    let ch = |t: String| (LogKind::Change, t);
+    if let (Some(a), Some(b)) = (&old.servers.value, &new.servers.value)
+        && a != b
+    {
+        for (id, addr) in b {
+            match a.get(id) {
+                None => out.push(ch(format!("server {id} added: {}", addr.url()))),
+                Some(was) if was != addr => out.push(ch(format!(
+                    "server {id} moved: {} → {}",
+                    was.url(),
+                    addr.url()
+                ))),
+                _ => {}
+            }
+        }
+        for id in a.keys().filter(|id| !b.contains_key(*id)) {
+            out.push(ch(format!("server {id} removed")));
+        }
+    }
+    if let (Some(a), Some(b)) = (&old.shards.value, &new.shards.value)
+        && a != b
+    {
+        for (id, s) in b {
+            match a.get(id) {
+                None => out.push(ch(format!(
+                    "shard {id} added ({}) on nodes {}",
+                    if s.read_only { "read-only" } else { "writable" },
+                    s.nodes.join(",")
+                ))),
+                Some(was) => {
+                    if was.read_only != s.read_only {
+                        out.push(ch(if s.read_only {
+                            format!("shard {id} disabled (read-only)")
+                        } else {
+                            format!("shard {id} enabled for writing")
+                        }));
+                    }
+                    if was.nodes != s.nodes {
+                        out.push(ch(format!(
+                            "shard {id} re-pointed: nodes {} → {}",
+                            was.nodes.join(","),
+                            s.nodes.join(",")
+                        )));
+                    }
+                }
+            }
+        }
+        for id in a.keys().filter(|id| !b.contains_key(*id)) {
+            out.push(ch(format!("shard {id} removed")));
+        }
+    }
+    for (id, d) in &new.sizes {
+        let (Some(was), Some(is)) = (old.sizes.get(id).and_then(|d| d.value), d.value) else {
+            continue;
+        };
+        if !was.is_full() && is.is_full() {
+            out.push((LogKind::Problem, format!("shard {id} is full")));
+        }
+        if was.capacity != is.capacity {
+            out.push(ch(format!(
+                "shard {id} capacity {} → {}",
+                backpack_shared::model::format_size(was.capacity),
+                backpack_shared::model::format_size(is.capacity)
+            )));
+        }
+    }
+    if let (Some(a), Some(b)) = (&old.queue.value, &new.queue.value)
+        && a != b
+    {
+        out.push(ch(format!(
+            "queue set to key {} on {}",
+            b.key,
+            b.servers
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        )));
+    }
+    for (kind, o, n) in [
+        ("coordinator", &old.coordinators, &new.coordinators),
+        ("replicator", &old.replicators, &new.replicators),
+    ] {
+        for name in n.keys().filter(|k| !o.contains_key(*k)) {
+            out.push((LogKind::Conn, format!("{kind} {name} up")));
+        }
+        for name in o.keys().filter(|k| !n.contains_key(*k)) {
+            out.push((LogKind::Conn, format!("{kind} {name} gone")));
+        }
+    }
+    out
+}
