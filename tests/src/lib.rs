@@ -17,6 +17,6 @@
 pub mod servers;
 
 pub use servers::{
-    RedisServer, ZkServer, bin, free_port, require, shared_redis, shared_zk, unique_root,
-    wait_until,
+    Process, RedisServer, ZkServer, bin, free_port, require, shared_redis, shared_zk, spawn,
+    unique_root, wait_until,
 };

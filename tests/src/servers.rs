@@ -58,7 +58,7 @@ fn port_open(port: u16) -> bool {
 /// The server runs under a small `sh` guard that kills it when our end of
 /// its stdin closes, so servers held in statics (never dropped) or left by
 /// a test process that died still stop when the test process exits.
-struct Proc {
+pub struct Process {
     child: Child,
     guard: Option<std::process::ChildStdin>,
     log: PathBuf,
@@ -67,8 +67,13 @@ struct Proc {
 
 const GUARD: &str = r#""$@" & pid=$!; trap 'kill -9 $pid 2>/dev/null; wait $pid' EXIT; read _; kill -CONT $pid 2>/dev/null"#;
 
-impl Proc {
-    fn log_text(&self) -> String {
+impl Process {
+    /// Whether the guard (and so the server) still runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log_text(&self) -> String {
         let mut s = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.log) {
             let _ = f.read_to_string(&mut s);
@@ -77,7 +82,7 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
+impl Drop for Process {
     fn drop(&mut self) {
         // Closing the pipe makes the guard kill the server and exit.
         self.guard = None;
@@ -93,7 +98,9 @@ impl Drop for Proc {
     }
 }
 
-fn spawn(name: &'static str, program: &str, args: &[String], dir: &Path) -> Proc {
+/// Starts `program` with its output in `<dir>/<name>.log`, under the guard
+/// that kills it when the test process exits.
+pub fn spawn(name: &'static str, program: &str, args: &[String], dir: &Path) -> Process {
     let log = dir.join(format!("{name}.log"));
     let out = std::fs::File::create(&log)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
@@ -112,7 +119,7 @@ fn spawn(name: &'static str, program: &str, args: &[String], dir: &Path) -> Proc
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
     let guard = child.stdin.take();
-    Proc {
+    Process {
         child,
         guard,
         log,
@@ -120,9 +127,9 @@ fn spawn(name: &'static str, program: &str, args: &[String], dir: &Path) -> Proc
     }
 }
 
-impl Proc {
+impl Process {
     /// Sends a signal to the server (the guard's child).
-    fn signal(&self, sig: &str) {
+    pub fn signal(&self, sig: &str) {
         let ok = Command::new("pkill")
             .arg(format!("-{sig}"))
             .arg("-P")
@@ -138,7 +145,7 @@ impl Proc {
 
 /// A real ZooKeeper server on a free loopback port.
 pub struct ZkServer {
-    proc: Proc,
+    proc: Process,
     pub port: u16,
     _dir: tempfile::TempDir,
 }
@@ -231,7 +238,7 @@ fn ruok(port: u16) -> bool {
 
 /// A real Redis server on a free loopback port, persistence off.
 pub struct RedisServer {
-    proc: Option<Proc>,
+    proc: Option<Process>,
     pub port: u16,
     dir: tempfile::TempDir,
 }
@@ -326,7 +333,7 @@ static SHARED_ZK: OnceLock<Option<ZkServer>> = OnceLock::new();
 static SHARED_REDIS: OnceLock<Option<RedisServer>> = OnceLock::new();
 
 /// One ZooKeeper for every test of this binary that neither kills nor
-/// pauses it. It lives until the test process exits (see [`Proc`]).
+/// pauses it. It lives until the test process exits (see [`Process`]).
 pub fn shared_zk() -> Option<&'static ZkServer> {
     SHARED_ZK.get_or_init(ZkServer::start).as_ref()
 }

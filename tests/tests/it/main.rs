@@ -9,4 +9,5 @@ mod common;
 mod coordinator;
 mod queue;
 mod replicator;
+mod seed;
 mod zk;
