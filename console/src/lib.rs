@@ -7,11 +7,13 @@
 //! - [`state`]: `State::update(now, event) -> Vec<Command>`, no IO.
 //! - [`rows`], [`forms`], [`growth`]: pure pieces of the state.
 //! - [`view`]: `impl Widget for &State`, no IO.
+//! - [`demo`]: made-up clusters for tests, snapshots and measurements.
 //!
 //! Logs go to a file (`--log-file`), never to the terminal drawn on.
 
 pub mod app;
 pub mod cli;
+pub mod demo;
 pub mod event;
 pub mod fmt;
 pub mod forms;

@@ -437,7 +437,12 @@ impl TaskRow {
                 .last_error
                 .as_ref()
                 .map_or(Key::None, |e| Key::Text(e.clone())),
-            _ => Key::Text(self.state().into()),
+            // Dead letters first (they need the operator), then copying, queued.
+            _ => Key::Num(match self.state() {
+                "dead" => 0.0,
+                "copying" => 1.0,
+                _ => 2.0,
+            }),
         }
     }
     pub fn text(&self) -> String {

@@ -1344,3 +1344,458 @@ pub fn diff_cluster(old: &ClusterState, new: &ClusterState) -> Vec<(LogKind, Str
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::demo::{self, T0};
+    use backpack_shared::model::ShardSize;
+
+    fn keys(s: &mut State, text: &str) -> Vec<Command> {
+        let mut out = vec![];
+        for c in text.chars() {
+            out.extend(s.press(T0, KeyCode::Char(c)));
+        }
+        out
+    }
+
+    fn press(s: &mut State, code: KeyCode) -> Vec<Command> {
+        s.press(T0, code)
+    }
+
+    fn cluster_with(f: impl FnOnce(&mut ClusterState)) -> Event {
+        let mut c = demo::cluster();
+        c.generation = 9;
+        f(&mut c);
+        Event::Cluster(Arc::new(c))
+    }
+
+    fn last_log(s: &State) -> String {
+        s.log.back().map(|e| e.text.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn views_switch_and_selection_moves() {
+        let mut s = demo::state(100, 30);
+        assert_eq!(s.tab, Tab::Shards);
+        assert_eq!(s.selected_shard().unwrap().id, "1");
+        keys(&mut s, "jj");
+        assert_eq!(s.selected_shard().unwrap().id, "3");
+        keys(&mut s, "j");
+        assert_eq!(s.selected_shard().unwrap().id, "3", "stops at the end");
+        keys(&mut s, "g");
+        assert_eq!(s.selected_shard().unwrap().id, "1");
+        press(&mut s, KeyCode::Down);
+        assert_eq!(s.selected_shard().unwrap().id, "2");
+        press(&mut s, KeyCode::Tab);
+        assert_eq!(s.tab, Tab::Servers);
+        press(&mut s, KeyCode::BackTab);
+        assert_eq!(s.tab, Tab::Shards);
+        for (k, tab) in ['1', '2', '3', '4', '5'].iter().zip(Tab::ALL) {
+            keys(&mut s, &k.to_string());
+            assert_eq!(s.tab, tab);
+        }
+        assert_eq!(keys(&mut s, "q"), vec![Command::Quit]);
+    }
+
+    #[test]
+    fn filter_sort_and_selection_follows_its_row() {
+        let mut s = demo::state(100, 30);
+        keys(&mut s, "2");
+        keys(&mut s, "/no shard");
+        assert!(matches!(s.mode, Mode::Filter));
+        press(&mut s, KeyCode::Enter);
+        assert!(matches!(s.mode, Mode::Normal));
+        let shown: Vec<&str> = s.order[1]
+            .iter()
+            .map(|&i| s.servers[i].id.as_str())
+            .collect();
+        assert_eq!(shown, vec!["7"]);
+        press(&mut s, KeyCode::Esc);
+        assert_eq!(s.order[1].len(), 7, "Esc clears the filter");
+        assert_eq!(
+            s.selected_server().unwrap().id,
+            "7",
+            "the selection stayed on its row"
+        );
+        // Select server 3, sort by URL descending: the selection stays on 3.
+        keys(&mut s, "gjj");
+        assert_eq!(s.selected_server().unwrap().id, "3");
+        keys(&mut s, "sS");
+        assert_eq!(s.table(Tab::Servers).sort, 1);
+        assert!(s.table(Tab::Servers).desc);
+        assert_eq!(s.selected_server().unwrap().id, "3");
+        let first = s.order[1][0];
+        assert_eq!(s.servers[first].addr.url(), "http://two:10006");
+    }
+
+    #[test]
+    fn add_server_from_keys_to_command_to_result() {
+        let mut s = demo::state(100, 30);
+        keys(&mut s, "2a");
+        let Mode::Form(f) = &s.mode else {
+            panic!("no form")
+        };
+        assert_eq!(
+            f.focus, 1,
+            "the id comes prefilled; typing starts at the URL"
+        );
+        assert!(f.checked.op.is_none());
+        assert!(
+            press(&mut s, KeyCode::Enter).is_empty(),
+            "invalid: no write"
+        );
+        keys(&mut s, "http://three:10008");
+        let cmds = press(&mut s, KeyCode::Enter);
+        let [Command::Apply { id, op }] = &cmds[..] else {
+            panic!("{cmds:?}")
+        };
+        assert_eq!(
+            op,
+            &MapOp::AddServer {
+                id: "8".into(),
+                addr: HostPort {
+                    host: "three".into(),
+                    port: 10008
+                },
+                replace: false
+            }
+        );
+        assert!(matches!(s.mode, Mode::Normal));
+        assert_eq!(s.pending.len(), 1);
+        s.update(
+            T0,
+            Event::Done {
+                id: *id,
+                result: Ok("Added http://three:10008 as 8".into()),
+            },
+        );
+        assert!(s.pending.is_empty());
+        assert_eq!(
+            s.status,
+            Some(Status {
+                kind: StatusKind::Ok,
+                text: "✓ Added http://three:10008 as 8".into()
+            })
+        );
+        assert!(last_log(&s).contains("Added http://three:10008 as 8"));
+    }
+
+    #[test]
+    fn a_typed_id_replaces_the_suggestion() {
+        let mut s = demo::state(100, 30);
+        keys(&mut s, "2a");
+        press(&mut s, KeyCode::BackTab);
+        keys(&mut s, "x9");
+        press(&mut s, KeyCode::Tab);
+        keys(&mut s, "http://h:1");
+        let cmds = press(&mut s, KeyCode::Enter);
+        assert!(
+            matches!(&cmds[..], [Command::Apply { op: MapOp::AddServer { id, .. }, .. }] if id == "x9"),
+            "{cmds:?}"
+        );
+    }
+
+    #[test]
+    fn add_shard_with_the_node_picker() {
+        let mut s = demo::state(100, 30);
+        keys(&mut s, "a");
+        let Mode::Form(f) = &s.mode else { panic!() };
+        assert_eq!(f.focus, 1, "starts in the node picker");
+        // Server 7 (in no shard) is offered first.
+        press(&mut s, KeyCode::Char(' '));
+        press(&mut s, KeyCode::Down);
+        press(&mut s, KeyCode::Char(' '));
+        let cmds = press(&mut s, KeyCode::Enter);
+        assert_eq!(
+            cmds,
+            vec![Command::Apply {
+                id: 1,
+                op: MapOp::AddShard {
+                    id: "4".into(),
+                    nodes: vec!["7".into(), "1".into()],
+                    capacity: 100 * demo::GIB,
+                    replace: false
+                }
+            }]
+        );
+    }
+
+    #[test]
+    fn enable_asks_with_the_share_it_will_take() {
+        let mut s = demo::state(100, 30);
+        keys(&mut s, "G");
+        assert!(keys(&mut s, "e").is_empty());
+        let Mode::Confirm(c) = &s.mode else { panic!() };
+        // 100 GiB free of 100 + 62 + 76.8: about 42%.
+        assert_eq!(
+            c.question,
+            "Enable shard 3? It will take ~42% of new writes."
+        );
+        assert!(keys(&mut s, "n").is_empty());
+        assert!(matches!(s.mode, Mode::Normal));
+        assert_eq!(s.status.as_ref().unwrap().text, "Enable shard: cancelled");
+        keys(&mut s, "e");
+        assert_eq!(
+            keys(&mut s, "y"),
+            vec![Command::Apply {
+                id: 1,
+                op: MapOp::EnableShard { id: "3".into() }
+            }]
+        );
+        // Disabling the last writable shard says what it means.
+        let mut s = demo::state(100, 30);
+        s.update(
+            T0,
+            cluster_with(|c| {
+                c.shards
+                    .value
+                    .as_mut()
+                    .unwrap()
+                    .get_mut("2")
+                    .unwrap()
+                    .read_only = true;
+            }),
+        );
+        keys(&mut s, "d");
+        let Mode::Confirm(c) = &s.mode else { panic!() };
+        assert!(c.lines[0].contains("uploads fail"), "{:?}", c.lines);
+    }
+
+    #[test]
+    fn a_change_made_elsewhere_meanwhile_is_shown_and_asked_again() {
+        let mut s = demo::state(100, 30);
+        keys(&mut s, "G");
+        keys(&mut s, "e");
+        // Someone re-points shard 3 while the question is open.
+        s.update(
+            T0,
+            cluster_with(|c| {
+                c.shards.value.as_mut().unwrap().get_mut("3").unwrap().nodes =
+                    vec!["3".into(), "7".into()];
+            }),
+        );
+        assert!(
+            keys(&mut s, "y").is_empty(),
+            "nothing written on the old view"
+        );
+        let Mode::Confirm(c) = &s.mode else { panic!() };
+        assert_eq!(c.title, "Changed meanwhile");
+        assert_eq!(
+            c.lines,
+            vec!["shard 3: read-only on nodes 3,6 → read-only on nodes 3,7"]
+        );
+        assert_eq!(c.question, "Still enable shard 3?");
+        assert_eq!(keys(&mut s, "y").len(), 1, "asked again, then applied");
+    }
+
+    #[test]
+    fn a_form_whose_nodes_changed_meanwhile_asks_again_and_goes_back() {
+        let mut s = demo::state(100, 30);
+        keys(&mut s, "a");
+        press(&mut s, KeyCode::Char(' ')); // node 7
+        s.update(
+            T0,
+            cluster_with(|c| {
+                c.shards.value.as_mut().unwrap().insert(
+                    "9".into(),
+                    Shard {
+                        read_only: true,
+                        nodes: vec!["7".into()],
+                    },
+                );
+            }),
+        );
+        assert!(press(&mut s, KeyCode::Enter).is_empty());
+        let Mode::Confirm(c) = &s.mode else { panic!() };
+        assert_eq!(
+            c.lines,
+            vec!["server 7: http://one:10007 in no shard → http://one:10007 in shard 9"]
+        );
+        press(&mut s, KeyCode::Esc);
+        let Mode::Form(f) = &s.mode else {
+            panic!("back to the form")
+        };
+        assert!(matches!(&f.form, Form::AddShard { nodes, .. } if nodes.picked == ["7"]));
+        // Confirming now applies (the form's base was updated).
+        assert_eq!(press(&mut s, KeyCode::Enter).len(), 1);
+    }
+
+    #[test]
+    fn read_only_refuses_every_write_key() {
+        let mut cfg = demo::config();
+        cfg.read_only = true;
+        let mut s = State::new(cfg, T0);
+        s.update(T0, Event::Cluster(Arc::new(demo::cluster())));
+        s.update(T0, demo::queue());
+        for (tab, k) in [
+            ("1", "a"),
+            ("1", "e"),
+            ("1", "d"),
+            ("2", "a"),
+            ("3", "c"),
+            ("3", "u"),
+        ] {
+            keys(&mut s, tab);
+            assert!(keys(&mut s, k).is_empty());
+            assert!(matches!(s.mode, Mode::Normal), "{tab}{k}");
+            assert!(s.status.as_ref().unwrap().text.starts_with("read-only"));
+        }
+    }
+
+    #[test]
+    fn dead_letters_are_requeued_or_dropped_after_asking() {
+        let mut s = demo::state(100, 30);
+        keys(&mut s, "3");
+        assert_eq!(s.selected_task().unwrap().state(), "dead");
+        keys(&mut s, "u");
+        let Mode::Confirm(c) = &s.mode else { panic!() };
+        assert!(c.lines[1].contains("404"));
+        let cmds = keys(&mut s, "y");
+        assert!(
+            matches!(&cmds[..], [Command::Requeue { item, .. }] if item.contains("lost.jpg")),
+            "{cmds:?}"
+        );
+        keys(&mut s, "x");
+        assert!(matches!(&keys(&mut s, "y")[..], [Command::DropDead { .. }]));
+        // A queued (not dead) task cannot be dropped.
+        keys(&mut s, "j");
+        assert!(keys(&mut s, "x").is_empty());
+        assert!(matches!(s.mode, Mode::Normal));
+    }
+
+    #[test]
+    fn changes_seen_become_events() {
+        let mut s = demo::state(100, 30);
+        let n = s.log.len();
+        s.update(
+            T0,
+            cluster_with(|c| {
+                c.servers.value.as_mut().unwrap().insert(
+                    "8".into(),
+                    HostPort {
+                        host: "three".into(),
+                        port: 10008,
+                    },
+                );
+                c.shards
+                    .value
+                    .as_mut()
+                    .unwrap()
+                    .get_mut("3")
+                    .unwrap()
+                    .read_only = false;
+                c.sizes.get_mut("2").unwrap().value = Some(ShardSize {
+                    capacity: 100 * demo::GIB,
+                    current: Some(100 * demo::GIB),
+                });
+                c.replicators.remove("two:977");
+            }),
+        );
+        let texts: Vec<&str> = s.log.iter().skip(n).map(|e| e.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            vec![
+                "server 8 added: http://three:10008",
+                "shard 3 enabled for writing",
+                "shard 2 is full",
+                "replicator two:977 gone"
+            ]
+        );
+        assert_eq!(s.shards[1].state, ShardState::Full);
+    }
+
+    #[test]
+    fn bad_json_is_an_error_on_its_item_and_the_rest_stays() {
+        let mut s = demo::state(100, 30);
+        s.update(
+            T0,
+            cluster_with(|c| {
+                c.shards.error = Some("shards-map does not hold valid JSON (...)".into());
+                c.sizes.get_mut("2").unwrap().error =
+                    Some("shard-size-2 does not hold valid JSON".into());
+            }),
+        );
+        assert_eq!(s.shards.len(), 3, "the last good map stays");
+        assert_eq!(
+            s.shards[1].size_error.as_deref(),
+            Some("shard-size-2 does not hold valid JSON")
+        );
+        assert!(s.log.iter().any(|e| e.kind == LogKind::Problem
+            && e.text.starts_with("shards-map does not hold valid JSON")));
+    }
+
+    #[test]
+    fn connection_loss_is_remembered_and_logged() {
+        let mut s = demo::state(100, 30);
+        s.update(
+            T0 + 1000,
+            cluster_with(|c| {
+                c.conn = Some(ConnState::Disconnected {
+                    since: std::time::Instant::now(),
+                })
+            }),
+        );
+        assert_eq!(s.conn_lost_at, Some(T0 + 1000));
+        assert!(!s.connected());
+        assert_eq!(last_log(&s), "ZooKeeper connection lost; reconnecting");
+        s.update(T0 + 9000, cluster_with(|_| {}));
+        assert_eq!(s.conn_lost_at, None);
+        assert_eq!(last_log(&s), "ZooKeeper connection back (session 0x1a2b)");
+    }
+
+    #[test]
+    fn full_in_comes_from_the_recent_growth() {
+        let s = demo::state(100, 30);
+        // Shard 1 grew 0.5 GiB in the 10 s seen: 61.5 GiB left at 0.05 GiB/s.
+        let r = &s.shards[0];
+        assert_eq!(r.full_in.map(|f| f.round()), Some(1230.0));
+        assert_eq!(s.shards[1].full_in, None, "shard 2 did not grow");
+        assert_eq!(s.shards[2].full_in, None, "read-only");
+    }
+
+    #[test]
+    fn daemon_rates_and_header_figures() {
+        let s = demo::state(100, 30);
+        // 1030 + 1030 uploads and 995 + 995 copies in 5 s
+        assert_eq!(s.upload_rate().map(|r| r.round()), Some(412.0));
+        assert_eq!(s.copy_rate().map(|r| r.round()), Some(398.0));
+        assert_eq!(s.totals.rw, 2);
+        assert_eq!(s.totals.ro, 1);
+    }
+
+    #[test]
+    fn details_and_help_open_and_close() {
+        let mut s = demo::state(100, 30);
+        press(&mut s, KeyCode::Enter);
+        assert!(matches!(s.mode, Mode::Details));
+        keys(&mut s, "j");
+        assert!(matches!(s.mode, Mode::Details));
+        assert_eq!(s.selected_shard().unwrap().id, "2");
+        press(&mut s, KeyCode::Esc);
+        assert!(matches!(s.mode, Mode::Normal));
+        keys(&mut s, "?");
+        assert!(matches!(s.mode, Mode::Help));
+        assert!(keys(&mut s, "q").is_empty(), "q closes the help only");
+        assert!(matches!(s.mode, Mode::Normal));
+    }
+
+    #[test]
+    fn paging_scrolls_a_large_table() {
+        let mut s = State::new(demo::config(), T0);
+        s.update(T0, Event::Resize(80, 24));
+        s.update(T0, Event::Cluster(Arc::new(demo::large(1000, 3000))));
+        assert_eq!(s.shards.len(), 1000);
+        let page = crate::view::page_rows(&s, Tab::Shards);
+        assert_eq!(page, 13);
+        press(&mut s, KeyCode::PageDown);
+        press(&mut s, KeyCode::PageDown);
+        let t = s.table(Tab::Shards);
+        assert_eq!(t.selected, 26);
+        assert_eq!(t.offset, 26 + 1 - page);
+        keys(&mut s, "G");
+        assert_eq!(s.selected_shard().unwrap().id, "1000");
+        assert_eq!(s.table(Tab::Shards).offset, 1000 - page);
+    }
+}

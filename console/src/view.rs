@@ -300,7 +300,29 @@ fn render_header(s: &State, theme: Theme, area: Rect, buf: &mut Buffer) {
             percent(ratio)
         )),
     ];
+    let l2 = compact(l2, width);
+    let l3 = compact(l3, width);
     Paragraph::new(vec![line1, Line::from(l2), Line::from(l3)]).render(area, buf);
+}
+
+/// Tightens a header line that does not fit: `a · b` → `a·b`, wide gaps
+/// narrower, `x / y` → `x/y`.
+fn compact(spans: Vec<Span<'static>>, width: usize) -> Vec<Span<'static>> {
+    let w: usize = spans.iter().map(|s| s.width()).sum();
+    if w <= width {
+        return spans;
+    }
+    spans
+        .into_iter()
+        .map(|s| {
+            let text = s
+                .content
+                .replace(" · ", "·")
+                .replace("   ", "  ")
+                .replace(" / ", "/");
+            Span::styled(text, s.style)
+        })
+        .collect()
 }
 
 fn render_tabs(s: &State, theme: Theme, area: Rect, buf: &mut Buffer) {
@@ -836,18 +858,16 @@ fn detail_lines(s: &State, theme: Theme) -> Vec<Line<'static>> {
             let second = if let Some(e) = &r.size_error {
                 Line::styled(format!(" {e}"), theme.bad())
             } else {
-                let growth = s
-                    .growth
-                    .get(&r.id)
-                    .and_then(|g| g.added())
-                    .filter(|(_, span)| *span > 0)
-                    .map_or("no growth seen yet".to_string(), |(bytes, span)| {
+                let growth = s.growth.get(&r.id).and_then(|g| g.added(s.now)).map_or(
+                    "no growth seen yet".to_string(),
+                    |(bytes, span)| {
                         format!(
                             "+{} in the last {}",
                             format_size(bytes),
                             short_duration(std::time::Duration::from_millis(span))
                         )
-                    });
+                    },
+                );
                 let rt = r
                     .rate
                     .map_or(String::new(), |b| format!(" ({}/s)", format_size(b as u64)));
@@ -1136,12 +1156,18 @@ pub fn detail_text(s: &State) -> (String, Vec<String>) {
                 "writes     {} of new uploads now",
                 percent(r.writes)
             ));
+            let added = s.growth.get(&r.id).and_then(|g| g.added(s.now));
             out.push(format!(
                 "growth     {}",
-                r.rate.map_or("not measured yet".into(), |b| format!(
-                    "{}/s over the last hour",
-                    format_size(b as u64)
-                ))
+                match (added, r.rate) {
+                    (Some((bytes, span)), Some(b)) => format!(
+                        "+{} in the last {} ({}/s)",
+                        format_size(bytes),
+                        short_duration(std::time::Duration::from_millis(span)),
+                        format_size(b as u64)
+                    ),
+                    _ => "none seen (measured over up to an hour)".into(),
+                }
             ));
             out.push(format!(
                 "full in    {}",

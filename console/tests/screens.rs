@@ -1,0 +1,203 @@
+//! Every view and overlay rendered with ratatui's TestBackend and compared
+//! with the committed insta snapshots (tests/snapshots/). The clock is
+//! passed in (demo::T0), so nothing needs filtering. After an intended
+//! change: `cargo insta review` (or INSTA_UPDATE=always) and commit.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use backpack_console::demo::{self, T0};
+use backpack_console::event::Event;
+use backpack_console::state::State;
+use backpack_shared::model::ShardSize;
+use backpack_shared::zk::ConnState;
+use crossterm::event::KeyCode;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::Color;
+
+fn buffer(s: &State) -> Buffer {
+    let mut t = Terminal::new(TestBackend::new(s.size.0, s.size.1)).unwrap();
+    t.draw(|f| f.render_widget(s, f.area())).unwrap();
+    t.backend().buffer().clone()
+}
+
+fn screen(s: &State) -> String {
+    let b = buffer(s);
+    let mut out = String::new();
+    for y in 0..b.area.height {
+        let mut line = String::new();
+        for x in 0..b.area.width {
+            line.push_str(b[(x, y)].symbol());
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn keys(s: &mut State, text: &str) {
+    for c in text.chars() {
+        s.press(T0, KeyCode::Char(c));
+    }
+}
+
+#[test]
+fn every_view_at_100x30() {
+    let mut s = demo::state(100, 30);
+    insta::assert_snapshot!("shards_100x30", screen(&s));
+    for (k, name) in [
+        ("2", "servers_100x30"),
+        ("3", "queue_100x30"),
+        ("4", "daemons_100x30"),
+        ("5", "events_100x30"),
+    ] {
+        keys(&mut s, k);
+        insta::assert_snapshot!(name, screen(&s));
+    }
+}
+
+#[test]
+fn every_view_at_80x24() {
+    let mut s = demo::state(80, 24);
+    insta::assert_snapshot!("shards_80x24", screen(&s));
+    for (k, name) in [
+        ("2", "servers_80x24"),
+        ("3", "queue_80x24"),
+        ("4", "daemons_80x24"),
+        ("5", "events_80x24"),
+    ] {
+        keys(&mut s, k);
+        insta::assert_snapshot!(name, screen(&s));
+    }
+}
+
+#[test]
+fn overlays() {
+    let mut s = demo::state(100, 30);
+    keys(&mut s, "?");
+    insta::assert_snapshot!("help", screen(&s));
+    s.press(T0, KeyCode::Esc);
+    s.press(T0, KeyCode::Enter);
+    insta::assert_snapshot!("details_shard", screen(&s));
+    s.press(T0, KeyCode::Esc);
+    keys(&mut s, "a ");
+    insta::assert_snapshot!("form_add_shard", screen(&s));
+    s.press(T0, KeyCode::Esc);
+    keys(&mut s, "2ahttp:/one:10008");
+    insta::assert_snapshot!("form_add_server_invalid", screen(&s));
+    s.press(T0, KeyCode::Esc);
+    keys(&mut s, "1Ge");
+    insta::assert_snapshot!("confirm_enable", screen(&s));
+    // Someone re-points shard 3 meanwhile.
+    let mut c = demo::cluster();
+    c.shards.value.as_mut().unwrap().get_mut("3").unwrap().nodes = vec!["3".into(), "7".into()];
+    s.update(T0, Event::Cluster(Arc::new(c)));
+    keys(&mut s, "y");
+    insta::assert_snapshot!("changed_meanwhile", screen(&s));
+    keys(&mut s, "y");
+    s.update(
+        T0,
+        Event::Done {
+            id: 1,
+            result: Err(
+                "shard 3 does not exist; list the shards with backpack-coordinator-dump-shards"
+                    .into(),
+            ),
+        },
+    );
+    insta::assert_snapshot!("result_line_error", screen(&s));
+    keys(&mut s, "3u");
+    insta::assert_snapshot!("confirm_requeue", screen(&s));
+}
+
+#[test]
+fn connection_lost_banner_keeps_the_last_state() {
+    let mut s = demo::state(100, 30);
+    let mut c = demo::cluster();
+    c.conn = Some(ConnState::Disconnected {
+        since: std::time::Instant::now(),
+    });
+    s.update(T0 - 12_000, Event::Cluster(Arc::new(c)));
+    s.update(T0, Event::Tick);
+    insta::assert_snapshot!("disconnected", screen(&s));
+    let b = buffer(&s);
+    assert_eq!(b[(0, 0)].bg, Color::Red, "the banner is red");
+}
+
+#[test]
+fn read_only_filter_and_problems() {
+    let mut cfg = demo::config();
+    cfg.read_only = true;
+    let mut s = State::new(cfg, T0);
+    s.update(T0, Event::Resize(100, 30));
+    let mut c = demo::cluster();
+    c.sizes.get_mut("2").unwrap().error = Some(
+        "shard-size-2 does not hold valid JSON (expected value at line 1 column 1); fix it with the admin commands or zkCli".into(),
+    );
+    c.sizes.get_mut("1").unwrap().value = Some(ShardSize {
+        capacity: 100 * demo::GIB,
+        current: Some(100 * demo::GIB),
+    });
+    s.update(T0, Event::Cluster(Arc::new(c)));
+    keys(&mut s, "j");
+    insta::assert_snapshot!("read_only_problems", screen(&s));
+    keys(&mut s, "2/one");
+    insta::assert_snapshot!("filter_typing", screen(&s));
+}
+
+#[test]
+fn before_zookeeper_answers() {
+    let mut s = State::new(demo::config(), T0);
+    s.update(T0, Event::Resize(80, 24));
+    insta::assert_snapshot!("waiting", screen(&s));
+}
+
+#[test]
+fn a_thousand_shards_scrolled() {
+    let mut s = State::new(demo::config(), T0);
+    s.update(T0, Event::Resize(100, 30));
+    s.update(T0, Event::Cluster(Arc::new(demo::large(1000, 3000))));
+    s.press(T0, KeyCode::End);
+    keys(&mut s, "k");
+    insta::assert_snapshot!("large_end", screen(&s));
+}
+
+#[test]
+fn no_color_means_no_colour_but_every_state_in_words() {
+    let mut cfg = demo::config();
+    cfg.color = false;
+    let mut s = State::new(cfg, T0);
+    s.update(T0, Event::Resize(100, 30));
+    s.update(T0, Event::Cluster(Arc::new(demo::cluster())));
+    s.update(T0, demo::health());
+    let mut c = demo::cluster();
+    c.conn = Some(ConnState::Disconnected {
+        since: std::time::Instant::now(),
+    });
+    for tab in ["1", "2", "3", "4", "5"] {
+        keys(&mut s, tab);
+        for state in [&demo::cluster(), &c] {
+            s.update(T0, Event::Cluster(Arc::new(state.clone())));
+            let b = buffer(&s);
+            for cell in b.content() {
+                assert_eq!(
+                    cell.fg,
+                    Color::Reset,
+                    "a colour under NO_COLOR in view {tab}"
+                );
+                assert_eq!(
+                    cell.bg,
+                    Color::Reset,
+                    "a colour under NO_COLOR in view {tab}"
+                );
+            }
+        }
+    }
+    keys(&mut s, "1");
+    let text = screen(&s);
+    for word in ["rw", "ro", "reconnecting"] {
+        assert!(text.contains(word), "{word} missing:\n{text}");
+    }
+}
