@@ -143,6 +143,10 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot start")?;
     let mut guard = Guard::enter().context("cannot set up the terminal")?;
+    if std::env::var_os("BACKPACK_CONSOLE_TEST_PANIC").is_some() {
+        // Lets the tests see the panic hook restore the terminal.
+        panic!("BACKPACK_CONSOLE_TEST_PANIC is set: panicking on purpose");
+    }
     let mut state = State::new(config, now_ms());
     if let Ok(size) = guard.terminal.size() {
         state.update(now_ms(), Event::Resize(size.width, size.height));

@@ -824,13 +824,14 @@ impl State {
                     return;
                 }
                 let (op, question, lines) = if enable {
-                    let share = share_after(&cluster, &id, true);
+                    let share = match share_after(&cluster, &id, true) {
+                        Some(share) => format!("It will take ~{} of new writes.", percent(share)),
+                        None => "Its size is not read yet, so its share of writes is unknown."
+                            .to_string(),
+                    };
                     (
                         MapOp::EnableShard { id: id.clone() },
-                        format!(
-                            "Enable shard {id}? It will take ~{} of new writes.",
-                            percent(share)
-                        ),
+                        format!("Enable shard {id}? {share}"),
                         vec![format!("nodes {}", shard.nodes.join(","))],
                     )
                 } else {
@@ -1075,19 +1076,20 @@ fn is_write_key(tab: Tab, c: char) -> bool {
     )
 }
 
-/// The share of new writes shard `id` would get with `enable` applied.
-pub fn share_after(cluster: &ClusterState, id: &str, enable: bool) -> f64 {
-    let Some(shards) = &cluster.shards.value else {
-        return 0.0;
-    };
+/// The share of new writes shard `id` would get with `enable` applied
+/// (`None` while its size is unknown).
+pub fn share_after(cluster: &ClusterState, id: &str, enable: bool) -> Option<f64> {
+    let shards = cluster.shards.value.as_ref()?;
+    let sizes = cluster.size_values();
+    sizes.get(id)?;
     let mut shards: ShardsMap = shards.clone();
     if let Some(s) = shards.get_mut(id) {
         s.read_only = !enable;
     }
-    shard_chances(&shards, &cluster.size_values(), 0)
+    shard_chances(&shards, &sizes, 0)
         .into_iter()
         .find(|c| c.id == id)
-        .map_or(0.0, |c| c.chance)
+        .map(|c| c.chance)
 }
 
 fn counter_rate(daemons: &[DaemonRow], kind: &str, names: &[&str]) -> Option<f64> {

@@ -1,0 +1,278 @@
+//! The real binary in a real terminal (tmux) against a real ZooKeeper:
+//! grow a cluster with keystrokes only, check the znodes, see a change made
+//! with an admin command appear, quit and find the terminal restored.
+//!
+//! Needs tmux, ZooKeeper and Redis (skipped with a message when missing,
+//! failing under CI) and the admin commands built by
+//! `cargo build --workspace --bins` (.ci/run does).
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use backpack_shared::zk::{Zk, ZkConfig};
+use backpack_tests::{bin, require, shared_redis, shared_zk, unique_root, wait_until};
+
+const CONSOLE: &str = env!("CARGO_BIN_EXE_backpack-console");
+
+/// A tmux server of our own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(cmd: &str, w: u16, h: u16) -> Tmux {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = format!("backpack-console-test-{}-{n}", std::process::id());
+        let t = Tmux { socket };
+        let out = t.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "console",
+            "-x",
+            &w.to_string(),
+            "-y",
+            &h.to_string(),
+            cmd,
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Keep the pane after the program exits, to read what it left.
+        t.run(&["set-option", "-t", "console", "remain-on-exit", "on"]);
+        t
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("TMUX")
+            .output()
+            .unwrap()
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "console"]).stdout)
+            .into_owned()
+    }
+
+    /// Types literal text.
+    fn type_text(&self, text: &str) {
+        self.run(&["send-keys", "-t", "console", "-l", text]);
+    }
+
+    /// Sends named keys (Enter, Space, Escape, ...).
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "console"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    /// Waits until the screen shows `text`; fails with the screen.
+    fn wait_for(&self, text: &str) {
+        let ok = wait_until(Duration::from_secs(10), || self.screen().contains(text));
+        assert!(ok, "never saw {text:?} on screen:\n{}", self.screen());
+    }
+
+    fn format(&self, what: &str) -> String {
+        let out = self.run(&["display-message", "-p", "-t", "console", what]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- screen ---\n{}", self.screen());
+        }
+        self.run(&["kill-server"]);
+    }
+}
+
+fn tmux_installed() -> bool {
+    Command::new("tmux").arg("-V").output().is_ok()
+}
+
+fn admin(name: &str, args: &[&str]) -> String {
+    let out = Command::new(bin(&format!("backpack-coordinator-{name}")))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn znode(rt: &tokio::runtime::Runtime, zk: &Zk, name: &str) -> serde_json::Value {
+    let (data, _) = rt.block_on(zk.get(name)).unwrap().unwrap();
+    serde_json::from_slice(&data).unwrap()
+}
+
+#[test]
+fn grow_a_cluster_with_keystrokes_only() {
+    if !require("tmux", tmux_installed()) {
+        return;
+    }
+    let (Some(zk_server), Some(redis)) = (shared_zk(), shared_redis()) else {
+        return;
+    };
+    let zk_addr = zk_server.addr();
+    let root = unique_root("console");
+    admin("init", &[&zk_addr, &root, "backpack-queue", &redis.addr()]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("console.log");
+    // `; echo` shows the exit status once the console is gone.
+    let cmd = format!(
+        "{CONSOLE} {zk_addr} {root} --log-file {}; echo console exited with $?",
+        log.display()
+    );
+    let t = Tmux::start(&cmd, 120, 40);
+    t.wait_for("● connected");
+    t.wait_for("no shards yet");
+    assert_eq!(
+        t.format("#{alternate_on}"),
+        "1",
+        "draws on the alternate screen"
+    );
+
+    // Add a server: Servers view, a, type the URL (the id comes as 1).
+    t.keys(&["2", "a"]);
+    t.wait_for("Add server");
+    t.type_text("http://127.0.0.1:10999");
+    t.keys(&["Enter"]);
+    t.wait_for("✓ Added http://127.0.0.1:10999 as 1");
+
+    // Add a shard on it: Shards view, a, Space picks server 1, Enter.
+    t.keys(&["1", "a"]);
+    t.wait_for("Add shard");
+    t.wait_for("(in no shard)");
+    t.keys(&["Space"]);
+    t.wait_for("picked 1");
+    t.keys(&["Enter"]);
+    t.wait_for("✓ Made shard 1 of size 100gb that consist of nodes 1");
+
+    // Enable it: e asks first, y confirms.
+    t.wait_for("0b / 100gb");
+    t.keys(&["e"]);
+    t.wait_for("Enable shard 1? It will take ~100% of new writes.");
+    t.keys(&["y"]);
+    t.wait_for("✓ Enabled shard 1 for writing");
+
+    // The znodes say the same.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let zk = rt
+        .block_on(Zk::connect(ZkConfig::new(&zk_addr, &root)))
+        .unwrap();
+    assert_eq!(
+        znode(&rt, &zk, "servers-map"),
+        serde_json::json!({"1": {"host": "127.0.0.1", "port": "10999"}})
+    );
+    assert_eq!(
+        znode(&rt, &zk, "shards-map"),
+        serde_json::json!({"1": {"nodes": ["1"]}})
+    );
+    assert_eq!(
+        znode(&rt, &zk, "shard-size-1"),
+        serde_json::json!({"capacity": 107374182400u64, "current": 0})
+    );
+
+    // Changes made with the admin commands show up live.
+    admin(
+        "add-server",
+        &[&zk_addr, &root, "2", "http://127.0.0.1:10998"],
+    );
+    admin("disable-shard", &[&zk_addr, &root, "1"]);
+    let shard_row_ro = wait_until(Duration::from_secs(10), || {
+        t.screen()
+            .lines()
+            .any(|l| l.trim_start_matches(['▶', ' ']).starts_with("1") && l.contains(" ro "))
+    });
+    assert!(shard_row_ro, "shard 1 not shown read-only:\n{}", t.screen());
+    t.keys(&["2"]);
+    t.wait_for("http://127.0.0.1:10998");
+    t.keys(&["5"]);
+    t.wait_for("server 2 added: http://127.0.0.1:10998");
+    t.wait_for("shard 1 disabled (read-only)");
+
+    // q quits, restoring the terminal.
+    t.keys(&["q"]);
+    t.wait_for("console exited with 0");
+    assert_eq!(
+        t.format("#{alternate_on}"),
+        "0",
+        "the alternate screen was left"
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("key-to-screen"), "{log}");
+    rt.block_on(async { zk.close() });
+}
+
+#[test]
+fn refuses_to_start_without_a_terminal() {
+    let out = Command::new(CONSOLE)
+        .args(["127.0.0.1:1", "/backpack"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs a terminal"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing drawn");
+}
+
+#[test]
+fn an_error_or_a_panic_restores_the_terminal() {
+    if !require("tmux", tmux_installed()) {
+        return;
+    }
+    let Some(zk_server) = shared_zk() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("c.log");
+    // A panic while drawing: the hook restores the screen, then reports.
+    let root = unique_root("panic");
+    admin("init", &[&zk_server.addr(), &root, "q", "127.0.0.1:1"]);
+    let cmd = format!(
+        "RUST_BACKTRACE=0 BACKPACK_CONSOLE_TEST_PANIC=1 {CONSOLE} {} {root} --log-file {}; echo console exited with $?",
+        zk_server.addr(),
+        log.display()
+    );
+    let t = Tmux::start(&cmd, 100, 20);
+    t.wait_for("console exited with 101");
+    assert!(
+        t.screen().contains("BACKPACK_CONSOLE_TEST_PANIC"),
+        "{}",
+        t.screen()
+    );
+    assert_eq!(t.format("#{alternate_on}"), "0");
+    drop(t);
+    // An error (nothing listens on port 1): a message on the normal screen.
+    let cmd = format!(
+        "{CONSOLE} 127.0.0.1:1 /backpack --log-file {}; echo console exited with $?",
+        log.display()
+    );
+    let t = Tmux::start(&cmd, 100, 20);
+    let ok = wait_until(Duration::from_secs(20), || {
+        t.screen().contains("console exited with 1")
+    });
+    assert!(ok, "{}", t.screen());
+    assert!(
+        t.screen().contains("cannot reach ZooKeeper"),
+        "{}",
+        t.screen()
+    );
+    assert_eq!(t.format("#{alternate_on}"), "0");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("panic"), "the panic is in the log: {log}");
+}
