@@ -1,1 +1,456 @@
-//! benchmark (todo)
+//! Benchmarks of the storage node (a command, `backpack-bench-node`, not a
+//! timed test; see `bench/README-node.md`).
+//!
+//! - [`http`]: starts Debian's nginx (WebDAV PUT) and `backpack-node` on
+//!   loopback, then measures PUT and GET req/s of the same files against
+//!   both in the same run, with one Rust load generator.
+//! - [`index`]: fills an [`Index`] with a million small files and reports
+//!   its memory per file.
+
+use super::index::{Index, Location};
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Settings of the HTTP benchmark.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    pub nginx: PathBuf,
+    pub node_bin: PathBuf,
+    /// Parent of the temporary directory holding both servers' data.
+    pub dir: PathBuf,
+    pub files: usize,
+    pub file_size: usize,
+    pub concurrency: usize,
+    pub gets: usize,
+    pub rounds: usize,
+    /// nginx `worker_processes` (the node uses one thread per core).
+    pub nginx_workers: String,
+}
+
+/// One measured phase.
+#[derive(Clone, Debug)]
+pub struct Phase {
+    pub server: &'static str,
+    pub op: &'static str,
+    pub requests: usize,
+    pub secs: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// CPU time the server used per request (user + system, all its
+    /// processes), in microseconds: a figure that other load on the
+    /// machine disturbs less than req/s.
+    pub cpu_us_per_req: f64,
+}
+
+impl Phase {
+    pub fn rate(&self) -> f64 {
+        self.requests as f64 / self.secs
+    }
+}
+
+/// Everything measured: every round of every phase.
+#[derive(Debug, Default)]
+pub struct HttpReport {
+    pub phases: Vec<Phase>,
+}
+
+impl HttpReport {
+    /// Median req/s of a server and operation over the rounds.
+    pub fn median(&self, server: &str, op: &str) -> f64 {
+        self.median_of(server, op, Phase::rate)
+    }
+
+    /// Median of any figure of a server and operation over the rounds.
+    pub fn median_of(&self, server: &str, op: &str, f: impl Fn(&Phase) -> f64) -> f64 {
+        let mut r: Vec<f64> = self
+            .phases
+            .iter()
+            .filter(|p| p.server == server && p.op == op)
+            .map(f)
+            .collect();
+        r.sort_by(f64::total_cmp);
+        r.get(r.len() / 2).copied().unwrap_or(0.0)
+    }
+}
+
+struct Server {
+    name: &'static str,
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SIGTERM, so nginx's master takes its workers down with it.
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds (user + system) used so far by `pid` and its children
+/// (nginx's workers), from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    // Fields after the command name (which may contain spaces): state is
+    // field 3; ppid 4; utime 14; stime 15.
+    let parse = |stat: &str| -> Option<(u32, f64)> {
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ppid = f.get(1)?.parse().ok()?;
+        let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        Some((ppid, ticks / 100.0))
+    };
+    let mut total = 0.0;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            match parse(&stat) {
+                Some((ppid, secs)) if p == pid || ppid == pid => total += secs,
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_listening(server: &mut Server, log: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(server.addr).await.is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = server.child.try_wait()? {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("{} exited ({status}) before listening:\n{log}", server.name);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} is not listening on {} after 30 s",
+                server.name,
+                server.addr
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn nginx_config(dir: &Path, port: u16, workers: &str) -> String {
+    let d = dir.display();
+    // As root, nginx would switch its workers to `nobody`, who cannot write
+    // into our temporary directory.
+    let user = if rustix::process::geteuid().is_root() {
+        "user root;"
+    } else {
+        ""
+    };
+    format!(
+        r#"worker_processes {workers};
+{user}
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    client_body_temp_path {d}/nginx-tmp/body;
+    proxy_temp_path {d}/nginx-tmp/proxy;
+    fastcgi_temp_path {d}/nginx-tmp/fastcgi;
+    uwsgi_temp_path {d}/nginx-tmp/uwsgi;
+    scgi_temp_path {d}/nginx-tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {d}/nginx-root;
+        client_max_body_size 1g;
+        location / {{
+            dav_methods PUT;
+            create_full_put_path on;
+            dav_access user:rw;
+        }}
+    }}
+}}
+"#
+    )
+}
+
+fn start_nginx(opts: &HttpOptions, dir: &Path) -> Result<Server> {
+    std::fs::create_dir_all(dir.join("nginx-root"))?;
+    std::fs::create_dir_all(dir.join("nginx-tmp"))?;
+    let port = free_port()?;
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, nginx_config(dir, port, &opts.nginx_workers))?;
+    let child = Command::new(&opts.nginx)
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-g")
+        .arg("daemon off;")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("nginx-stderr.log"))?)
+        .spawn()
+        .with_context(|| format!("cannot start {}", opts.nginx.display()))?;
+    Ok(Server {
+        name: "nginx",
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    })
+}
+
+fn start_node(opts: &HttpOptions, dir: &Path) -> Result<Server> {
+    let data = dir.join("node-data");
+    std::fs::create_dir_all(&data)?;
+    let port = free_port()?;
+    let child = Command::new(&opts.node_bin)
+        .arg(&data)
+        .arg("127.0.0.1")
+        .arg(port.to_string())
+        .arg("--max-body")
+        .arg("1GiB")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("node.log"))?)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot start {} (build it first: cargo build --release -p backpack-daemon)",
+                opts.node_bin.display()
+            )
+        })?;
+    Ok(Server {
+        name: "backpack-node",
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    })
+}
+
+/// Runs `total` requests from `concurrency` workers; `make(i)` builds
+/// request `i`. Returns the phase timing.
+async fn load<F, Fut>(
+    server: &'static str,
+    op: &'static str,
+    total: usize,
+    concurrency: usize,
+    make: F,
+) -> Result<Phase>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let make = Arc::new(make);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (next, make) = (next.clone(), make.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return Ok::<_, anyhow::Error>(lat);
+                    }
+                    let t = Instant::now();
+                    make(i).await?;
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+            })
+        })
+        .collect();
+    let mut lat = Vec::with_capacity(total);
+    for w in workers {
+        lat.extend(w.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)));
+    Ok(Phase {
+        server,
+        op,
+        requests: total,
+        secs,
+        p50_ms: pct(0.5).copied().unwrap_or(0.0),
+        p99_ms: pct(0.99).copied().unwrap_or(0.0),
+        cpu_us_per_req: 0.0,
+    })
+}
+
+/// The HTTP benchmark; calls `progress` after every phase.
+pub async fn http(opts: HttpOptions, mut progress: impl FnMut(&Phase)) -> Result<HttpReport> {
+    let tmp = tempfile::Builder::new()
+        .prefix("backpack-bench-")
+        .tempdir_in(&opts.dir)
+        .with_context(|| format!("cannot create a directory in {}", opts.dir.display()))?;
+    let mut nginx = start_nginx(&opts, tmp.path())?;
+    let mut node = start_node(&opts, tmp.path())?;
+    wait_listening(&mut nginx, &tmp.path().join("nginx-error.log")).await?;
+    wait_listening(&mut node, &tmp.path().join("node.log")).await?;
+
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(opts.concurrency)
+        .build()?;
+    // A few distinct random bodies, shared (cloning Bytes is free).
+    let bodies: Arc<Vec<Bytes>> = Arc::new(
+        (0..16)
+            .map(|_| {
+                let mut b = vec![0u8; opts.file_size];
+                rand::fill(&mut b[..]);
+                Bytes::from(b)
+            })
+            .collect(),
+    );
+    let mut report = HttpReport::default();
+    for round in 0..opts.rounds {
+        // Alternate who goes first, so neither always meets a warmer or
+        // dirtier page cache.
+        let mut targets = [
+            (nginx.name, nginx.addr, nginx.child.id()),
+            (node.name, node.addr, node.child.id()),
+        ];
+        if round % 2 == 1 {
+            targets.reverse();
+        }
+        for &(server, addr, pid) in &targets {
+            let (client, bodies) = (client.clone(), bodies.clone());
+            let cpu = cpu_secs(pid);
+            let mut phase = load(server, "PUT", opts.files, opts.concurrency, move |i| {
+                let req = client
+                    .put(format!("http://{addr}/bench/r{round}/f{i:06}.jpg"))
+                    .body(bodies[i % bodies.len()].clone());
+                async move {
+                    let r = req.send().await?;
+                    if !r.status().is_success() {
+                        bail!("PUT to {server}: {}", r.status());
+                    }
+                    Ok(())
+                }
+            })
+            .await?;
+            phase.cpu_us_per_req = (cpu_secs(pid) - cpu) * 1e6 / phase.requests as f64;
+            progress(&phase);
+            report.phases.push(phase);
+        }
+        for &(server, addr, pid) in &targets {
+            let client = client.clone();
+            let (files, size) = (opts.files, opts.file_size);
+            let cpu = cpu_secs(pid);
+            let mut phase = load(server, "GET", opts.gets, opts.concurrency, move |i| {
+                // Spread over the files of this round, in an order that is
+                // not sequential.
+                let f = (i.wrapping_mul(7919)) % files;
+                let req = client.get(format!("http://{addr}/bench/r{round}/f{f:06}.jpg"));
+                async move {
+                    let r = req.send().await?;
+                    if r.status() != 200 {
+                        bail!("GET from {server}: {}", r.status());
+                    }
+                    let n = r.bytes().await?.len();
+                    if n != size {
+                        bail!("GET from {server}: {n} bytes instead of {size}");
+                    }
+                    Ok(())
+                }
+            })
+            .await?;
+            phase.cpu_us_per_req = (cpu_secs(pid) - cpu) * 1e6 / phase.requests as f64;
+            progress(&phase);
+            report.phases.push(phase);
+        }
+    }
+    drop(node);
+    drop(nginx);
+    Ok(report)
+}
+
+/// Memory of the index with many small files.
+#[derive(Debug)]
+pub struct IndexReport {
+    pub files: usize,
+    /// Heap bytes of the entries and hash table (names excluded).
+    pub entry_bytes: usize,
+    /// Heap bytes of the name arena.
+    pub name_bytes: usize,
+    /// Name bytes actually stored.
+    pub name_len_total: usize,
+    /// Growth of the resident set while filling the index.
+    pub rss_delta_bytes: Option<usize>,
+    pub insert_secs: f64,
+    pub lookup_secs: f64,
+}
+
+fn rss_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Fills an index with `files` names like `/photos/00012345.jpg`.
+pub fn index(files: usize) -> IndexReport {
+    let names: Vec<String> = (0..files).map(|i| format!("/photos/{i:08}.jpg")).collect();
+    let name_len_total = names.iter().map(String::len).sum();
+    let before = rss_bytes();
+    let started = Instant::now();
+    let mut idx = Index::new();
+    for (i, n) in names.iter().enumerate() {
+        idx.offer(
+            n,
+            Location {
+                volume: 1 + (i / 40_000) as u32,
+                offset: (i as u64 % 40_000) * 100_000,
+                name_len: n.len() as u32,
+                data_len: 100_000,
+                time_ms: 1_700_000_000_000 + i as u64,
+            },
+        );
+    }
+    let insert_secs = started.elapsed().as_secs_f64();
+    let rss_delta_bytes = match (before, rss_bytes()) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+        _ => None,
+    };
+    let started = Instant::now();
+    let found = names.iter().filter(|n| idx.get(n).is_some()).count();
+    let lookup_secs = started.elapsed().as_secs_f64();
+    assert_eq!(found, files, "index lost names");
+    IndexReport {
+        files,
+        entry_bytes: idx.entry_bytes(),
+        name_bytes: idx.name_bytes(),
+        name_len_total,
+        rss_delta_bytes,
+        insert_secs,
+        lookup_secs,
+    }
+}

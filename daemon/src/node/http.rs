@@ -261,10 +261,17 @@ async fn get(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiErr
     let body = if head {
         empty()
     } else if loc.data_len <= SMALL_MAX {
-        let store = app.store.clone();
-        let data = tokio::task::spawn_blocking(move || store.read_small(&loc))
-            .await
-            .map_err(|_| StoreError::Closed)??;
+        // Cached (the common case for hot files): read right here. Else a
+        // blocking thread waits for the disk.
+        let data = match app.store.read_small_cached(&loc) {
+            Some(r) => r?,
+            None => {
+                let store = app.store.clone();
+                tokio::task::spawn_blocking(move || store.read_small(&loc))
+                    .await
+                    .map_err(|_| StoreError::Closed)??
+            }
+        };
         full(data)
     } else {
         let reader = app.store.read_large(&loc)?;

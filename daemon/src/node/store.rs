@@ -1,23 +1,23 @@
 //! The store: volume files, the index, appends with group commit, reads.
 //!
-//! Write path. Every upload is appended as one record (see [`super::record`])
-//! at the tail of the active volume. The appender lock is held while the
-//! space is reserved *and the record's header is written*, so every record
-//! below an acknowledged one has at least its header on disk by the time
-//! that acknowledged record is synced: a scan after a crash can always walk
-//! header to header up to the last acknowledged record. Small uploads are
-//! written whole under that lock, in one positional write; large ones
-//! (over [`SMALL_MAX`]) write their header under the lock and stream their
-//! data into the reserved space afterwards, so a 1 GB upload needs no more
-//! than one buffer of memory.
+//! Write path. One writer thread owns the tail of the active volume. Every
+//! upload is one record (see [`super::record`]). A small upload (up to
+//! [`SMALL_MAX`]) is received into memory and sent whole to the writer,
+//! which appends it with one positional write. A large one asks the writer
+//! to reserve its space and write its header, then streams its data into
+//! the reserved space itself, so a 1 GB upload needs only one buffer of
+//! memory. Because the writer writes every header in tail order before it
+//! syncs, every record below an acknowledged one has at least its header
+//! on disk: a scan after a crash can always walk header to header up to the
+//! last acknowledged record.
 //!
-//! Durability. After its bytes are written, an upload hands its volume to
-//! the commit thread and waits. The thread takes every request queued so
-//! far, runs one `fdatasync` per volume involved, and then wakes them all:
-//! concurrent uploads share one sync (group commit). Only then is the index
-//! updated and the upload acknowledged. If a sync ever fails, the node
-//! refuses further uploads: after a failed fsync the kernel may have dropped
-//! the dirty pages, so retrying could report success for lost data.
+//! Durability (group commit). The writer takes every request queued so
+//! far, performs the appends, runs one `fdatasync` per volume involved, and
+//! only then answers them all: concurrent uploads share one sync, and the
+//! uploads that queue up during a sync share the next one. Only then is the
+//! index updated and the upload acknowledged. If a sync ever fails, the
+//! node refuses further uploads: after a failed fsync the kernel may have
+//! dropped the dirty pages, so retrying could report success for lost data.
 //!
 //! Recovery. At start every volume is read front to back and every record's
 //! checksums verified; the index is rebuilt from the valid `put` records.
@@ -97,17 +97,39 @@ impl Volume {
     }
 }
 
-struct Appender {
-    volume: Arc<Volume>,
-    tail: u64,
-}
+type Volumes = Arc<RwLock<Vec<Option<Arc<Volume>>>>>;
+type Placed = Result<(Arc<Volume>, u64), StoreError>;
 
-enum CommitMsg {
+/// Requests to the writer thread.
+enum WriterMsg {
+    /// Append a whole record; answered after it is synced.
+    Append {
+        record: Vec<u8>,
+        done: oneshot::Sender<Placed>,
+    },
+    /// Reserve a large record and write its first bytes (header and
+    /// name); answered at once, without a sync.
+    Reserve {
+        head: Vec<u8>,
+        record_len: u64,
+        done: oneshot::Sender<Placed>,
+    },
+    /// Sync a volume a large record was streamed into.
     Sync {
         volume: Arc<Volume>,
-        done: oneshot::Sender<io::Result<()>>,
+        done: oneshot::Sender<Result<(), StoreError>>,
     },
     Stop,
+}
+
+/// The writer thread's state: the tail it appends at.
+struct Writer {
+    dir: PathBuf,
+    volume_size: u64,
+    volumes: Volumes,
+    active: Arc<Volume>,
+    tail: u64,
+    failed: Arc<AtomicBool>,
 }
 
 /// Numbers for `/stats`.
@@ -123,13 +145,13 @@ pub struct StoreStats {
 /// The store. Shared as `Arc<Store>`.
 pub struct Store {
     dir: PathBuf,
-    volume_size: u64,
     /// Indexed by volume id; ids need not be dense.
-    volumes: RwLock<Vec<Option<Arc<Volume>>>>,
+    volumes: Volumes,
     index: RwLock<Index>,
-    appender: Mutex<Appender>,
-    commit_tx: mpsc::Sender<CommitMsg>,
-    commit_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer_tx: mpsc::Sender<WriterMsg>,
+    /// The writer, then the sync thread (joined in that order: the sync
+    /// thread ends once the writer is gone).
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     failed: Arc<AtomicBool>,
     /// Held (flock) while the store is open.
     _lock: File,
@@ -251,25 +273,34 @@ impl Store {
             }
         };
 
-        let (commit_tx, commit_rx) = mpsc::channel();
+        let (writer_tx, writer_rx) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
-        let thread_failed = failed.clone();
-        let commit_thread = std::thread::Builder::new()
-            .name("backpack-commit".into())
-            .spawn(move || commit_loop(commit_rx, &thread_failed))
-            .map_err(io_err("cannot start the commit thread"))?;
+        let volumes: Volumes = Arc::new(RwLock::new(volumes));
+        let mut writer = Writer {
+            dir: dir.to_owned(),
+            volume_size,
+            volumes: volumes.clone(),
+            active,
+            tail: last_tail,
+            failed: failed.clone(),
+        };
+        let (sync_tx, sync_rx) = mpsc::channel();
+        let sync_failed = failed.clone();
+        let sync_thread = std::thread::Builder::new()
+            .name("backpack-sync".into())
+            .spawn(move || sync_loop(sync_rx, &sync_failed))
+            .map_err(io_err("cannot start the sync thread"))?;
+        let writer_thread = std::thread::Builder::new()
+            .name("backpack-writer".into())
+            .spawn(move || writer.run(writer_rx, sync_tx))
+            .map_err(io_err("cannot start the writer thread"))?;
 
         Ok(Store {
             dir: dir.to_owned(),
-            volume_size,
-            volumes: RwLock::new(volumes),
+            volumes,
             index: RwLock::new(index),
-            appender: Mutex::new(Appender {
-                volume: active,
-                tail: last_tail,
-            }),
-            commit_tx,
-            commit_thread: Mutex::new(Some(commit_thread)),
+            writer_tx,
+            threads: Mutex::new(vec![writer_thread, sync_thread]),
             failed,
             _lock: lock,
         })
@@ -322,21 +353,9 @@ impl Store {
         let crc = crc32fast::hash(&buf);
         buf.extend_from_slice(&crc.to_le_bytes());
 
-        let store = self.clone();
-        let (volume, offset) = tokio::task::spawn_blocking(move || {
-            let mut app = lock(&store.appender);
-            let (volume, offset) = store.reserve(&mut app, buf.len() as u64)?;
-            volume
-                .file
-                .write_all_at(&buf, offset)
-                .map_err(|e| store.write_error(&volume, e))?;
-            app.tail = offset + buf.len() as u64;
-            Ok::<_, StoreError>((volume, offset))
-        })
-        .await
-        .map_err(|_| StoreError::Closed)??;
-
-        self.commit(volume.clone()).await?;
+        let (done, wait) = oneshot::channel();
+        self.send(WriterMsg::Append { record: buf, done })?;
+        let (volume, offset) = wait.await.map_err(|_| StoreError::Closed)??;
         Ok(write(&self.index).offer(
             name,
             Location {
@@ -370,19 +389,13 @@ impl Store {
         head.extend_from_slice(name.as_bytes());
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&head);
-        let store = self.clone();
-        let (volume, offset) = tokio::task::spawn_blocking(move || {
-            let mut app = lock(&store.appender);
-            let (volume, offset) = store.reserve(&mut app, header.record_len())?;
-            volume
-                .file
-                .write_all_at(&head, offset)
-                .map_err(|e| store.write_error(&volume, e))?;
-            app.tail = offset + header.record_len();
-            Ok::<_, StoreError>((volume, offset))
-        })
-        .await
-        .map_err(|_| StoreError::Closed)??;
+        let (done, wait) = oneshot::channel();
+        self.send(WriterMsg::Reserve {
+            head,
+            record_len: header.record_len(),
+            done,
+        })?;
+        let (volume, offset) = wait.await.map_err(|_| StoreError::Closed)??;
         Ok(LargeUpload {
             store: self.clone(),
             volume,
@@ -412,36 +425,14 @@ impl Store {
         }
     }
 
-    /// Reserves `len` bytes at the tail, rolling over to a new volume when
-    /// the active one would pass the volume size. Caller holds the lock.
-    fn reserve(&self, app: &mut Appender, len: u64) -> Result<(Arc<Volume>, u64), StoreError> {
-        if app.tail > 0 && app.tail + len > self.volume_size {
-            let id = app.volume.id + 1;
-            let v = create_volume(&self.dir, id)?;
-            {
-                let mut vols = write(&self.volumes);
-                if vols.len() <= id as usize {
-                    vols.resize(id as usize + 1, None);
-                }
-                vols[id as usize] = Some(v.clone());
-            }
-            info!(volume = %v.path.display(), "new volume");
-            app.volume = v;
-            app.tail = 0;
-        }
-        Ok((app.volume.clone(), app.tail))
+    fn send(&self, msg: WriterMsg) -> Result<(), StoreError> {
+        self.writer_tx.send(msg).map_err(|_| StoreError::Closed)
     }
 
-    async fn commit(&self, volume: Arc<Volume>) -> Result<(), StoreError> {
+    async fn sync(&self, volume: Arc<Volume>) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        self.commit_tx
-            .send(CommitMsg::Sync { volume, done })
-            .map_err(|_| StoreError::Closed)?;
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(StoreError::Failed),
-            Err(_) => Err(StoreError::Closed),
-        }
+        self.send(WriterMsg::Sync { volume, done })?;
+        wait.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Reads and verifies a whole small record; returns the data. Blocking.
@@ -452,6 +443,48 @@ impl Store {
         volume
             .read_exact_at(&mut buf, loc.offset)
             .map_err(io_err(format!("cannot read {}", volume.path.display())))?;
+        self.verified(loc, &volume, buf)
+    }
+
+    /// Like [`Store::read_small`], but only if the record is entirely in
+    /// the page cache (`RWF_NOWAIT`), so it can run on an async worker
+    /// without a thread hand-off. `None`: read it with `read_small` on a
+    /// blocking thread instead.
+    pub fn read_small_cached(&self, loc: &Location) -> Option<Result<Bytes, StoreError>> {
+        static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+        if UNSUPPORTED.load(Ordering::Relaxed) {
+            return None;
+        }
+        let volume = match self.volume(loc.volume) {
+            Ok(v) => v,
+            Err(e) => return Some(Err(e)),
+        };
+        let len = record::record_len(loc.name_len as usize, loc.data_len) as usize;
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            let mut slices = [io::IoSliceMut::new(&mut buf[done..])];
+            match rustix::io::preadv2(
+                &volume.file,
+                &mut slices,
+                loc.offset + done as u64,
+                rustix::io::ReadWriteFlags::NOWAIT,
+            ) {
+                Ok(0) => return None,
+                Ok(n) => done += n,
+                Err(rustix::io::Errno::AGAIN) => return None,
+                Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {
+                    UNSUPPORTED.store(true, Ordering::Relaxed);
+                    return None;
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return None,
+            }
+        }
+        Some(self.verified(loc, &volume, buf))
+    }
+
+    fn verified(&self, loc: &Location, volume: &Volume, buf: Vec<u8>) -> Result<Bytes, StoreError> {
         match record::check_record(&buf) {
             Ok(range) => Ok(Bytes::from(buf).slice(range)),
             Err(e) => {
@@ -504,11 +537,11 @@ impl Store {
         }
     }
 
-    /// Stops the commit thread after the pending syncs and syncs every
+    /// Stops the writer thread after the pending writes and syncs every
     /// volume. Blocking.
     pub fn close(&self) {
-        let _ = self.commit_tx.send(CommitMsg::Stop);
-        if let Some(t) = lock(&self.commit_thread).take() {
+        let _ = self.writer_tx.send(WriterMsg::Stop);
+        for t in lock(&self.threads).drain(..) {
             let _ = t.join();
         }
         for v in read(&self.volumes).iter().flatten() {
@@ -572,7 +605,7 @@ impl LargeUpload {
         })
         .await
         .map_err(|_| StoreError::Closed)??;
-        self.store.commit(self.volume.clone()).await?;
+        self.store.sync(self.volume.clone()).await?;
         self.finished = true;
         Ok(write(&self.store.index).offer(
             &self.name,
@@ -690,44 +723,146 @@ fn create_volume(dir: &Path, id: u32) -> Result<Arc<Volume>, StoreError> {
     Ok(Arc::new(Volume { id, file, path }))
 }
 
-/// A sync's outcome, copyable to every upload that shared it.
-type SyncResult = Result<(), (ErrorKind, String)>;
+/// Writes done, waiting for the sync that makes them durable.
+#[derive(Default)]
+struct SyncJob {
+    volumes: Vec<Arc<Volume>>,
+    appends: Vec<(oneshot::Sender<Placed>, Placed)>,
+    syncs: Vec<oneshot::Sender<Result<(), StoreError>>>,
+}
 
-fn commit_loop(rx: mpsc::Receiver<CommitMsg>, failed: &AtomicBool) {
-    let mut batch = Vec::new();
-    let mut stop = false;
-    while !stop {
-        match rx.recv() {
-            Ok(msg) => batch.push(msg),
-            Err(_) => break,
-        }
-        // Everything queued while the previous sync ran shares this one.
-        while let Ok(msg) = rx.try_recv() {
-            batch.push(msg);
-        }
-        let mut synced: Vec<(u32, SyncResult)> = Vec::new();
-        for msg in batch.drain(..) {
-            let (volume, done) = match msg {
-                CommitMsg::Stop => {
-                    stop = true;
-                    continue;
+impl SyncJob {
+    fn is_empty(&self) -> bool {
+        self.appends.is_empty() && self.syncs.is_empty()
+    }
+}
+
+impl Writer {
+    /// Writes what arrives and hands it to the sync thread, so the next
+    /// records reach the page cache while the previous sync is running.
+    fn run(&mut self, rx: mpsc::Receiver<WriterMsg>, sync_tx: mpsc::Sender<SyncJob>) {
+        loop {
+            let mut job = SyncJob::default();
+            let mut stop = false;
+            let mut next = rx.recv().ok();
+            if next.is_none() {
+                return;
+            }
+            while let Some(msg) = next {
+                match msg {
+                    WriterMsg::Append { record, done } => {
+                        let placed = self.append(&record, record.len() as u64);
+                        if let Ok((v, _)) = &placed {
+                            note_volume(&mut job.volumes, v);
+                        }
+                        job.appends.push((done, placed));
+                    }
+                    WriterMsg::Reserve {
+                        head,
+                        record_len,
+                        done,
+                    } => {
+                        let _ = done.send(self.append(&head, record_len));
+                    }
+                    WriterMsg::Sync { volume, done } => {
+                        note_volume(&mut job.volumes, &volume);
+                        job.syncs.push(done);
+                    }
+                    WriterMsg::Stop => stop = true,
                 }
-                CommitMsg::Sync { volume, done } => (volume, done),
-            };
-            let result = match synced.iter().find(|(id, _)| *id == volume.id) {
-                Some((_, r)) => r.clone(),
-                None => {
-                    let r = volume.file.sync_data().map_err(|e| {
-                        error!(volume = %volume.path.display(), error = %e, "fdatasync failed; refusing further uploads");
-                        failed.store(true, Ordering::Relaxed);
-                        (e.kind(), e.to_string())
-                    });
-                    synced.push((volume.id, r.clone()));
-                    r
-                }
-            };
-            let _ = done.send(result.map_err(|(kind, msg)| io::Error::new(kind, msg)));
+                next = rx.try_recv().ok();
+            }
+            if !job.is_empty() && sync_tx.send(job).is_err() {
+                return;
+            }
+            if stop {
+                return;
+            }
         }
+    }
+
+    /// Writes `bytes` at the tail and advances it by `len` (at least
+    /// `bytes.len()`; more for a reserved large record).
+    fn append(&mut self, bytes: &[u8], len: u64) -> Placed {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(StoreError::Failed);
+        }
+        if self.tail > 0 && self.tail + len > self.volume_size {
+            self.roll_over()?;
+        }
+        let offset = self.tail;
+        if let Err(e) = self.active.file.write_all_at(bytes, offset) {
+            // The tail stays: the next record overwrites what was written.
+            return Err(if e.raw_os_error() == Some(libc::ENOSPC) {
+                StoreError::NoSpace(self.dir.clone())
+            } else {
+                error!(volume = %self.active.path.display(), error = %e, "write to volume failed");
+                io_err(format!("cannot write to {}", self.active.path.display()))(e)
+            });
+        }
+        self.tail = offset + len;
+        Ok((self.active.clone(), offset))
+    }
+
+    fn roll_over(&mut self) -> Result<(), StoreError> {
+        let id = self.active.id + 1;
+        let v = create_volume(&self.dir, id)?;
+        {
+            let mut vols = write(&self.volumes);
+            if vols.len() <= id as usize {
+                vols.resize(id as usize + 1, None);
+            }
+            vols[id as usize] = Some(v.clone());
+        }
+        info!(volume = %v.path.display(), "new volume");
+        self.active = v;
+        self.tail = 0;
+        Ok(())
+    }
+}
+
+/// The sync thread: one `fdatasync` per volume for all jobs queued so far
+/// (group commit), then the answers.
+fn sync_loop(rx: mpsc::Receiver<SyncJob>, failed: &AtomicBool) {
+    while let Ok(mut job) = rx.recv() {
+        while let Ok(more) = rx.try_recv() {
+            for v in &more.volumes {
+                note_volume(&mut job.volumes, v);
+            }
+            job.appends.extend(more.appends);
+            job.syncs.extend(more.syncs);
+        }
+        // Once a sync failed, later ones prove nothing about the lost pages.
+        let mut synced = !failed.load(Ordering::Relaxed);
+        if synced {
+            for v in &job.volumes {
+                if let Err(e) = v.file.sync_data() {
+                    error!(volume = %v.path.display(), error = %e, "fdatasync failed; refusing further uploads");
+                    failed.store(true, Ordering::Relaxed);
+                    synced = false;
+                }
+            }
+        }
+        for (done, placed) in job.appends {
+            let _ = done.send(match placed {
+                Ok(p) if synced => Ok(p),
+                Ok(_) => Err(StoreError::Failed),
+                Err(e) => Err(e),
+            });
+        }
+        for done in job.syncs {
+            let _ = done.send(if synced {
+                Ok(())
+            } else {
+                Err(StoreError::Failed)
+            });
+        }
+    }
+}
+
+fn note_volume(list: &mut Vec<Arc<Volume>>, v: &Arc<Volume>) {
+    if !list.iter().any(|x| x.id == v.id) {
+        list.push(v.clone());
     }
 }
 

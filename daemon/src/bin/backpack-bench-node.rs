@@ -1,0 +1,142 @@
+//! `backpack-bench-node`: benchmarks of the storage node (see
+//! `bench/README-node.md`). Build with `--release` before measuring.
+
+use anyhow::Context;
+use backpack_daemon::node::bench::{self, HttpOptions};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Benchmarks of backpack-node.
+#[derive(Debug, Parser)]
+#[command(name = "backpack-bench-node")]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// PUT and GET req/s of backpack-node against nginx on loopback.
+    Http {
+        /// nginx binary (with the WebDAV module).
+        #[arg(long, default_value = "/usr/sbin/nginx")]
+        nginx: PathBuf,
+        /// backpack-node binary [default: next to this one].
+        #[arg(long)]
+        node_bin: Option<PathBuf>,
+        /// Where the temporary data of both servers goes.
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+        /// Files PUT per round.
+        #[arg(long, default_value_t = 2000)]
+        files: usize,
+        /// Bytes per file.
+        #[arg(long, default_value_t = 100_000)]
+        file_size: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// GET requests per round.
+        #[arg(long, default_value_t = 20_000)]
+        gets: usize,
+        /// Rounds; the medians are compared.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// nginx worker_processes.
+        #[arg(long, default_value = "auto")]
+        nginx_workers: String,
+    },
+    /// Memory per file of the in-memory index.
+    Index {
+        /// Files to index.
+        #[arg(long, default_value_t = 1_000_000)]
+        files: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    backpack_daemon::runtime::init_tracing();
+    match Args::parse().command {
+        Cmd::Http {
+            nginx,
+            node_bin,
+            dir,
+            files,
+            file_size,
+            concurrency,
+            gets,
+            rounds,
+            nginx_workers,
+        } => {
+            let node_bin = match node_bin {
+                Some(p) => p,
+                None => std::env::current_exe()
+                    .context("cannot find this executable")?
+                    .with_file_name("backpack-node"),
+            };
+            let opts = HttpOptions {
+                nginx,
+                node_bin,
+                dir,
+                files,
+                file_size,
+                concurrency,
+                gets,
+                rounds,
+                nginx_workers,
+            };
+            println!(
+                "{} files of {} bytes, concurrency {}, {} GETs per round, {} rounds",
+                opts.files, opts.file_size, opts.concurrency, opts.gets, opts.rounds
+            );
+            let report = bench::http(opts, |p| {
+                println!(
+                    "{:>13} {:<3} {:>6} req in {:>6.2} s = {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  server cpu {:>5.0} us/req",
+                    p.server, p.op, p.requests, p.secs, p.rate(), p.p50_ms, p.p99_ms, p.cpu_us_per_req
+                );
+            })
+            .await?;
+            for op in ["PUT", "GET"] {
+                let (node, nginx) = (
+                    report.median("backpack-node", op),
+                    report.median("nginx", op),
+                );
+                println!(
+                    "{op}: backpack-node {node:.0} req/s, nginx {nginx:.0} req/s, ratio {:.2}x (median of rounds)",
+                    node / nginx
+                );
+                let cpu = |s| report.median_of(s, op, |p| p.cpu_us_per_req);
+                println!(
+                    "{op}: server CPU per request: backpack-node {:.0} us, nginx {:.0} us",
+                    cpu("backpack-node"),
+                    cpu("nginx")
+                );
+            }
+        }
+        Cmd::Index { files } => {
+            let r = bench::index(files);
+            println!(
+                "{} files indexed in {:.2} s, looked up in {:.2} s",
+                r.files, r.insert_secs, r.lookup_secs
+            );
+            println!(
+                "entries + hash table: {} bytes = {:.1} bytes/file (names excluded)",
+                r.entry_bytes,
+                r.entry_bytes as f64 / r.files as f64
+            );
+            println!(
+                "name arena: {} bytes for {} bytes of names",
+                r.name_bytes, r.name_len_total
+            );
+            if let Some(rss) = r.rss_delta_bytes {
+                println!(
+                    "RSS growth: {rss} bytes = {:.1} bytes/file, {:.1} bytes/file without the name arena",
+                    rss as f64 / r.files as f64,
+                    rss.saturating_sub(r.name_bytes) as f64 / r.files as f64
+                );
+            }
+        }
+    }
+    Ok(())
+}
