@@ -21,8 +21,10 @@ pub const CHUNK: usize = 256 * 1024;
 
 /// A received body.
 pub enum Held {
+    /// The pieces as received (no copy: they are sent to the node as is).
     Memory {
-        data: Bytes,
+        chunks: Vec<Bytes>,
+        len: u64,
         /// Our share of the memory budget, given back on drop.
         _permit: Option<OwnedSemaphorePermit>,
     },
@@ -35,7 +37,7 @@ pub enum Held {
 impl Held {
     pub fn len(&self) -> u64 {
         match self {
-            Held::Memory { data, .. } => data.len() as u64,
+            Held::Memory { len, .. } => *len,
             Held::File { len, .. } => *len,
         }
     }
@@ -90,22 +92,27 @@ impl Holder {
             None
         };
         if len == 0 || permit.is_some() {
-            let mut buf = BytesMut::with_capacity(len as usize);
-            while let Some(data) = self.next(&mut body, buf.len() as u64, len).await? {
-                if buf.len() as u64 + data.len() as u64 > len {
+            let mut chunks = Vec::new();
+            let mut got = 0u64;
+            while let Some(data) = self.next(&mut body, got, len).await? {
+                got += data.len() as u64;
+                if got > len {
                     return Err(BodyError::Long(len));
                 }
-                buf.extend_from_slice(&data);
+                if !data.is_empty() {
+                    chunks.push(data);
+                }
             }
-            if (buf.len() as u64) < len {
+            if got < len {
                 return Err(BodyError::Short {
-                    got: buf.len() as u64,
+                    got,
                     expected: len,
                     detail: String::new(),
                 });
             }
             return Ok(Held::Memory {
-                data: buf.freeze(),
+                chunks,
+                len,
                 _permit: permit,
             });
         }

@@ -10,7 +10,8 @@
 //!   [`name`]: which names are accepted; [`body`]: holding a body in
 //!   memory or a temporary file; [`nodes`]: writing to storage nodes;
 //! - [`fill`]: the per-shard fill-level batcher;
-//! - [`stats`]: counters, `/stats` and `/metrics`; [`statsd`]; [`announce`].
+//! - [`stats`]: counters, `/stats` and `/metrics`; [`statsd`]; [`announce`];
+//! - [`bench`]: the `backpack-bench-coordinator` command's benchmark.
 //!
 //! Entry points: [`start`] returns once the server listens (uploads answer
 //! 503 until the configuration is read, see [`Coordinator::wait_ready`]);
@@ -22,6 +23,7 @@
 //! removes its announcement and closes its ZooKeeper session.
 
 pub mod announce;
+pub mod bench;
 pub mod body;
 pub mod cli;
 pub mod fill;

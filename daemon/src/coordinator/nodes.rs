@@ -199,9 +199,16 @@ fn describe(e: &hyper_util::client::legacy::Error) -> String {
 
 fn node_body(held: &Held) -> NodeBody {
     match held {
-        Held::Memory { data, .. } => Full::new(data.clone())
+        Held::Memory { chunks, .. } if chunks.len() == 1 => Full::new(chunks[0].clone())
             .map_err(|never| match never {})
             .boxed_unsync(),
+        Held::Memory { chunks, .. } => {
+            // Each piece as received, written with one writev; the
+            // Content-Length header gives hyper the length.
+            let frames: Vec<Result<Frame<Bytes>, std::io::Error>> =
+                chunks.iter().cloned().map(|c| Ok(Frame::data(c))).collect();
+            StreamBody::new(futures::stream::iter(frames)).boxed_unsync()
+        }
         Held::File { file, len } => {
             let file = Arc::clone(file);
             let len = *len;

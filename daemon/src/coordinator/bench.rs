@@ -1,0 +1,655 @@
+//! The coordinator's benchmark (the `backpack-bench-coordinator` command;
+//! see `bench/README.md`).
+//!
+//! Starts its own Redis, ZooKeeper, storage nodes (`backpack-node`) and a
+//! `backpack-coordinator` process on loopback, then, in the same run:
+//! - throughput: uploads at a fixed concurrency straight to storage node 1,
+//!   then the same uploads through the coordinator (which also queues a
+//!   replication task per other node of the shard), in alternating rounds;
+//!   the ratio of the medians is the coordinator's cost;
+//! - latency: the same at concurrency 1; the difference of the medians is
+//!   the latency the coordinator adds;
+//! - the coordinator's resident memory (VmRSS sampled every 100 ms, and
+//!   VmHWM, the kernel's peak) and CPU time per upload.
+//!
+//! One load generator for both targets: hyper's pooled client, every
+//! body the same shared buffer, so the client costs the same either way.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use backpack_shared::model::{HostPort, QueueInfo, Shard, ShardSize, paths, to_json};
+use backpack_shared::zk::{Zk, ZkConfig};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::io::AsyncBufReadExt;
+
+/// Settings of a run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Uploads per throughput phase.
+    pub files: usize,
+    pub file_size: usize,
+    pub concurrency: usize,
+    /// Rounds of (direct, coordinator); medians are compared.
+    pub rounds: usize,
+    /// Uploads per latency phase (concurrency 1).
+    pub latency_files: usize,
+    /// Nodes of the shard the coordinator writes to (node 1 is also the
+    /// direct target): 2 makes it queue one task per upload.
+    pub shard_nodes: usize,
+    /// Parent of the temporary directory of every server's data.
+    pub dir: PathBuf,
+    pub node_bin: PathBuf,
+    pub coordinator_bin: PathBuf,
+    pub redis_bin: PathBuf,
+    pub zk_jar: PathBuf,
+}
+
+/// One measured phase.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    pub target: &'static str,
+    pub concurrency: usize,
+    pub files: usize,
+    pub secs: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Phase {
+    pub fn rate(&self) -> f64 {
+        self.files as f64 / self.secs
+    }
+}
+
+/// The run's figures.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub phases: Vec<Phase>,
+    /// Largest VmRSS sampled while the coordinator ran, bytes.
+    pub rss_max: u64,
+    /// The kernel's peak resident size of the coordinator (VmHWM), bytes.
+    pub rss_hwm: u64,
+    /// Coordinator CPU time over every upload it took, seconds.
+    pub cpu_secs: f64,
+    pub coordinator_uploads: usize,
+}
+
+impl Report {
+    /// Median uploads/s of a target at a concurrency.
+    pub fn median_rate(&self, target: &str, concurrency: usize) -> f64 {
+        median(
+            self.phases
+                .iter()
+                .filter(|p| p.target == target && p.concurrency == concurrency)
+                .map(Phase::rate)
+                .collect(),
+        )
+    }
+
+    /// Median of the per-phase median latencies.
+    pub fn median_p50(&self, target: &str, concurrency: usize) -> f64 {
+        median(
+            self.phases
+                .iter()
+                .filter(|p| p.target == target && p.concurrency == concurrency)
+                .map(|p| p.p50_ms)
+                .collect(),
+        )
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A server process, killed on drop.
+struct Proc {
+    child: Child,
+    name: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("no loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+async fn wait_port(p: &mut Proc, port: u16, log: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = p.child.try_wait() {
+            bail!(
+                "{} exited ({status}) before listening; see {}",
+                p.name,
+                log.display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not listen within 30 s; see {}",
+                p.name,
+                log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> Result<(Proc, PathBuf)> {
+    let log = dir.join(format!("{name}.log"));
+    let out = std::fs::File::create(&log)?;
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("cannot start {}", program.display()))?;
+    Ok((
+        Proc {
+            child,
+            name: name.into(),
+        },
+        log,
+    ))
+}
+
+struct Servers {
+    procs: Vec<Proc>,
+    zk: String,
+    redis: HostPort,
+    nodes: Vec<HostPort>,
+}
+
+async fn start_servers(opts: &BenchOptions, dir: &Path) -> Result<Servers> {
+    let mut procs = Vec::new();
+    let rport = free_port()?;
+    let (mut p, log) = spawn(
+        "redis",
+        &opts.redis_bin,
+        &[
+            "--port",
+            &rport.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .map(String::from),
+        dir,
+    )?;
+    wait_port(&mut p, rport, &log).await?;
+    procs.push(p);
+
+    let zport = free_port()?;
+    let zdata = dir.join("zk");
+    std::fs::create_dir_all(&zdata)?;
+    let cfg = dir.join("zoo.cfg");
+    // ZooKeeper's defaults (fsync'd transaction log, as in production).
+    std::fs::write(
+        &cfg,
+        format!(
+            "tickTime=2000\ndataDir={}\nclientPort={zport}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\nmaxClientCnxns=0\n",
+            zdata.display()
+        ),
+    )?;
+    let (mut p, log) = spawn(
+        "zookeeper",
+        Path::new("java"),
+        &[
+            "-Xmx512m".to_string(),
+            "-cp".into(),
+            format!(
+                "{}:/usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-simple.jar",
+                opts.zk_jar.display()
+            ),
+            "org.apache.zookeeper.server.quorum.QuorumPeerMain".into(),
+            cfg.display().to_string(),
+        ],
+        dir,
+    )?;
+    wait_port(&mut p, zport, &log).await?;
+    procs.push(p);
+
+    let mut nodes = Vec::new();
+    for i in 1..=opts.shard_nodes.max(1) {
+        let port = free_port()?;
+        let data = dir.join(format!("node{i}"));
+        std::fs::create_dir_all(&data)?;
+        let (mut p, log) = spawn(
+            &format!("node{i}"),
+            &opts.node_bin,
+            &[
+                data.display().to_string(),
+                "127.0.0.1".into(),
+                port.to_string(),
+            ],
+            dir,
+        )?;
+        wait_port(&mut p, port, &log).await?;
+        procs.push(p);
+        nodes.push(HostPort {
+            host: "127.0.0.1".into(),
+            port,
+        });
+    }
+    Ok(Servers {
+        procs,
+        zk: format!("127.0.0.1:{zport}"),
+        redis: HostPort {
+            host: "127.0.0.1".into(),
+            port: rport,
+        },
+        nodes,
+    })
+}
+
+/// The cluster's znodes: every node in shard 1 (enabled, 1 TB), the queue.
+async fn init_cluster(s: &Servers, root: &str) -> Result<()> {
+    let mut c = ZkConfig::new(&s.zk, root);
+    c.connect_timeout = Duration::from_secs(30);
+    let zk = Zk::connect(c).await?;
+    zk.create_root().await?;
+    let servers: std::collections::BTreeMap<String, HostPort> = s
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| ((i + 1).to_string(), n.clone()))
+        .collect();
+    let mut shards = std::collections::BTreeMap::new();
+    shards.insert(
+        "1".to_string(),
+        Shard {
+            read_only: false,
+            nodes: servers.keys().cloned().collect(),
+        },
+    );
+    let info = QueueInfo {
+        key: "backpack-queue".into(),
+        servers: vec![s.redis.clone()],
+    };
+    zk.create_if_missing(paths::SERVERS_MAP, &to_json(&servers))
+        .await?;
+    zk.create_if_missing(paths::SHARDS_MAP, &to_json(&shards))
+        .await?;
+    zk.create_if_missing(&paths::shard_size("1"), &to_json(&ShardSize::new(1 << 40)))
+        .await?;
+    zk.create_if_missing(paths::QUEUE, &to_json(&info)).await?;
+    zk.close();
+    Ok(())
+}
+
+/// Starts `backpack-coordinator` and waits for the original's two lines.
+async fn start_coordinator(
+    opts: &BenchOptions,
+    s: &Servers,
+    root: &str,
+    dir: &Path,
+) -> Result<(Proc, u16)> {
+    let port = free_port()?;
+    let log = dir.join("coordinator.log");
+    let mut child = Command::new(&opts.coordinator_bin)
+        .args([&s.zk, root, "127.0.0.1", &port.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .with_context(|| format!("cannot start {}", opts.coordinator_bin.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let p = Proc {
+        child,
+        name: "backpack-coordinator".into(),
+    };
+    let stdout = tokio::process::ChildStdout::from_std(stdout)?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let want = format!("Listening to http://127.0.0.1:{port}/");
+    let wait = async {
+        let mut seen = Vec::new();
+        while let Some(line) = lines.next_line().await? {
+            seen.push(line.clone());
+            if line == want {
+                return Ok::<_, anyhow::Error>(seen);
+            }
+        }
+        bail!("backpack-coordinator ended; see {}", log.display())
+    };
+    let seen = tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .map_err(|_| anyhow::anyhow!("backpack-coordinator not ready within 30 s"))??;
+    if seen.first().map(String::as_str) != Some("coordinator is ready!") {
+        bail!("unexpected output of backpack-coordinator: {seen:?}");
+    }
+    // Keep reading stdout so the coordinator never blocks on it.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((p, port))
+}
+
+/// SIGTERM, then waits for a clean exit (the graceful shutdown path).
+async fn stop_gracefully(mut p: Proc) -> Result<()> {
+    if let Some(pid) = rustix::process::Pid::from_raw(p.child.id() as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = p.child.try_wait()? {
+            if !status.success() {
+                bail!("{} exited with {status} after SIGTERM", p.name);
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} still running 30 s after SIGTERM", p.name);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+type BenchClient = Client<HttpConnector, Full<Bytes>>;
+
+fn client() -> BenchClient {
+    let mut c = HttpConnector::new();
+    c.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_max_idle_per_host(usize::MAX)
+        .build(c)
+}
+
+/// Where uploads go and what a success answers.
+struct Target {
+    name: &'static str,
+    /// `http://host:port`
+    base: String,
+    expect: StatusCode,
+}
+
+/// `files` uploads at `concurrency` to a target.
+async fn load(
+    client: &BenchClient,
+    t: &Target,
+    prefix: &str,
+    files: usize,
+    concurrency: usize,
+    body: &Bytes,
+) -> Result<Phase> {
+    let (target, expect) = (t.name, t.expect);
+    let next = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, failures, body) =
+            (client.clone(), next.clone(), failures.clone(), body.clone());
+        let (base, prefix) = (t.base.clone(), prefix.to_string());
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= files {
+                    break;
+                }
+                let req = Request::builder()
+                    .method(Method::PUT)
+                    .uri(format!("{base}/{prefix}/{i}.jpg"))
+                    .header(hyper::header::CONTENT_LENGTH, body.len())
+                    .body(Full::new(body.clone()));
+                let Ok(req) = req else {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let t = Instant::now();
+                let ok = match client.request(req).await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let _ = resp.into_body().collect().await;
+                        status == expect
+                    }
+                    Err(_) => false,
+                };
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                if !ok {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::with_capacity(files);
+    for w in workers {
+        lat.extend(w.await?);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let failed = failures.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!("{failed} of {files} uploads to {target} failed");
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok(Phase {
+        target,
+        concurrency,
+        files,
+        secs,
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+    })
+}
+
+/// `files` uploads to each target, one at a time, alternating.
+async fn latency_pairs(
+    client: &BenchClient,
+    targets: &[Target],
+    prefix: &str,
+    files: usize,
+    body: &Bytes,
+) -> Result<Vec<Phase>> {
+    let mut lat: Vec<Vec<f64>> = vec![Vec::with_capacity(files); targets.len()];
+    let mut secs = vec![0.0; targets.len()];
+    for i in 0..files {
+        for (k, t) in targets.iter().enumerate() {
+            let req = Request::builder()
+                .method(Method::PUT)
+                .uri(format!("{}/{prefix}/{}/{i}.jpg", t.base, t.name))
+                .header(hyper::header::CONTENT_LENGTH, body.len())
+                .body(Full::new(body.clone()))?;
+            let started = Instant::now();
+            let resp = client.request(req).await?;
+            let status = resp.status();
+            let _ = resp.into_body().collect().await;
+            let took = started.elapsed().as_secs_f64();
+            if status != t.expect {
+                bail!("upload to {} answered {status}", t.name);
+            }
+            lat[k].push(took * 1000.0);
+            secs[k] += took;
+        }
+    }
+    Ok(targets
+        .iter()
+        .zip(lat)
+        .zip(secs)
+        .map(|((t, mut lat), secs)| {
+            lat.sort_by(f64::total_cmp);
+            Phase {
+                target: t.name,
+                concurrency: 1,
+                files,
+                secs,
+                p50_ms: percentile(&lat, 0.5),
+                p99_ms: percentile(&lat, 0.99),
+            }
+        })
+        .collect())
+}
+
+/// VmRSS and VmHWM of a process, bytes.
+fn memory(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// User + system CPU seconds of a process.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    // Clock ticks: 100 per second on Linux.
+    Some((utime + stime) / 100.0)
+}
+
+/// Runs the benchmark, reporting each phase through `progress`.
+pub async fn run(opts: BenchOptions, mut progress: impl FnMut(&Phase)) -> Result<Report> {
+    let tmp = tempfile::Builder::new()
+        .prefix("backpack-bench-coordinator")
+        .tempdir_in(&opts.dir)?;
+    let dir = tmp.path();
+    let servers = start_servers(&opts, dir).await?;
+    let root = "/bench";
+    init_cluster(&servers, root).await?;
+    let (coordinator, port) = start_coordinator(&opts, &servers, root, dir).await?;
+    let pid = coordinator.child.id();
+
+    let rss_max = Arc::new(AtomicU64::new(0));
+    let sampling = tokio::spawn({
+        let rss_max = rss_max.clone();
+        async move {
+            loop {
+                if let Some((rss, _)) = memory(pid) {
+                    rss_max.fetch_max(rss, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+
+    let body: Bytes = (0..opts.file_size)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let targets = [
+        Target {
+            name: "node",
+            base: servers.nodes[0].url(),
+            expect: StatusCode::CREATED,
+        },
+        Target {
+            name: "coordinator",
+            base: format!("http://127.0.0.1:{port}"),
+            expect: StatusCode::OK,
+        },
+    ];
+    let client = client();
+    let mut report = Report::default();
+
+    // Warm-up: connections, page cache, the coordinator's first config.
+    let warm = opts.files.min(500);
+    for t in &targets {
+        load(
+            &client,
+            t,
+            &format!("warm/{}", t.name),
+            warm,
+            opts.concurrency,
+            &body,
+        )
+        .await?;
+    }
+    let cpu_before = cpu_secs(pid).unwrap_or(0.0);
+    let mut coordinator_uploads = 0;
+    for round in 0..opts.rounds {
+        for t in &targets {
+            let prefix = format!("t{round}/{}", t.name);
+            let p = load(&client, t, &prefix, opts.files, opts.concurrency, &body).await?;
+            if t.name == "coordinator" {
+                coordinator_uploads += p.files;
+            }
+            progress(&p);
+            report.phases.push(p);
+        }
+        // Latency: one upload at a time, alternating between the targets
+        // so both see the same machine (other load comes and goes).
+        let prefix = format!("l{round}");
+        for p in latency_pairs(&client, &targets, &prefix, opts.latency_files, &body).await? {
+            if p.target == "coordinator" {
+                coordinator_uploads += p.files;
+            }
+            progress(&p);
+            report.phases.push(p);
+        }
+    }
+    report.cpu_secs = cpu_secs(pid).unwrap_or(0.0) - cpu_before;
+    report.coordinator_uploads = coordinator_uploads;
+    sampling.abort();
+    if let Some((rss, hwm)) = memory(pid) {
+        rss_max.fetch_max(rss, Ordering::Relaxed);
+        report.rss_hwm = hwm;
+    }
+    report.rss_max = rss_max.load(Ordering::Relaxed);
+    stop_gracefully(coordinator).await?;
+    drop(servers.procs);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_percentiles() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![]), 0.0);
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 51.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 1.0), 100.0);
+    }
+
+    #[test]
+    fn reads_own_memory_and_cpu() {
+        let (rss, hwm) = memory(std::process::id()).unwrap_or((0, 0));
+        assert!(rss > 0 && hwm >= rss);
+        assert!(cpu_secs(std::process::id()).is_some());
+    }
+}
