@@ -1,13 +1,15 @@
 //! `backpack-coordinator <zk_servers> </zk/root> <listen_host> <listen_port> [<statsd_host:port>]`:
-//! the upload coordinator.
+//! the upload coordinator. See `backpack_daemon::coordinator`.
 
-use clap::Parser;
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     backpack_daemon::runtime::init_tracing();
-    let args = backpack_daemon::coordinator::cli::Args::parse();
+    let args = match backpack_daemon::coordinator::cli::parse() {
+        Ok(a) => a,
+        Err(code) => return ExitCode::from(code as u8),
+    };
     match backpack_daemon::coordinator::cli::main(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

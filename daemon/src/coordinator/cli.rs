@@ -100,6 +100,34 @@ pub struct Args {
     pub zk_connect_timeout: u64,
 }
 
+/// The original's usage line, printed (with exit code 1) when arguments
+/// are missing.
+pub const USAGE: &str = "Usage: backpack-coordinator <zk_servers> </zk/root> <listen_host> <listen_port> [<statsd_host:port>]";
+
+/// Parses the command line like the original: missing arguments print the
+/// usage line and give exit code 1 (clap's own errors also exit 1).
+pub fn parse() -> Result<Args, i32> {
+    use clap::error::ErrorKind::*;
+    match Args::try_parse() {
+        Ok(a) => Ok(a),
+        Err(e) => match e.kind() {
+            DisplayHelp | DisplayVersion => {
+                let _ = e.print();
+                Err(0)
+            }
+            MissingRequiredArgument | DisplayHelpOnMissingArgumentOrSubcommand => {
+                eprintln!("{USAGE}");
+                eprintln!("Run with --help for the flags.");
+                Err(1)
+            }
+            _ => {
+                let _ = e.print();
+                Err(1)
+            }
+        },
+    }
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     backpack_shared::model::parse_size(s).map_err(|e| e.to_string())
 }

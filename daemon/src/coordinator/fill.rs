@@ -179,6 +179,7 @@ pub fn spawn_flusher(
     })
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum Lost {
     /// Not applied: read again and retry.
     Retry,
@@ -245,24 +246,31 @@ async fn add_to_shard(zk: &Zk, id: &str, delta: u64) -> FlushResult {
     ))
 }
 
+/// Whether our write (expecting `version`, writing `ours`) was applied,
+/// given what the znode holds now.
+fn judge(version: i32, ours: &[u8], now_version: i32, now: &[u8]) -> Lost {
+    if now_version == version.wrapping_add(1) && now == ours {
+        Lost::Applied
+    } else if now_version == version
+        || now_version == version.wrapping_add(1)
+        || now_version < version
+    {
+        // Unchanged; or the next version is someone else's (so ours, which
+        // expected `version`, failed); or the znode was recreated.
+        Lost::Retry
+    } else {
+        // Several writes since: ours may be any of them, or none.
+        Lost::Unknown
+    }
+}
+
 /// Finds out whether a write whose answer was lost was applied, reading
 /// until ZooKeeper answers.
 async fn settle(zk: &Zk, name: &str, version: i32, ours: &[u8]) -> Result<Lost, String> {
     let mut pause = Duration::from_millis(50);
     loop {
         match zk.get(name).await {
-            Ok(Some((data, v))) => {
-                return Ok(if v == version.wrapping_add(1) && data == ours {
-                    Lost::Applied
-                } else if v == version || v == version.wrapping_add(1) || v < version {
-                    // Unchanged, or the next version is someone else's (so
-                    // ours, which expected `version`, failed), or the znode
-                    // was recreated.
-                    Lost::Retry
-                } else {
-                    Lost::Unknown
-                });
-            }
+            Ok(Some((data, v))) => return Ok(judge(version, ours, v, &data)),
             Ok(None) => return Err(format!("{} does not exist", zk.path(name))),
             Err(ZkError::Closed) => return Err("ZooKeeper handle closed".into()),
             Err(e) => {
@@ -271,5 +279,38 @@ async fn settle(zk: &Zk, name: &str, version: i32, ours: &[u8]) -> Result<Lost, 
                 pause = (pause * 2).min(Duration::from_secs(1));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_answer_is_settled_by_what_the_znode_holds() {
+        let ours = br#"{"capacity":10,"current":7}"#;
+        let theirs = br#"{"capacity":10,"current":9}"#;
+        let check = |now_version, now: &[u8], expected| {
+            assert_eq!(judge(4, ours, now_version, now), expected, "{now_version}")
+        };
+        check(5, ours, Lost::Applied);
+        check(4, br#"{"capacity":10,"current":5}"#, Lost::Retry);
+        check(5, theirs, Lost::Retry);
+        check(0, theirs, Lost::Retry);
+        check(6, theirs, Lost::Unknown);
+        check(6, ours, Lost::Unknown);
+    }
+
+    #[test]
+    fn written_increments_leave_the_later_ones_pending() {
+        let mut pending = HashMap::new();
+        pending.insert("1".to_string(), 10);
+        // 4 bytes written while 6 more arrived: 6 stay for the next flush.
+        take(&mut pending, "1", 4);
+        assert_eq!(pending.get("1"), Some(&6));
+        take(&mut pending, "1", 6);
+        assert!(pending.is_empty());
+        take(&mut pending, "2", 6);
+        assert!(pending.is_empty());
     }
 }
