@@ -45,6 +45,9 @@ enum Cmd {
         /// nginx worker_processes.
         #[arg(long, default_value = "auto")]
         nginx_workers: String,
+        /// Load only backpack-node (to profile it).
+        #[arg(long)]
+        node_only: bool,
     },
     /// Memory per file of the in-memory index.
     Index {
@@ -68,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
             gets,
             rounds,
             nginx_workers,
+            node_only,
         } => {
             let node_bin = match node_bin {
                 Some(p) => p,
@@ -85,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
                 gets,
                 rounds,
                 nginx_workers,
+                node_only,
             };
             println!(
                 "{} files of {} bytes, concurrency {}, {} GETs per round, {} rounds",

@@ -31,6 +31,8 @@ pub struct HttpOptions {
     pub rounds: usize,
     /// nginx `worker_processes` (the node uses one thread per core).
     pub nginx_workers: String,
+    /// Load only the node (for profiling it); nginx is still started.
+    pub node_only: bool,
 }
 
 /// One measured phase.
@@ -341,6 +343,10 @@ pub async fn http(opts: HttpOptions, mut progress: impl FnMut(&Phase)) -> Result
         if round % 2 == 1 {
             targets.reverse();
         }
+        let targets: Vec<_> = targets
+            .into_iter()
+            .filter(|t| !opts.node_only || t.0 == "backpack-node")
+            .collect();
         for &(server, addr, pid) in &targets {
             let (client, bodies) = (client.clone(), bodies.clone());
             let cpu = cpu_secs(pid);

@@ -11,6 +11,7 @@
 //! [`open_store`] then [`serve`]; [`cli`] is what the binary calls.
 
 pub mod bench;
+pub mod bufpool;
 pub mod cli;
 pub mod http;
 pub mod index;
