@@ -5,6 +5,8 @@
 //! - `GET /stats`: the original's JSON figures plus ours.
 //! - `GET /metrics`: Prometheus text.
 //! - `GET /health`: 200 once the configuration is read, else 503.
+//! - `GET|HEAD /<shard>:<name>`: the file, from any node of the shard (see
+//!   [`super::read`]).
 //! - Other paths: 404; other methods: 405.
 //!
 //! Errors answer JSON `{"error": "..."}` through [`ApiError`]; 5xx are also
@@ -15,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -29,9 +31,17 @@ use super::body::BodyError;
 use super::name::{self, NameError};
 use super::nodes::Attempt;
 use super::stats::{Snapshot, metrics_text, stats_json};
-use super::upload;
+use super::{read, upload};
 
-type Body = Full<Bytes>;
+/// Answers are small JSON documents or files streamed from a node.
+pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// A body of known bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 /// Everything an upload or request can be answered with, besides 200.
 #[derive(Debug, thiserror::Error)]
@@ -67,10 +77,18 @@ pub enum ApiError {
         "the file is on node {node} only: cannot queue its replication ({error}); retry the upload"
     )]
     QueuePush { node: String, error: String },
-    #[error(
-        "{0} is not served here: the coordinator takes uploads (PUT); read files from the storage nodes"
-    )]
+    #[error("{0} is not served here: upload with PUT /<name>, read with GET /<shard>:<name>")]
     NotFound(String),
+    #[error("shard {0} does not exist; the upload answered the shard id to read from")]
+    UnknownShard(String),
+    #[error("{name} is on no node of shard {shard}")]
+    FileNotFound { shard: String, name: String },
+    #[error("no node of shard {shard} could answer for {name}: {}", describe(.attempts))]
+    ReadFailed {
+        shard: String,
+        name: String,
+        attempts: Vec<Attempt>,
+    },
     #[error("method {0} is not supported; use PUT /<name>, or GET /stats, /metrics, /health")]
     Method(Method),
 }
@@ -100,13 +118,17 @@ impl ApiError {
             | ApiError::NoWritableShard { .. }
             | ApiError::QueueUnconfigured { .. }
             | ApiError::QueuePush { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::AllNodesFailed { .. } => StatusCode::BAD_GATEWAY,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::AllNodesFailed { .. } | ApiError::ReadFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ApiError::NotFound(_) | ApiError::UnknownShard(_) | ApiError::FileNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
-    fn into_response(self, head: bool) -> Response<Body> {
+    pub fn into_response(self, head: bool) -> Response<Body> {
         let status = self.status();
         if status.is_server_error() {
             tracing::error!(error = %self, status = status.as_u16(), "request failed");
@@ -130,11 +152,7 @@ fn json_response(status: StatusCode, value: &serde_json::Value, head: bool) -> R
     let mut text = value.to_string();
     text.push('\n');
     let len = text.len();
-    let mut resp = Response::new(if head {
-        Full::default()
-    } else {
-        Full::new(Bytes::from(text))
-    });
+    let mut resp = Response::new(if head { full(Bytes::new()) } else { full(text) });
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(
@@ -225,7 +243,13 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
                 "/stats" => stats(app, head).await,
                 "/metrics" => metrics(app, head).await,
                 "/health" => health(app, head),
-                other => ApiError::NotFound(other.to_string()).into_response(head),
+                other => {
+                    let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("");
+                    match read::split_target(target) {
+                        Some((shard, name)) => read::read(app, shard, &name, head).await,
+                        None => ApiError::NotFound(other.to_string()).into_response(head),
+                    }
+                }
             }
         }
         ref other => ApiError::Method(other.clone()).into_response(head),
@@ -293,11 +317,7 @@ async fn metrics(app: &App, head: bool) -> Response<Body> {
         zk_connected: app.zk_connected(),
     });
     let len = text.len();
-    let mut resp = Response::new(if head {
-        Full::default()
-    } else {
-        Full::new(Bytes::from(text))
-    });
+    let mut resp = Response::new(if head { full(Bytes::new()) } else { full(text) });
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

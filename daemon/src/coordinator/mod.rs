@@ -30,6 +30,7 @@ pub mod fill;
 pub mod http;
 pub mod name;
 pub mod nodes;
+pub mod read;
 pub mod stats;
 pub mod statsd;
 pub mod upload;

@@ -184,6 +184,56 @@ impl Nodes {
     }
 }
 
+impl Nodes {
+    /// Asks one node for a file (GET, or HEAD for `head`): the answer once
+    /// its headers arrived (the body streams after), or why the node is to
+    /// blame. A node that fails goes to the back of the order for a while.
+    pub async fn get(
+        &self,
+        addr: &HostPort,
+        name: &str,
+        head: bool,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        let authority = addr.url();
+        let authority = authority.strip_prefix("http://").unwrap_or(&authority);
+        let req = Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(name)
+            .build()
+            .map_err(|e| format!("cannot make a request to it: {e}"))
+            .and_then(|uri| {
+                Request::builder()
+                    .method(if head { Method::HEAD } else { Method::GET })
+                    .uri(uri)
+                    .body(
+                        Full::new(Bytes::new())
+                            .map_err(|never| match never {})
+                            .boxed_unsync(),
+                    )
+                    .map_err(|e| format!("cannot make a request to it: {e}"))
+            })?;
+        let result = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) if !resp.status().is_server_error() => Ok(resp),
+            Ok(Ok(resp)) => Err(format!("answered {}", resp.status())),
+            Ok(Err(e)) => Err(describe(&e)),
+            Err(_) => Err(format!(
+                "no answer within {:?} (--node-timeout)",
+                self.timeout
+            )),
+        };
+        match &result {
+            Ok(_) => {
+                self.failed_lock().remove(addr);
+            }
+            Err(_) => {
+                self.failed_lock().insert(addr.clone(), Instant::now());
+            }
+        }
+        result
+    }
+}
+
 /// The most telling part of a client error (the source chain).
 fn describe(e: &hyper_util::client::legacy::Error) -> String {
     use std::error::Error as _;

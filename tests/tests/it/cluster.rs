@@ -241,3 +241,132 @@ fn systemd_units_verify() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_serves_reads_from_any_node_of_the_shard() {
+    use backpack_daemon::coordinator::{self, CoordinatorConfig};
+    let Some(zks) = shared_zk() else { return };
+    let Some(redis) = backpack_tests::shared_redis() else {
+        return;
+    };
+    let root = unique_root("read");
+    let zk = init_root(&zks.addr(), &root, "readq", &[redis.addr()]).await;
+    let mut a = TestNode::start().await;
+    let b = TestNode::start().await;
+    for (id, n) in [("1", &a), ("2", &b)] {
+        let addr = HostPort {
+            host: "127.0.0.1".into(),
+            port: n.addr.port(),
+        };
+        zk.apply(&MapOp::AddServer {
+            id: id.into(),
+            addr,
+            replace: false,
+        })
+        .await
+        .unwrap();
+    }
+    let op = MapOp::AddShard {
+        id: "1".into(),
+        nodes: vec!["1".into(), "2".into()],
+        capacity: 1 << 30,
+        replace: false,
+    };
+    zk.apply(&op).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let c = coordinator::start(
+        listener,
+        CoordinatorConfig::default(),
+        zk.config().clone(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(c.wait_ready().await);
+    let front = format!("http://{}", c.local_addr());
+    let http = reqwest::Client::new();
+
+    // Only on node 2, with a colon in its name: found after node 1's 404.
+    let name = "/photos/a:b.jpg?size=2%20x";
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(
+        http.put(format!("{}{name}", b.url()))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    for _ in 0..4 {
+        let r = http
+            .get(format!("{front}/1:photos/a:b.jpg?size=2%20x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-length"], "200000");
+        assert!(r.headers().contains_key("x-backpack-time"));
+        assert_eq!(r.bytes().await.unwrap().to_vec(), body);
+    }
+    let h = http
+        .head(format!("{front}/1:photos/a:b.jpg?size=2%20x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            h.status().as_u16(),
+            h.headers()["content-length"].to_str().unwrap()
+        ),
+        (200, "200000")
+    );
+    // A node down: still served by the other.
+    a.stop().await;
+    let r = http
+        .get(format!("{front}/1:photos/a:b.jpg?size=2%20x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Nowhere: 502 while a node is down (it might hold it), 404 when every node said so.
+    let r = http.get(format!("{front}/1:nothing")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("no node of shard 1 could answer")
+    );
+    a.restart().await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            matches!(http.get(format!("{front}/1:nothing")).send().await, Ok(r) if r.status() == 404)
+        })
+        .await
+    );
+    let r = http.get(format!("{front}/7:hi.txt")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("shard 7 does not exist"));
+    assert_eq!(
+        http.get(format!("{front}/1:a//b"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        http.get(format!("{front}/hi.txt"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    stop.cancel();
+    c.wait().await;
+    drop((b, a));
+    zk.close();
+}

@@ -73,7 +73,6 @@ impl TestNode {
     }
 
     /// Starts it again on the same port with the same data.
-    #[allow(dead_code)] // not every test binary build uses it yet
     pub async fn restart(&mut self) {
         self.stop().await;
         let listener = TcpListener::bind(self.addr).await.unwrap();

@@ -1,0 +1,123 @@
+//! The read path: `GET /<shard>:<name>` (and HEAD) serves the file from any
+//! node of the shard, trying the next node on 404 or error, as the original
+//! README's nginx recipe does. The shard id ends at the first colon, so
+//! names may contain colons; the name is the rest of the request target,
+//! byte for byte, as it was uploaded (`/1:hi.txt` reads `/hi.txt`).
+//! The body streams from the node: nothing is held in memory.
+
+use http_body_util::BodyExt;
+use hyper::Response;
+use hyper::header::{self, HeaderName};
+
+use super::App;
+use super::http::{ApiError, Body};
+use super::nodes::{Attempt, TIME_HEADER};
+
+/// Splits `/<shard>:<rest>` into the shard id and the stored name `/<rest>`.
+pub fn split_target(target: &str) -> Option<(&str, String)> {
+    let rest = target.strip_prefix('/')?;
+    let (shard, name) = rest.split_once(':')?;
+    if shard.is_empty() || shard.contains(['/', '?']) {
+        return None;
+    }
+    Some((shard, format!("/{name}")))
+}
+
+/// Headers of the node's answer passed on to the reader.
+const PASSED: [HeaderName; 3] = [
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    header::LAST_MODIFIED,
+];
+
+pub async fn read(app: &App, shard: &str, name: &str, head: bool) -> Response<Body> {
+    if let Err(e) = super::name::check(name, usize::MAX) {
+        return ApiError::BadName(e).into_response(head);
+    }
+    let view = app.view.borrow().clone();
+    let Some(nodes) = view.shards.get(shard).map(|s| s.nodes.clone()) else {
+        return ApiError::UnknownShard(shard.to_string()).into_response(head);
+    };
+    let known: Vec<_> = nodes
+        .iter()
+        .filter_map(|id| view.node(id).map(|addr| (id.clone(), addr.clone())))
+        .collect();
+    let mut failures = Vec::new();
+    for (id, addr) in app.nodes.order(known) {
+        match app.nodes.get(&addr, name, head).await {
+            Ok(resp) if resp.status() == hyper::StatusCode::OK => {
+                let mut out = Response::builder().status(hyper::StatusCode::OK);
+                for h in PASSED
+                    .iter()
+                    .chain(std::iter::once(&HeaderName::from_static(TIME_HEADER)))
+                {
+                    if let Some(v) = resp.headers().get(h) {
+                        out = out.header(h, v);
+                    }
+                }
+                let body = resp.into_body().boxed_unsync();
+                return out.body(body).unwrap_or_else(|e| {
+                    ApiError::BadRequest(format!("cannot answer: {e}")).into_response(head)
+                });
+            }
+            Ok(resp) if resp.status() == hyper::StatusCode::NOT_FOUND => {
+                // Not there (yet): replication may not have reached this node.
+                drain(resp).await;
+            }
+            Ok(resp) => {
+                let status = resp.status();
+                drain(resp).await;
+                failures.push(Attempt {
+                    id,
+                    addr,
+                    error: format!("answered {status}"),
+                });
+            }
+            Err(error) => failures.push(Attempt { id, addr, error }),
+        }
+    }
+    if failures.is_empty() {
+        ApiError::FileNotFound {
+            shard: shard.to_string(),
+            name: name.to_string(),
+        }
+        .into_response(head)
+    } else {
+        ApiError::ReadFailed {
+            shard: shard.to_string(),
+            name: name.to_string(),
+            attempts: failures,
+        }
+        .into_response(head)
+    }
+}
+
+/// Reads a small answer to its end so the connection returns to the pool.
+async fn drain(resp: Response<hyper::body::Incoming>) {
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        resp.into_body().collect(),
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_target;
+
+    #[test]
+    fn the_shard_id_ends_at_the_first_colon() {
+        assert_eq!(
+            split_target("/1:hi.txt"),
+            Some(("1", "/hi.txt".to_string()))
+        );
+        assert_eq!(
+            split_target("/12:a:b/c?x=1:2"),
+            Some(("12", "/a:b/c?x=1:2".to_string()))
+        );
+        assert_eq!(split_target("/hi.txt"), None);
+        assert_eq!(split_target("/:x"), None);
+        assert_eq!(split_target("/a/b:c"), None);
+        assert_eq!(split_target("/a?b:c"), None);
+    }
+}
