@@ -84,10 +84,9 @@ async fn concurrent_writers_lose_no_update() {
         .unwrap();
     let (ra, rb) = tokio::join!(first.apply(&a), other.apply(&b));
     assert!(ra.is_ok() != rb.is_ok(), "exactly one wins: {ra:?} {rb:?}");
-    let loser = if ra.is_err() {
-        ra.unwrap_err()
-    } else {
-        rb.unwrap_err()
+    let loser = match (ra, rb) {
+        (Err(e), _) | (_, Err(e)) => e,
+        _ => unreachable!(),
     };
     assert!(
         loser.to_string().contains("server x already exists"),
