@@ -307,7 +307,17 @@ pub async fn start(
             match tokio::time::timeout(Duration::from_secs(10), fill.flush()).await {
                 Ok(results) => {
                     for (shard, bytes, result) in results {
-                        tracing::info!(%shard, bytes, ?result, "final fill-level flush");
+                        match result {
+                            fill::FlushResult::Written(current) => {
+                                tracing::info!(%shard, bytes, current, "final fill level written");
+                            }
+                            other => tracing::warn!(
+                                %shard,
+                                bytes,
+                                result = ?other,
+                                "final fill level not written; these bytes are not counted in shard-size-{shard}"
+                            ),
+                        }
                     }
                 }
                 Err(_) => tracing::warn!(
