@@ -1,31 +1,36 @@
-//! The HTTP API, on plain hyper so that the request target reaches us
-//! exactly as the client sent it (no router, no normalisation).
+//! The HTTP/1.1 API, served by a small purpose-built server.
+//!
+//! Why not hyper: serving a cached file with `sendfile` (page cache to
+//! socket, no copy through user space) is what lets GETs keep up with
+//! nginx, and hyper owns the socket writes. The server is deliberately
+//! narrow: requests are parsed with `httparse`, bodies must have a
+//! Content-Length (no chunked uploads), responses always carry one;
+//! keep-alive and pipelining work; a connection whose request body was
+//! not read is closed after the answer.
 //!
 //! - `PUT /<name>`: 201 once durable; 411 without Content-Length, 400 when
 //!   the body ends early, 413 over `--max-body`, 414 for a name over
-//!   [`MAX_NAME_LEN`], 400 for a reserved name.
+//!   [`MAX_NAME_LEN`], 400 for a reserved name, 408 when the body stalls.
 //! - `GET /<name>`, `HEAD /<name>`: 200 with Content-Length and
 //!   `X-Backpack-Time`, 404 when unknown.
 //! - `GET /stats`: counters and store figures; `GET /health`: readiness.
 //! - Anything else: 405.
 //!
-//! Errors are JSON `{"error": "..."}`; 5xx are also logged.
+//! The name is the request target exactly as received (path and query,
+//! percent-encoding untouched). Errors are JSON `{"error": "..."}`; 5xx
+//! are also logged.
 
 use super::NodeConfig;
-use super::index::Offer;
+use super::index::{Location, Offer};
 use super::record::MAX_NAME_LEN;
 use super::stats::OpStats;
 use super::store::{SMALL_MAX, Store, StoreError, now_ms};
-use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
-use hyper::body::{Frame, Incoming};
-use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use std::convert::Infallible;
-use std::sync::Arc;
+use bytes::{Buf, Bytes, BytesMut};
+use std::io::{self, ErrorKind};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,8 +43,12 @@ pub const RESERVED: [&str; 2] = ["/stats", "/health"];
 /// Uploads buffered or streamed at once; more wait. Bounds memory to about
 /// this many times [`SMALL_MAX`].
 const MAX_PUTS_IN_FLIGHT: usize = 256;
-
-type Body = BoxBody<Bytes, std::io::Error>;
+/// Largest request head (request line and headers).
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 64;
+/// How long an idle keep-alive connection or a partial request head may
+/// wait.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct App {
     store: Arc<Store>,
@@ -61,12 +70,14 @@ enum ApiError {
     TooLarge { len: u64, max: u64 },
     #[error("name of {0} bytes is over the limit of {MAX_NAME_LEN} bytes")]
     NameTooLong(usize),
+    #[error("request head over {MAX_HEAD} bytes or {MAX_HEADERS} headers")]
+    HeadTooLarge,
     #[error("{0} is used by the node's own API and cannot be stored")]
     Reserved(String),
     #[error("no file named {0}")]
     NotFound(String),
     #[error("method {0} is not supported; use GET, HEAD or PUT")]
-    Method(Method),
+    Method(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("the body stalled for more than {0:?} (--body-timeout)")]
@@ -76,49 +87,116 @@ enum ApiError {
 }
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    fn status(&self) -> u16 {
         match self {
-            ApiError::LengthRequired => StatusCode::LENGTH_REQUIRED,
-            ApiError::ShortBody { .. } | ApiError::Reserved(_) | ApiError::BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NameTooLong(_) => StatusCode::URI_TOO_LONG,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Store(StoreError::NoSpace(_)) => StatusCode::INSUFFICIENT_STORAGE,
-            ApiError::Store(StoreError::Failed | StoreError::Closed) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::LengthRequired => 411,
+            ApiError::ShortBody { .. } | ApiError::Reserved(_) | ApiError::BadRequest(_) => 400,
+            ApiError::TooLarge { .. } => 413,
+            ApiError::NameTooLong(_) => 414,
+            ApiError::HeadTooLarge => 431,
+            ApiError::NotFound(_) => 404,
+            ApiError::Method(_) => 405,
+            ApiError::Timeout(_) => 408,
+            ApiError::Store(StoreError::NoSpace(_)) => 507,
+            ApiError::Store(StoreError::Failed | StoreError::Closed) => 503,
+            ApiError::Store(_) => 500,
         }
-    }
-
-    fn into_response(self, head: bool) -> Response<Body> {
-        let status = self.status();
-        if status.is_server_error() {
-            error!(error = %self, "request failed");
-        }
-        let body = serde_json::json!({ "error": self.to_string() }).to_string();
-        let mut resp = Response::builder()
-            .status(status)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::CONTENT_LENGTH, body.len());
-        if status == StatusCode::METHOD_NOT_ALLOWED {
-            resp = resp.header(header::ALLOW, "GET, HEAD, PUT");
-        }
-        resp.body(if head { empty() } else { full(body) })
-            .unwrap_or_else(|_| Response::new(empty()))
     }
 }
 
-fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never| match never {}).boxed()
+fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        507 => "Insufficient Storage",
+        _ => "",
+    }
 }
 
-fn empty() -> Body {
-    full(Bytes::new())
+/// The `Date` header value, formatted at most once a second.
+fn http_date() -> String {
+    static CACHE: Mutex<(u64, String)> = Mutex::new((u64::MAX, String::new()));
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut c = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if c.0 != secs {
+        *c = (secs, httpdate::fmt_http_date(now));
+    }
+    c.1.clone()
+}
+
+/// A response head: status line and headers, Content-Length included.
+struct ResponseHead {
+    buf: Vec<u8>,
+}
+
+impl ResponseHead {
+    fn new(status: u16, content_length: u64) -> ResponseHead {
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(
+            format!(
+                "HTTP/1.1 {status} {}\r\nDate: {}\r\nContent-Length: {content_length}\r\n",
+                reason(status),
+                http_date()
+            )
+            .as_bytes(),
+        );
+        ResponseHead { buf }
+    }
+
+    fn header(mut self, name: &str, value: impl std::fmt::Display) -> Self {
+        self.buf
+            .extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        self
+    }
+
+    fn finish(mut self, close: bool) -> Vec<u8> {
+        if close {
+            self.buf.extend_from_slice(b"Connection: close\r\n");
+        }
+        self.buf.extend_from_slice(b"\r\n");
+        self.buf
+    }
+}
+
+/// What the handler needs of a request head.
+struct Request {
+    method: String,
+    /// The request target, exactly as received.
+    target: String,
+    keep_alive: bool,
+    content_length: Option<Result<u64, ()>>,
+    chunked: bool,
+    expect_continue: bool,
+    time: Option<Result<u64, ()>>,
+}
+
+impl Request {
+    fn has_body(&self) -> bool {
+        self.chunked
+            || matches!(self.content_length, Some(Ok(n)) if n > 0)
+            || matches!(self.content_length, Some(Err(())))
+    }
+}
+
+/// What to do with the connection after a response.
+#[derive(PartialEq)]
+enum Next {
+    KeepAlive,
+    Close,
 }
 
 /// Serves the API on `listener` until `shutdown`, then lets in-flight
@@ -156,7 +234,17 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        tracker.spawn(serve_connection(stream, app.clone(), shutdown.clone()));
+        let mut conn = Conn {
+            stream,
+            buf: BytesMut::with_capacity(16 * 1024),
+            app: app.clone(),
+        };
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = conn.run(&shutdown).await {
+                debug!(error = %e, "connection ended with an error");
+            }
+        });
     }
     drop(listener);
     tracker.close();
@@ -175,136 +263,451 @@ pub async fn serve(
     info!("backpack-node stopped");
 }
 
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+struct Conn {
+    stream: TcpStream,
+    /// Bytes read but not yet used (the next request head, a body start).
+    buf: BytesMut,
     app: Arc<App>,
-    shutdown: CancellationToken,
-) {
-    let service = hyper::service::service_fn(move |req| {
-        let app = app.clone();
-        async move { Ok::<_, Infallible>(handle(&app, req).await) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        // A client may shut its write side and still wait for the answer
-        // (how a short body is noticed).
-        .half_close(true)
-        .timer(TokioTimer::new())
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            if let Err(e) = res {
-                debug!(error = %e, "connection ended with an error");
+}
+
+impl Conn {
+    async fn run(&mut self, shutdown: &CancellationToken) -> io::Result<()> {
+        loop {
+            let req = tokio::select! {
+                r = self.read_head() => r,
+                // Idle between requests: close at once on shutdown. A
+                // request being received or handled is finished first.
+                _ = shutdown.cancelled(), if self.buf.is_empty() => return Ok(()),
+            };
+            let req = match req {
+                Ok(Some(req)) => req,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    let _ = self.respond_error(e, false, true).await;
+                    return Ok(());
+                }
+            };
+            let next = self.handle(req).await?;
+            if next == Next::Close || shutdown.is_cancelled() {
+                let _ = self.stream.shutdown().await;
+                return Ok(());
             }
         }
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+    }
+
+    /// Reads and parses the next request head. `None`: the client closed
+    /// the connection between requests (or stayed idle too long).
+    async fn read_head(&mut self) -> Result<Option<Request>, ApiError> {
+        loop {
+            if !self.buf.is_empty() {
+                if let Some((req, used)) = parse_head(&self.buf)? {
+                    self.buf.advance(used);
+                    return Ok(Some(req));
+                }
+                if self.buf.len() >= MAX_HEAD {
+                    return Err(ApiError::HeadTooLarge);
+                }
+            }
+            let read =
+                tokio::time::timeout(HEAD_TIMEOUT, self.stream.read_buf(&mut self.buf)).await;
+            match read {
+                Ok(Ok(0)) | Err(_) if self.buf.is_empty() => return Ok(None),
+                Ok(Ok(0)) => {
+                    return Err(ApiError::BadRequest(
+                        "connection closed inside the request head".into(),
+                    ));
+                }
+                Err(_) => return Err(ApiError::Timeout(HEAD_TIMEOUT)),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "cannot read the request: {e}"
+                    )));
+                }
+            }
         }
     }
-}
 
-async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
-    let head = req.method() == Method::HEAD;
-    let result = match *req.method() {
-        Method::GET | Method::HEAD => get(app, req).await,
-        Method::PUT => put(app, req).await,
-        ref other => Err(ApiError::Method(other.clone())),
-    };
-    result.unwrap_or_else(|e| e.into_response(head))
-}
+    async fn handle(&mut self, req: Request) -> io::Result<Next> {
+        let head = req.method == "HEAD";
+        // An unread body would be taken for the next request: close then.
+        let unread_body = req.has_body();
+        let result = match req.method.as_str() {
+            "GET" | "HEAD" => self.get(&req).await,
+            "PUT" => self.put(&req).await,
+            other => Err(ApiError::Method(other.to_owned())),
+        };
+        let close_anyway = !req.keep_alive;
+        match result {
+            Ok(Next::KeepAlive) if !close_anyway => Ok(Next::KeepAlive),
+            Ok(_) => Ok(Next::Close),
+            Err(e) => {
+                // After a PUT error the body may be partly read: close.
+                let close = close_anyway || unread_body || req.method == "PUT";
+                self.respond_error(e, head, close).await?;
+                Ok(if close { Next::Close } else { Next::KeepAlive })
+            }
+        }
+    }
 
-/// The name: the request target exactly as received.
-fn name_of<B>(req: &Request<B>) -> Result<String, ApiError> {
-    let uri = req.uri();
-    if uri.scheme().is_some() || uri.authority().is_some() {
-        return Err(ApiError::BadRequest(
-            "absolute-form request target; send only the path (and query)".into(),
-        ));
+    async fn respond_error(&mut self, e: ApiError, head: bool, close: bool) -> io::Result<()> {
+        let status = e.status();
+        if status >= 500 {
+            error!(error = %e, "request failed");
+        }
+        let body = serde_json::json!({ "error": e.to_string() }).to_string();
+        let mut rh =
+            ResponseHead::new(status, body.len() as u64).header("Content-Type", "application/json");
+        if status == 405 {
+            rh = rh.header("Allow", "GET, HEAD, PUT");
+        }
+        let mut out = rh.finish(close);
+        if !head {
+            out.extend_from_slice(body.as_bytes());
+        }
+        self.write(&out).await
     }
-    let name = uri.path_and_query().map(|p| p.as_str()).unwrap_or("");
-    if !name.starts_with('/') {
-        return Err(ApiError::BadRequest(format!(
-            "request target {name:?} does not start with /"
-        )));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(ApiError::NameTooLong(name.len()));
-    }
-    Ok(name.to_owned())
-}
 
-fn json_response(value: serde_json::Value, head: bool) -> Response<Body> {
-    let body = value.to_string();
-    let mut resp = Response::new(if head { empty() } else { full(body.clone()) });
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    resp
-}
-
-async fn get(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let started = Instant::now();
-    let head = req.method() == Method::HEAD;
-    let name = name_of(&req)?;
-    match name.as_str() {
-        "/stats" => return Ok(json_response(stats_json(app), head)),
-        "/health" => return Ok(json_response(serde_json::json!({"status": "ok"}), head)),
-        _ => {}
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match tokio::time::timeout(self.app.body_timeout, self.stream.write_all(bytes)).await {
+            Ok(r) => r,
+            Err(_) => Err(ErrorKind::TimedOut.into()),
+        }
     }
-    let Some(loc) = app.store.lookup(&name) else {
-        return Err(ApiError::NotFound(name));
-    };
-    let body = if head {
-        empty()
-    } else if loc.data_len <= SMALL_MAX {
-        // Cached (the common case for hot files): read right here. Else a
-        // blocking thread waits for the disk.
-        let data = match app.store.read_small_cached(&loc) {
-            Some(r) => r?,
-            None => {
-                let store = app.store.clone();
-                tokio::task::spawn_blocking(move || store.read_small(&loc))
+
+    fn name(req: &Request) -> Result<&str, ApiError> {
+        let name = req.target.as_str();
+        if !name.starts_with('/') {
+            return Err(ApiError::BadRequest(format!(
+                "request target {name:?} does not start with /; send only the path (and query)"
+            )));
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(ApiError::NameTooLong(name.len()));
+        }
+        Ok(name)
+    }
+
+    async fn get(&mut self, req: &Request) -> Result<Next, ApiError> {
+        let started = Instant::now();
+        let head = req.method == "HEAD";
+        let name = Self::name(req)?;
+        let json = match name {
+            "/stats" => Some(stats_json(&self.app)),
+            "/health" => Some(serde_json::json!({"status": "ok"})),
+            _ => None,
+        };
+        if let Some(json) = json {
+            let body = json.to_string();
+            let mut out = ResponseHead::new(200, body.len() as u64)
+                .header("Content-Type", "application/json")
+                .finish(false);
+            if !head {
+                out.extend_from_slice(body.as_bytes());
+            }
+            self.write(&out).await.map_err(io_error)?;
+            return Ok(Next::KeepAlive);
+        }
+        let Some(loc) = self.app.store.lookup(name) else {
+            return Err(ApiError::NotFound(name.to_owned()));
+        };
+        let out_head = ResponseHead::new(200, loc.data_len)
+            .header("Content-Type", "application/octet-stream")
+            .header("X-Backpack-Time", loc.time_ms)
+            .finish(!req.keep_alive);
+        if head {
+            self.write(&out_head).await.map_err(io_error)?;
+            return Ok(Next::KeepAlive);
+        }
+        self.send_file(&loc, out_head).await?;
+        self.app.gets.record(loc.data_len, started.elapsed());
+        Ok(Next::KeepAlive)
+    }
+
+    /// Sends a stored file after `head`. Once the head is out, a failure
+    /// can only abort the connection (the client sees a short body, never
+    /// corrupt bytes presented as complete).
+    async fn send_file(&mut self, loc: &Location, head: Vec<u8>) -> Result<(), ApiError> {
+        let store = self.app.store.clone();
+        if loc.data_len <= SMALL_MAX {
+            if let Some((volume, data_offset)) = store.probe_cached(loc) {
+                // Head with MSG_MORE so it leaves in one segment with the
+                // first file bytes; then the kernel copies page cache to
+                // socket.
+                self.send_more(&head).await.map_err(io_error)?;
+                return self
+                    .sendfile(volume.file(), data_offset, loc.data_len)
                     .await
-                    .map_err(|_| StoreError::Closed)??
+                    .map_err(io_error);
+            }
+            let loc = *loc;
+            let data = tokio::task::spawn_blocking(move || store.read_small(&loc))
+                .await
+                .map_err(|_| StoreError::Closed)??;
+            let mut out = head;
+            out.extend_from_slice(&data);
+            return self.write(&out).await.map_err(io_error);
+        }
+        let mut reader = store.read_large(loc)?;
+        self.write(&head).await.map_err(io_error)?;
+        loop {
+            let (r, chunk) = tokio::task::spawn_blocking(move || {
+                let chunk = reader.next_chunk();
+                (reader, chunk)
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+            reader = r;
+            match chunk {
+                Ok(Some(c)) => self.write(&c).await.map_err(io_error)?,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    error!(error = %e, "aborting a download");
+                    return Err(io_error(io::Error::other(e.to_string())));
+                }
+            }
+        }
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        match tokio::time::timeout(self.app.body_timeout, self.stream.writable()).await {
+            Ok(r) => r,
+            Err(_) => Err(ErrorKind::TimedOut.into()),
+        }
+    }
+
+    async fn send_more(&self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            self.writable().await?;
+            let sent = self.stream.try_io(Interest::WRITABLE, || {
+                rustix::net::send(&self.stream, bytes, rustix::net::SendFlags::MORE)
+                    .map_err(io::Error::from)
+            });
+            match sent {
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn sendfile(&self, file: &std::fs::File, mut offset: u64, len: u64) -> io::Result<()> {
+        let end = offset + len;
+        while offset < end {
+            self.writable().await?;
+            let left = (end - offset).min(1 << 30) as usize;
+            let sent = self.stream.try_io(Interest::WRITABLE, || {
+                rustix::fs::sendfile(&self.stream, file, Some(&mut offset), left)
+                    .map_err(io::Error::from)
+            });
+            match sent {
+                Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next piece of the request body: buffered bytes first, then the
+    /// socket. At most `left` bytes.
+    async fn body_chunk(&mut self, left: u64, got: u64, expected: u64) -> Result<Bytes, ApiError> {
+        if !self.buf.is_empty() {
+            let n = self.buf.len().min(left as usize);
+            return Ok(self.buf.split_to(n).freeze());
+        }
+        let want = left.min(SMALL_MAX) as usize;
+        self.buf.reserve(want.min(256 * 1024));
+        let read = tokio::time::timeout(
+            self.app.body_timeout,
+            (&mut self.stream).take(left).read_buf(&mut self.buf),
+        )
+        .await;
+        match read {
+            Err(_) => Err(ApiError::Timeout(self.app.body_timeout)),
+            Ok(Ok(0)) | Ok(Err(_)) => Err(ApiError::ShortBody { got, expected }),
+            Ok(Ok(_)) => Ok(self.buf.split().freeze()),
+        }
+    }
+
+    async fn put(&mut self, req: &Request) -> Result<Next, ApiError> {
+        let started = Instant::now();
+        let name = Self::name(req)?.to_owned();
+        if RESERVED.contains(&name.as_str()) {
+            return Err(ApiError::Reserved(name));
+        }
+        let len = match req.content_length {
+            _ if req.chunked => return Err(ApiError::LengthRequired),
+            None => return Err(ApiError::LengthRequired),
+            Some(Err(())) => {
+                return Err(ApiError::BadRequest(
+                    "Content-Length must be one number of bytes".into(),
+                ));
+            }
+            Some(Ok(n)) => n,
+        };
+        if len > self.app.max_body {
+            return Err(ApiError::TooLarge {
+                len,
+                max: self.app.max_body,
+            });
+        }
+        let client_time = match req.time {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            Some(Err(())) => {
+                return Err(ApiError::BadRequest(
+                    "X-Backpack-Time must be milliseconds since the Unix epoch".into(),
+                ));
             }
         };
-        full(data)
-    } else {
-        let reader = app.store.read_large(&loc)?;
-        let stream = futures::stream::unfold(Some(reader), |reader| async move {
-            let mut reader = reader?;
-            let next = tokio::task::spawn_blocking(move || {
-                let r = reader.next_chunk();
-                (reader, r)
-            })
-            .await;
-            match next {
-                Ok((reader, Ok(Some(chunk)))) => Some((Ok(Frame::data(chunk)), Some(reader))),
-                Ok((_, Ok(None))) => None,
-                // Aborts the response: the client sees a truncated body,
-                // never corrupt bytes presented as complete.
-                Ok((_, Err(e))) => Some((Err(std::io::Error::other(e.to_string())), None)),
-                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+        if req.expect_continue {
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(io_error)?;
+        }
+        let app = self.app.clone();
+        let current = app.store.lookup(&name);
+        let (time_ms, from_client) = match client_time {
+            Some(t) => (t, true),
+            // Without a client time the new copy must win: never older than
+            // the current one, even if the clock stepped back.
+            None => (now_ms().max(current.map_or(0, |c| c.time_ms)), false),
+        };
+        let older = matches!((client_time, current), (Some(t), Some(cur)) if t < cur.time_ms);
+        if older {
+            // A newer copy is already durable: read the body (to answer
+            // properly) and keep the newer copy.
+            let mut got = 0;
+            while got < len {
+                got += self.body_chunk(len - got, got, len).await?.len() as u64;
             }
-        });
-        BodyExt::boxed(StreamBody::new(stream))
-    };
-    if !head {
-        app.gets.record(loc.data_len, started.elapsed());
+            app.puts.record(len, started.elapsed());
+            self.created(current.map_or(time_ms, |c| c.time_ms), req)
+                .await?;
+            return Ok(Next::KeepAlive);
+        }
+
+        let _slot = app
+            .put_slots
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let offer = if len <= SMALL_MAX {
+            let mut buf = Store::small_record_buffer(&name, len);
+            let start = buf.len() as u64;
+            let n = self.buf.len().min(len as usize);
+            buf.extend_from_slice(&self.buf.split_to(n));
+            // The rest straight from the socket into the record buffer.
+            while (buf.len() as u64) - start < len {
+                let got = buf.len() as u64 - start;
+                let read = tokio::time::timeout(
+                    self.app.body_timeout,
+                    (&mut self.stream).take(len - got).read_buf(&mut buf),
+                )
+                .await;
+                match read {
+                    Err(_) => return Err(ApiError::Timeout(self.app.body_timeout)),
+                    Ok(Ok(0)) | Ok(Err(_)) => {
+                        return Err(ApiError::ShortBody { got, expected: len });
+                    }
+                    Ok(Ok(_)) => {}
+                }
+            }
+            app.store
+                .put_small(&name, time_ms, from_client, buf)
+                .await?
+        } else {
+            let mut upload = app
+                .store
+                .begin_large(&name, time_ms, from_client, len)
+                .await?;
+            let mut pending = BytesMut::with_capacity(SMALL_MAX as usize);
+            let mut got = 0;
+            while got < len {
+                let c = self.body_chunk(len - got, got, len).await?;
+                got += c.len() as u64;
+                pending.extend_from_slice(&c);
+                if pending.len() >= SMALL_MAX as usize || got == len {
+                    upload.write(pending.split().freeze()).await?;
+                }
+            }
+            upload.finish().await?
+        };
+        app.puts.record(len, started.elapsed());
+        let kept_time = match offer {
+            Offer::Kept => app.store.lookup(&name).map_or(time_ms, |c| c.time_ms),
+            Offer::Inserted | Offer::Replaced { .. } => time_ms,
+        };
+        self.created(kept_time, req).await?;
+        Ok(Next::KeepAlive)
     }
-    let mut resp = Response::new(body);
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(loc.data_len));
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(TIME_HEADER, HeaderValue::from(loc.time_ms));
-    Ok(resp)
+
+    async fn created(&mut self, time_ms: u64, req: &Request) -> Result<(), ApiError> {
+        let out = ResponseHead::new(201, 0)
+            .header("X-Backpack-Time", time_ms)
+            .finish(!req.keep_alive);
+        self.write(&out).await.map_err(io_error)
+    }
+}
+
+/// An IO failure on the connection itself: nothing useful can be answered.
+fn io_error(e: io::Error) -> ApiError {
+    ApiError::Store(StoreError::Io {
+        context: "connection".into(),
+        cause: e,
+    })
+}
+
+/// Parses a request head at the start of `buf`: `None` if incomplete.
+fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, ApiError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let used = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ApiError::HeadTooLarge),
+        Err(e) => return Err(ApiError::BadRequest(format!("malformed request: {e}"))),
+    };
+    let method = parsed.method.unwrap_or("").to_owned();
+    let target = parsed.path.unwrap_or("").to_owned();
+    let http11 = parsed.version == Some(1);
+    let mut req = Request {
+        method,
+        target,
+        keep_alive: http11,
+        content_length: None,
+        chunked: false,
+        expect_continue: false,
+        time: None,
+    };
+    for h in parsed.headers.iter() {
+        let value = std::str::from_utf8(h.value).unwrap_or("").trim();
+        let number = || value.parse::<u64>().map_err(|_| ());
+        if h.name.eq_ignore_ascii_case("content-length") {
+            req.content_length = Some(match req.content_length {
+                // Repeated: fine only if identical (RFC 9110 8.6).
+                Some(prev) if prev != number() => Err(()),
+                _ => number(),
+            });
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            req.chunked = true;
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            let v = value.to_ascii_lowercase();
+            if v.split(',').any(|t| t.trim() == "close") {
+                req.keep_alive = false;
+            } else if v.split(',').any(|t| t.trim() == "keep-alive") {
+                req.keep_alive = true;
+            }
+        } else if h.name.eq_ignore_ascii_case("expect") {
+            req.expect_continue = value.eq_ignore_ascii_case("100-continue");
+        } else if h.name.eq_ignore_ascii_case(TIME_HEADER) {
+            req.time = Some(number());
+        }
+    }
+    Ok(Some((req, used)))
 }
 
 fn stats_json(app: &App) -> serde_json::Value {
@@ -321,155 +724,42 @@ fn stats_json(app: &App) -> serde_json::Value {
     })
 }
 
-fn parse_header<B>(req: &Request<B>, name: &str, what: &str) -> Result<Option<u64>, ApiError> {
-    // HeaderMap lookups ignore case; `name` is also how the error says it.
-    match req.headers().get(name) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(Some)
-            .ok_or_else(|| ApiError::BadRequest(format!("{name} must be {what}"))),
-    }
-}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
 
-/// The next piece of the request body, `None` at its end.
-async fn next_data(
-    body: &mut Incoming,
-    timeout: Duration,
-    got: u64,
-    expected: u64,
-) -> Result<Option<Bytes>, ApiError> {
-    loop {
-        match tokio::time::timeout(timeout, body.frame()).await {
-            Err(_) => return Err(ApiError::Timeout(timeout)),
-            Ok(None) => return Ok(None),
-            // The connection ended (or broke) before Content-Length bytes
-            // arrived.
-            Ok(Some(Err(e))) => {
-                debug!(error = %e, "body read failed");
-                return Err(ApiError::ShortBody { got, expected });
-            }
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    return Ok(Some(data));
-                }
-            }
-        }
-    }
-}
-
-async fn put(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let started = Instant::now();
-    let name = name_of(&req)?;
-    if RESERVED.contains(&name.as_str()) {
-        return Err(ApiError::Reserved(name));
-    }
-    let Some(len) = parse_header(&req, "Content-Length", "a number of bytes")? else {
-        return Err(ApiError::LengthRequired);
-    };
-    if len > app.max_body {
-        return Err(ApiError::TooLarge {
-            len,
-            max: app.max_body,
-        });
-    }
-    let client_time = parse_header(&req, "X-Backpack-Time", "milliseconds since the Unix epoch")?;
-    let current = app.store.lookup(&name);
-    let mut body = req.into_body();
-    let timeout = app.body_timeout;
-
-    let (time_ms, from_client) = match client_time {
-        Some(t) => (t, true),
-        // Without a client time the new copy must win: never older than
-        // the current one, even if the clock stepped back.
-        None => (now_ms().max(current.map_or(0, |c| c.time_ms)), false),
-    };
-    let older = match (client_time, current) {
-        (Some(t), Some(cur)) => t < cur.time_ms,
-        _ => false,
-    };
-    if older {
-        // A newer copy is already durable: read the body (to answer the
-        // request properly) and keep the newer copy.
-        let mut got = 0;
-        while let Some(d) = next_data(&mut body, timeout, got, len).await? {
-            got += d.len() as u64;
-        }
-        if got < len {
-            return Err(ApiError::ShortBody { got, expected: len });
-        }
-        app.puts.record(len, started.elapsed());
-        return Ok(created(current.map_or(time_ms, |c| c.time_ms)));
+    fn parse(s: &str) -> Request {
+        parse_head(s.as_bytes()).unwrap().unwrap().0
     }
 
-    let _slot = app
-        .put_slots
-        .acquire()
-        .await
-        .map_err(|_| StoreError::Closed)?;
-    let offer = if len <= SMALL_MAX {
-        let mut buf = Store::small_record_buffer(&name, len);
-        let start = buf.len();
-        let mut got = 0;
-        while let Some(d) = next_data(&mut body, timeout, got, len).await? {
-            got += d.len() as u64;
-            if got > len {
-                return Err(ApiError::BadRequest(
-                    "body longer than Content-Length".into(),
-                ));
-            }
-            buf.extend_from_slice(&d);
-        }
-        if got < len {
-            return Err(ApiError::ShortBody { got, expected: len });
-        }
-        debug_assert_eq!(buf.len() - start, len as usize);
-        app.store
-            .put_small(&name, time_ms, from_client, buf)
-            .await?
-    } else {
-        let mut upload = app
-            .store
-            .begin_large(&name, time_ms, from_client, len)
-            .await?;
-        let mut pending = BytesMut::with_capacity(SMALL_MAX as usize);
-        let mut got = 0;
-        while let Some(d) = next_data(&mut body, timeout, got, len).await? {
-            got += d.len() as u64;
-            if got > len {
-                return Err(ApiError::BadRequest(
-                    "body longer than Content-Length".into(),
-                ));
-            }
-            pending.extend_from_slice(&d);
-            if pending.len() >= SMALL_MAX as usize {
-                upload.write(pending.split().freeze()).await?;
-            }
-        }
-        if got < len {
-            return Err(ApiError::ShortBody { got, expected: len });
-        }
-        if !pending.is_empty() {
-            upload.write(pending.split().freeze()).await?;
-        }
-        upload.finish().await?
-    };
-    app.puts.record(len, started.elapsed());
-    let kept_time = match offer {
-        Offer::Kept => app.store.lookup(&name).map_or(time_ms, |c| c.time_ms),
-        Offer::Inserted | Offer::Replaced { .. } => time_ms,
-    };
-    Ok(created(kept_time))
-}
-
-fn created(time_ms: u64) -> Response<Body> {
-    let mut resp = Response::new(empty());
-    *resp.status_mut() = StatusCode::CREATED;
-    resp.headers_mut()
-        .insert(TIME_HEADER, HeaderValue::from(time_ms));
-    resp.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
-    resp
+    #[test]
+    fn heads() {
+        let r =
+            parse("PUT /a%20b?x=1 HTTP/1.1\r\nContent-Length: 5\r\nX-Backpack-Time: 42\r\n\r\n");
+        assert_eq!(r.method, "PUT");
+        assert_eq!(r.target, "/a%20b?x=1");
+        assert!(r.keep_alive);
+        assert_eq!(r.content_length, Some(Ok(5)));
+        assert_eq!(r.time, Some(Ok(42)));
+        let r = parse("GET / HTTP/1.0\r\n\r\n");
+        assert!(!r.keep_alive);
+        let r = parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(r.keep_alive);
+        let r = parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(!r.keep_alive);
+        let r = parse("PUT / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n");
+        assert_eq!(r.content_length, Some(Err(())));
+        let r = parse("PUT / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(r.content_length, Some(Ok(5)));
+        let r =
+            parse("PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n");
+        assert!(r.chunked && r.expect_continue);
+        assert!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                .unwrap()
+                .is_none()
+        );
+        assert!(parse_head(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n").is_err());
+    }
 }

@@ -93,6 +93,11 @@ pub struct Volume {
 }
 
 impl Volume {
+    /// The open volume file (for `sendfile`).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)
     }
@@ -447,6 +452,50 @@ impl Store {
             .read_exact_at(buf.as_mut_slice(), loc.offset)
             .map_err(io_err(format!("cannot read {}", volume.path.display())))?;
         self.verified(loc, &volume, buf)
+    }
+
+    /// Where a small record's data can be sent from without reading it into
+    /// memory (`sendfile`): `Some((volume, data offset))` when its header
+    /// is in the page cache and says what the index says. `None`: serve it
+    /// with [`Store::read_small`] on a blocking thread, which reaches the
+    /// disk and so verifies the data checksum.
+    ///
+    /// Bytes in the page cache were checksummed when they came from the
+    /// disk (the start-up scan, a verified read) or were written by this
+    /// node, so the cached path checks only the header: the data checksum
+    /// would cost a copy of the data into memory, which `sendfile` avoids.
+    pub fn probe_cached(&self, loc: &Location) -> Option<(Arc<Volume>, u64)> {
+        static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+        if UNSUPPORTED.load(Ordering::Relaxed) {
+            return None;
+        }
+        let volume = self.volume(loc.volume).ok()?;
+        let head_len = HEADER_LEN + loc.name_len as usize;
+        let mut head = vec![0u8; head_len];
+        let mut done = 0;
+        while done < head_len {
+            let mut slices = [io::IoSliceMut::new(&mut head[done..])];
+            match rustix::io::preadv2(
+                &volume.file,
+                &mut slices,
+                loc.offset + done as u64,
+                rustix::io::ReadWriteFlags::NOWAIT,
+            ) {
+                Ok(0) => return None,
+                Ok(n) => done += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {
+                    UNSUPPORTED.store(true, Ordering::Relaxed);
+                    return None;
+                }
+                Err(_) => return None,
+            }
+        }
+        let fixed: &[u8; HEADER_LEN] = head[..HEADER_LEN].try_into().ok()?;
+        let ok = matches!(Header::parse(fixed), Ok(h) if h.kind == Kind::Put
+            && h.data_len == loc.data_len && h.name_len == loc.name_len)
+            && Header::verify(fixed, &head[HEADER_LEN..]).is_ok();
+        ok.then(|| (volume, loc.offset + head_len as u64))
     }
 
     /// Like [`Store::read_small`], but only if the record is entirely in
