@@ -822,3 +822,60 @@ async fn sigterm_stops_gracefully() {
         b"hello"
     );
 }
+
+#[tokio::test]
+async fn keep_alive_pipelining_and_expect_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::in_dir(dir.path()).await;
+    let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    // Expect: 100-continue gets its interim answer before the body is sent.
+    s.write_all(b"PUT /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 25];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 100 Continue\r\n\r\n");
+    // The body, then two more requests in the same write (pipelined).
+    s.write_all(b"helloGET /e HTTP/1.1\r\nHost: x\r\n\r\nGET /e HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).await.unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 201 Created\r\n"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+    assert!(text.ends_with("\r\n\r\nhello"), "{text}");
+    assert_eq!(text.matches("hello").count(), 2, "{text}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn damage_in_the_middle_is_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::in_dir(dir.path()).await;
+    let body = data(7, 50_000);
+    for name in ["/victim", "/after"] {
+        let r = raw(node.addr, &put_req(name, &body, "")).await.unwrap();
+        assert_eq!(r.status, 201);
+    }
+    node.stop().await;
+    // Rot a data byte of the first record, as a failing disk might.
+    let vol = volumes(dir.path())[0].clone();
+    let f = std::fs::OpenOptions::new().write(true).open(&vol).unwrap();
+    use std::os::unix::fs::FileExt;
+    let at = 32 + "/victim".len() as u64 + 1000;
+    f.write_all_at(&[body[1000] ^ 0xff], at).unwrap();
+    drop(f);
+    let node = Node::in_dir(dir.path()).await;
+    assert_eq!(
+        raw(node.addr, &get_req("GET", "/victim"))
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+    let r = raw(node.addr, &get_req("GET", "/after")).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == body);
+    node.stop().await;
+}

@@ -460,10 +460,13 @@ impl Store {
     /// with [`Store::read_small`] on a blocking thread, which reaches the
     /// disk and so verifies the data checksum.
     ///
-    /// Bytes in the page cache were checksummed when they came from the
-    /// disk (the start-up scan, a verified read) or were written by this
-    /// node, so the cached path checks only the header: the data checksum
-    /// would cost a copy of the data into memory, which `sendfile` avoids.
+    /// This path checks the header only: checking the data would need a
+    /// copy of it in memory, which `sendfile` exists to avoid. Every
+    /// record's data checksum is verified by the start-up scan and by reads
+    /// that take the blocking path (`RWF_NOWAIT` found the header not
+    /// cached); damage that appears on disk while the node runs can be
+    /// served by this path until the next restart (a background scrub
+    /// would close that gap).
     pub fn probe_cached(&self, loc: &Location) -> Option<(Arc<Volume>, u64)> {
         static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
         if UNSUPPORTED.load(Ordering::Relaxed) {
@@ -496,65 +499,6 @@ impl Store {
             && h.data_len == loc.data_len && h.name_len == loc.name_len)
             && Header::verify(fixed, &head[HEADER_LEN..]).is_ok();
         ok.then(|| (volume, loc.offset + head_len as u64))
-    }
-
-    /// Like [`Store::read_small`], but only if the record is entirely in
-    /// the page cache (`RWF_NOWAIT`), so it can run on an async worker
-    /// without a thread hand-off. `None`: read it with `read_small` on a
-    /// blocking thread instead.
-    pub fn read_small_cached(&self, loc: &Location) -> Option<Result<Bytes, StoreError>> {
-        static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-        if UNSUPPORTED.load(Ordering::Relaxed) {
-            return None;
-        }
-        let volume = match self.volume(loc.volume) {
-            Ok(v) => v,
-            Err(e) => return Some(Err(e)),
-        };
-        let len = record::record_len(loc.name_len as usize, loc.data_len) as usize;
-        let mut buf = self.bufs.take(len);
-        let mut done = 0;
-        while done < len {
-            let mut slices = [io::IoSliceMut::new(&mut buf.as_mut_slice()[done..])];
-            match rustix::io::preadv2(
-                &volume.file,
-                &mut slices,
-                loc.offset + done as u64,
-                rustix::io::ReadWriteFlags::NOWAIT,
-            ) {
-                Ok(0) => return None,
-                Ok(n) => done += n,
-                Err(rustix::io::Errno::AGAIN) => return None,
-                Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {
-                    UNSUPPORTED.store(true, Ordering::Relaxed);
-                    return None;
-                }
-                Err(rustix::io::Errno::INTR) => {}
-                Err(_) => return None,
-            }
-        }
-        // Bytes in the page cache were checksummed when they came from
-        // the disk (start-up scan, a verified miss) or were written by us,
-        // so only the header is checked here; the data checksum, the
-        // costliest part of serving a cached file, is left to reads that
-        // reach the disk.
-        let fixed: Option<&[u8; HEADER_LEN]> = buf
-            .as_ref()
-            .get(..HEADER_LEN)
-            .and_then(|b| b.try_into().ok());
-        let header_ok = fixed.is_some_and(|fixed| {
-            let name = &buf.as_ref()[HEADER_LEN..HEADER_LEN + loc.name_len as usize];
-            matches!(Header::parse(fixed), Ok(h) if h.data_len == loc.data_len && h.name_len == loc.name_len)
-                && Header::verify(fixed, name).is_ok()
-        });
-        if !header_ok {
-            // Not what the index says is here: take the careful path, which
-            // reports it.
-            return Some(self.verified(loc, &volume, buf));
-        }
-        let start = HEADER_LEN + loc.name_len as usize;
-        let end = start + loc.data_len as usize;
-        Some(Ok(buf.freeze().slice(start..end)))
     }
 
     fn verified(
@@ -1141,6 +1085,27 @@ mod tests {
         }
         // Nothing in the middle was cut.
         assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes.len() as u64);
+    }
+
+    #[test]
+    fn damage_under_a_running_store_is_caught_by_disk_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let store = Arc::new(Store::open(dir.path(), 1 << 30).unwrap());
+        put(&store, &rt, "/v", &[5u8; 5000]);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(volume_path(dir.path(), 1))
+            .unwrap();
+        f.write_all_at(&[6], (HEADER_LEN + 2 + 100) as u64).unwrap();
+        let loc = store.lookup("/v").unwrap();
+        assert!(matches!(
+            store.read_small(&loc),
+            Err(StoreError::Corrupt {
+                volume: 1,
+                offset: 0
+            })
+        ));
     }
 
     #[test]
