@@ -56,8 +56,8 @@ say "starting a local cluster in $dir (ports + $off)"
 adm() { "$bin/backpack-coordinator-$1" "$zk" "$root" "${@:2}" >/dev/null; }
 
 # Small shards, so that the uploads below show on the gauges.
-adm add-shard --replace 1 1,4 400mb
-adm add-shard --replace 2 2,5 250mb
+adm add-shard --replace 1 1,4 1gb
+adm add-shard --replace 2 2,5 600mb
 # Server 7 runs but is in no shard; server 8 is down.
 mkdir -p "$dir/node-7"
 "$bin/backpack-node" "$dir/node-7" 127.0.0.1 $((10007 + off)) >"$dir/node-7.log" 2>&1 &
@@ -91,8 +91,9 @@ upload() {
 }
 end=$((SECONDS + 20)); n=0
 while ((SECONDS < end)); do
-  for _ in 1 2 3 4; do n=$((n + 1)); upload "$n" & done
-  wait
+  pids=()
+  for _ in 1 2 3 4; do n=$((n + 1)); upload "$n" & pids+=($!); done
+  wait "${pids[@]}"
   sleep 0.3
 done
 # A task whose source lacks the file: it fails twice and goes dead.

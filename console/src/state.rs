@@ -303,14 +303,17 @@ impl State {
     /// Handles one event at time `now`; returns what the loop must do.
     pub fn update(&mut self, now: Millis, event: Event) -> Vec<Command> {
         self.now = now;
-        match event {
+        let logged = self.log_seq;
+        // Only what an event can change is rebuilt: a key press re-sorts
+        // one view, a health batch rebuilds servers and shards, and so on.
+        let cmds = match event {
             Event::Key(k) => {
                 if k.kind == KeyEventKind::Release {
                     return vec![];
                 }
                 let cmds = self.on_key(k);
                 self.refresh_form();
-                self.reorder_all();
+                self.reorder(self.tab);
                 cmds
             }
             Event::Resize(w, h) => {
@@ -320,20 +323,25 @@ impl State {
             }
             Event::Cluster(c) => {
                 self.on_cluster(c);
-                self.rebuild();
+                self.rebuild_shards();
+                self.rebuild_servers();
+                self.daemons = rows::daemon_rows(&self.cluster, &self.daemon_rates);
+                self.reorder(Tab::Daemons);
                 self.refresh_form();
                 vec![]
             }
             Event::Queue(report) => {
                 self.on_queue(report);
-                self.rebuild();
+                self.tasks = rows::task_rows(self.queue.as_ref());
+                self.reorder(Tab::Queue);
                 vec![]
             }
             Event::Health(batch) => {
                 for (addr, h) in batch {
                     self.health.insert(addr, h);
                 }
-                self.rebuild();
+                self.rebuild_servers();
+                self.rebuild_shards();
                 vec![]
             }
             Event::Done { id, result } => {
@@ -352,12 +360,17 @@ impl State {
                 vec![]
             }
             Event::Tick => {
-                // Ages and the fill-up estimates move with the clock.
-                self.rebuild();
+                // The fill-up estimates move with the clock (ages are
+                // computed when drawing).
+                self.rebuild_shards();
                 vec![]
             }
             Event::Quit => vec![Command::Quit],
+        };
+        if self.log_seq != logged {
+            self.reorder(Tab::Events);
         }
+        cmds
     }
 
     // ----- cluster, queue, health ---------------------------------------
@@ -508,14 +521,15 @@ impl State {
         self.queue_at = Some(self.now);
     }
 
-    /// Rebuilds every view's rows and order.
-    fn rebuild(&mut self) {
+    fn rebuild_shards(&mut self) {
         self.shards = rows::shard_rows(&self.cluster, &self.growth, &self.health, self.now);
         self.totals = rows::shard_totals(&self.shards);
+        self.reorder(Tab::Shards);
+    }
+
+    fn rebuild_servers(&mut self) {
         self.servers = rows::server_rows(&self.cluster, &self.health);
-        self.tasks = rows::task_rows(self.queue.as_ref());
-        self.daemons = rows::daemon_rows(&self.cluster, &self.daemon_rates);
-        self.reorder_all();
+        self.reorder(Tab::Servers);
     }
 
     fn reorder_all(&mut self) {

@@ -56,7 +56,12 @@ impl Theme {
         Style::new().add_modifier(Modifier::BOLD)
     }
     fn selected(self) -> Style {
-        Style::new().add_modifier(Modifier::REVERSED)
+        // A background, not REVERSED: reversing would invert the gauges.
+        if self.color {
+            Style::new().bg(Color::Indexed(238))
+        } else {
+            Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
+        }
     }
     fn banner(self) -> Style {
         if self.color {
@@ -171,17 +176,19 @@ fn render_header(s: &State, theme: Theme, area: Rect, buf: &mut Buffer) {
             let seen = s
                 .last_change
                 .map_or("never".to_string(), |t| format!("{} ago", ago(s.now, t)));
-            (
-                format!(
-                    "● {} (last change seen {seen}) · showing the last known state",
-                    if expired {
-                        "session expired, reconnecting"
-                    } else {
-                        "reconnecting"
-                    }
-                ),
-                true,
-            )
+            let what = if expired {
+                "session expired, reconnecting"
+            } else {
+                "reconnecting"
+            };
+            let long = format!("● {what} (last change seen {seen}) · showing the last known state");
+            // The clock and the place stay; the explanation goes if it must.
+            let room = width.saturating_sub(s.config.zk_servers.len() + s.config.root.len() + 26);
+            if long.chars().count() <= room {
+                (long, true)
+            } else {
+                (format!("● {what} (last change seen {seen})"), true)
+            }
         }
         Some(ConnState::Closed) => ("● closed".to_string(), true),
     };

@@ -327,7 +327,12 @@ fn idle_demo_cluster() {
         ));
         admin(
             "add-server",
-            &[&zk, root, &i.to_string(), &format!("http://127.0.0.1:{port}")],
+            &[
+                &zk,
+                root,
+                &i.to_string(),
+                &format!("http://127.0.0.1:{port}"),
+            ],
         );
         ports.push(port);
     }
