@@ -337,7 +337,8 @@ impl Conn {
             "PUT" => self.put(&req).await,
             other => Err(ApiError::Method(other.to_owned())),
         };
-        let close_anyway = !req.keep_alive;
+        // A GET or HEAD carrying a body (odd, but legal) leaves it unread.
+        let close_anyway = !req.keep_alive || (unread_body && req.method != "PUT");
         match result {
             Ok(Next::KeepAlive) if !close_anyway => Ok(Next::KeepAlive),
             Ok(_) => Ok(Next::Close),
