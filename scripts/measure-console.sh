@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace --bins --quiet
-cargo test --release -p backpack-console --test measure -- --ignored --nocapture --test-threads=1 2>&1 |
+cargo bench -p backpack-console --bench measure 2>&1 |
   grep -v '^\s*$' | grep -Ev '^(running|test result|     Running)' || true

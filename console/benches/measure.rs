@@ -1,6 +1,6 @@
-//! Measurements for issue 6's performance goals, run by hand (ignored by
-//! `cargo test`): `scripts/measure-console.sh`, or
-//! `cargo test --release -p backpack-console --test measure -- --ignored --nocapture --test-threads=1`
+//! Measurements for issue 6's performance goals (a benchmark, not a test):
+//! `scripts/measure-console.sh`, or
+//! `cargo bench -p backpack-console --bench measure [large|idle]`
 //!
 //! - `large_cluster`: 1,000 shards and 3,000 servers in a real ZooKeeper:
 //!   key-to-screen in process (update + render), key-to-screen of the real
@@ -133,8 +133,6 @@ async fn set(zk: &Zk, name: &str, data: Vec<u8>) {
         .unwrap();
 }
 
-#[test]
-#[ignore]
 fn large_cluster() {
     // 1. In process: update + render of a key press on a 200x50 screen.
     let mut s = State::new(demo::config(), T0);
@@ -300,8 +298,6 @@ impl Drop for Proc {
     }
 }
 
-#[test]
-#[ignore]
 fn idle_demo_cluster() {
     let (Some(zk_server), Some(redis)) = (ZkServer::start(), RedisServer::start()) else {
         return;
@@ -380,4 +376,19 @@ fn idle_demo_cluster() {
     println!("  CPU over 30 s: {cpu:.2}%");
     println!("  memory: RSS {rss:.1} MiB, peak {peak:.1} MiB");
     assert!(cpu < 5.0, "idle CPU {cpu:.2}%");
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other word picks one measurement.
+    let pick: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wants = |name: &str| pick.is_empty() || pick.iter().any(|p| name.starts_with(p.as_str()));
+    if wants("large") {
+        large_cluster();
+    }
+    if wants("idle") {
+        idle_demo_cluster();
+    }
 }
