@@ -586,6 +586,10 @@ impl State {
         let keys: Vec<String> = idx.iter().map(|&i| self.row_key(tab, i)).collect();
         let page = crate::view::page_rows(self, tab).max(1);
         let t = &mut self.tables[tab.index()];
+        if tab == Tab::Events && t.selected == 0 && t.desc {
+            // At the top of the newest-first log: stay on the newest entry.
+            t.selected_key = None;
+        }
         if let Some(k) = &t.selected_key
             && let Some(pos) = keys.iter().position(|x| x == k)
         {
