@@ -10,6 +10,34 @@ use backpack_tests::{bin, free_port, require, shared_zk, unique_root, wait_until
 
 use crate::common::{TestNode, eventually, init_root};
 
+/// Two storage nodes, servers 1 and 2, making up shard 1 (read-only).
+async fn two_node_shard(zk: &backpack_shared::zk::Zk) -> (TestNode, TestNode) {
+    let (a, b) = (TestNode::start().await, TestNode::start().await);
+    for (id, n) in [("1", &a), ("2", &b)] {
+        let addr = HostPort {
+            host: "127.0.0.1".into(),
+            port: n.addr.port(),
+        };
+        zk.apply(&MapOp::AddServer {
+            id: id.into(),
+            addr,
+            replace: false,
+        })
+        .await
+        .unwrap();
+    }
+    let nodes = vec!["1".into(), "2".into()];
+    zk.apply(&MapOp::AddShard {
+        id: "1".into(),
+        nodes,
+        capacity: 1 << 30,
+        replace: false,
+    })
+    .await
+    .unwrap();
+    (a, b)
+}
+
 fn nginx() -> Option<&'static str> {
     ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
@@ -85,28 +113,7 @@ async fn nginx_serves_a_shard_with_one_node_down() {
     let Some(zks) = shared_zk() else { return };
     let root = unique_root("nginx");
     let zk = init_root(&zks.addr(), &root, "q", &["127.0.0.1:1".into()]).await;
-    let mut a = TestNode::start().await;
-    let b = TestNode::start().await;
-    for (id, n) in [("1", &a), ("2", &b)] {
-        let addr = HostPort {
-            host: "127.0.0.1".into(),
-            port: n.addr.port(),
-        };
-        zk.apply(&MapOp::AddServer {
-            id: id.into(),
-            addr,
-            replace: false,
-        })
-        .await
-        .unwrap();
-    }
-    let op = MapOp::AddShard {
-        id: "1".into(),
-        nodes: vec!["1".into(), "2".into()],
-        capacity: 1 << 30,
-        replace: false,
-    };
-    zk.apply(&op).await.unwrap();
+    let (mut a, b) = two_node_shard(&zk).await;
 
     let port = free_port();
     let out = Command::new(bin("backpack-coordinator-nginx-config"))
@@ -251,28 +258,7 @@ async fn the_coordinator_serves_reads_from_any_node_of_the_shard() {
     };
     let root = unique_root("read");
     let zk = init_root(&zks.addr(), &root, "readq", &[redis.addr()]).await;
-    let mut a = TestNode::start().await;
-    let b = TestNode::start().await;
-    for (id, n) in [("1", &a), ("2", &b)] {
-        let addr = HostPort {
-            host: "127.0.0.1".into(),
-            port: n.addr.port(),
-        };
-        zk.apply(&MapOp::AddServer {
-            id: id.into(),
-            addr,
-            replace: false,
-        })
-        .await
-        .unwrap();
-    }
-    let op = MapOp::AddShard {
-        id: "1".into(),
-        nodes: vec!["1".into(), "2".into()],
-        capacity: 1 << 30,
-        replace: false,
-    };
-    zk.apply(&op).await.unwrap();
+    let (mut a, b) = two_node_shard(&zk).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let c = coordinator::start(

@@ -10,18 +10,7 @@ use backpack_shared::zk::{ConnState, NodeData, Zk, ZkConfig};
 use backpack_tests::{ZkServer, shared_zk, unique_root};
 
 async fn init(addr: &str, root: &str) -> Zk {
-    let zk = Zk::connect(ZkConfig::new(addr, root)).await.unwrap();
-    zk.create_root().await.unwrap();
-    zk.create_if_missing(paths::SERVERS_MAP, b"{}")
-        .await
-        .unwrap();
-    zk.create_if_missing(paths::SHARDS_MAP, b"{}")
-        .await
-        .unwrap();
-    zk.create_if_missing(paths::QUEUE, br#"{"key":"q","servers":[]}"#)
-        .await
-        .unwrap();
-    zk
+    crate::common::init_root(addr, root, "q", &[]).await
 }
 
 fn add_server(id: usize) -> MapOp {
