@@ -97,8 +97,8 @@ async fn main() -> anyhow::Result<()> {
             );
             let report = bench::http(opts, |p| {
                 println!(
-                    "{:>13} {:<3} {:>6} req in {:>6.2} s = {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  server cpu {:>5.0} us/req",
-                    p.server, p.op, p.requests, p.secs, p.rate(), p.p50_ms, p.p99_ms, p.cpu_us_per_req
+                    "{:>13} {:<3} {:>6} req in {:>6.2} s = {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  server cpu {:>4.0} us/req  client cpu {:>4.0} us/req",
+                    p.server, p.op, p.requests, p.secs, p.rate(), p.p50_ms, p.p99_ms, p.cpu_us_per_req, p.client_cpu_us_per_req
                 );
             })
             .await?;
@@ -112,10 +112,13 @@ async fn main() -> anyhow::Result<()> {
                     node / nginx
                 );
                 let cpu = |s| report.median_of(s, op, |p| p.cpu_us_per_req);
+                let client = |s| report.median_of(s, op, |p| p.client_cpu_us_per_req);
                 println!(
-                    "{op}: server CPU per request: backpack-node {:.0} us, nginx {:.0} us",
+                    "{op}: CPU per request: server: backpack-node {:.0} us, nginx {:.0} us; load generator: {:.0} us against backpack-node, {:.0} us against nginx",
                     cpu("backpack-node"),
-                    cpu("nginx")
+                    cpu("nginx"),
+                    client("backpack-node"),
+                    client("nginx")
                 );
             }
         }

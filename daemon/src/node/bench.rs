@@ -48,6 +48,8 @@ pub struct Phase {
     /// processes), in microseconds: a figure that other load on the
     /// machine disturbs less than req/s.
     pub cpu_us_per_req: f64,
+    /// CPU time the load generator (this process) used per request.
+    pub client_cpu_us_per_req: f64,
 }
 
 impl Phase {
@@ -133,6 +135,19 @@ fn cpu_secs(pid: u32) -> f64 {
         }
     }
     total
+}
+
+/// CPU seconds used so far by this process alone.
+fn own_cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn free_port() -> Result<u16> {
@@ -255,20 +270,21 @@ fn start_node(opts: &HttpOptions, dir: &Path) -> Result<Server> {
     })
 }
 
-/// Runs `total` requests from `concurrency` workers; `make(i)` builds
-/// request `i`. Returns the phase timing.
+/// Runs requests `first..first + count` from `concurrency` workers;
+/// `make(i)` builds request `i`. Returns the wall time and the latencies
+/// (ms).
 async fn load<F, Fut>(
-    server: &'static str,
-    op: &'static str,
-    total: usize,
+    first: usize,
+    count: usize,
     concurrency: usize,
     make: F,
-) -> Result<Phase>
+) -> Result<(f64, Vec<f64>)>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send,
 {
-    let next = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(first));
+    let end = first + count;
     let make = Arc::new(make);
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
@@ -278,7 +294,7 @@ where
                 let mut lat = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
+                    if i >= end {
                         return Ok::<_, anyhow::Error>(lat);
                     }
                     let t = Instant::now();
@@ -288,23 +304,59 @@ where
             })
         })
         .collect();
-    let mut lat = Vec::with_capacity(total);
+    let mut lat = Vec::with_capacity(count);
     for w in workers {
         lat.extend(w.await??);
     }
-    let secs = started.elapsed().as_secs_f64();
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)));
-    Ok(Phase {
-        server,
-        op,
-        requests: total,
-        secs,
-        p50_ms: pct(0.5).copied().unwrap_or(0.0),
-        p99_ms: pct(0.99).copied().unwrap_or(0.0),
-        cpu_us_per_req: 0.0,
-    })
+    Ok((started.elapsed().as_secs_f64(), lat))
 }
+
+/// Sums slices of one server's phase into a [`Phase`].
+#[derive(Default)]
+struct Acc {
+    secs: f64,
+    cpu: f64,
+    client_cpu: f64,
+    lat: Vec<f64>,
+}
+
+impl Acc {
+    fn phase(mut self, server: &'static str, op: &'static str) -> Phase {
+        self.lat.sort_by(f64::total_cmp);
+        let n = self.lat.len();
+        let pct = |p: f64| {
+            self.lat
+                .get(((n as f64 * p) as usize).min(n.saturating_sub(1)))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        Phase {
+            server,
+            op,
+            requests: n,
+            secs: self.secs,
+            p50_ms: pct(0.5),
+            p99_ms: pct(0.99),
+            cpu_us_per_req: self.cpu * 1e6 / n.max(1) as f64,
+            client_cpu_us_per_req: self.client_cpu * 1e6 / n.max(1) as f64,
+        }
+    }
+}
+
+/// The order of the servers in a slice: alternating who goes first, so
+/// neither always meets a warmer or dirtier page cache.
+fn order(slice: usize, n: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    if slice % 2 == 1 {
+        v.reverse();
+    }
+    v
+}
+
+/// Each phase is cut into this many slices, run alternately against the
+/// two servers, so that load from elsewhere on the machine falls on both
+/// alike.
+const SLICES: usize = 5;
 
 /// The HTTP benchmark; calls `progress` after every phase.
 pub async fn http(opts: HttpOptions, mut progress: impl FnMut(&Phase)) -> Result<HttpReport> {
@@ -334,62 +386,83 @@ pub async fn http(opts: HttpOptions, mut progress: impl FnMut(&Phase)) -> Result
     );
     let mut report = HttpReport::default();
     for round in 0..opts.rounds {
-        // Alternate who goes first, so neither always meets a warmer or
-        // dirtier page cache.
-        let mut targets = [
+        let targets = [
             (nginx.name, nginx.addr, nginx.child.id()),
             (node.name, node.addr, node.child.id()),
         ];
-        if round % 2 == 1 {
-            targets.reverse();
-        }
         let targets: Vec<_> = targets
             .into_iter()
             .filter(|t| !opts.node_only || t.0 == "backpack-node")
             .collect();
-        for &(server, addr, pid) in &targets {
-            let (client, bodies) = (client.clone(), bodies.clone());
-            let cpu = cpu_secs(pid);
-            let mut phase = load(server, "PUT", opts.files, opts.concurrency, move |i| {
-                let req = client
-                    .put(format!("http://{addr}/bench/r{round}/f{i:06}.jpg"))
-                    .body(bodies[i % bodies.len()].clone());
-                async move {
-                    let r = req.send().await?;
-                    if !r.status().is_success() {
-                        bail!("PUT to {server}: {}", r.status());
+        let mut puts: Vec<Acc> = targets.iter().map(|_| Acc::default()).collect();
+        let per = opts.files.div_ceil(SLICES);
+        for slice in 0..SLICES {
+            let first = slice * per;
+            let count = per.min(opts.files.saturating_sub(first));
+            for k in order(slice, targets.len()) {
+                let (server, addr, pid) = targets[k];
+                let (client, bodies) = (client.clone(), bodies.clone());
+                let (cpu, own) = (cpu_secs(pid), own_cpu_secs());
+                let (secs, lat) = load(first, count, opts.concurrency, move |i| {
+                    let req = client
+                        .put(format!("http://{addr}/bench/r{round}/f{i:06}.jpg"))
+                        .body(bodies[i % bodies.len()].clone());
+                    async move {
+                        let r = req.send().await?;
+                        if !r.status().is_success() {
+                            bail!("PUT to {server}: {}", r.status());
+                        }
+                        Ok(())
                     }
-                    Ok(())
-                }
-            })
-            .await?;
-            phase.cpu_us_per_req = (cpu_secs(pid) - cpu) * 1e6 / phase.requests as f64;
+                })
+                .await?;
+                puts[k].cpu += cpu_secs(pid) - cpu;
+                puts[k].client_cpu += own_cpu_secs() - own;
+                puts[k].secs += secs;
+                puts[k].lat.extend(lat);
+            }
+        }
+        for (k, acc) in puts.into_iter().enumerate() {
+            let phase = acc.phase(targets[k].0, "PUT");
             progress(&phase);
             report.phases.push(phase);
         }
-        for &(server, addr, pid) in &targets {
-            let client = client.clone();
-            let (files, size) = (opts.files, opts.file_size);
-            let cpu = cpu_secs(pid);
-            let mut phase = load(server, "GET", opts.gets, opts.concurrency, move |i| {
-                // Spread over the files of this round, in an order that is
-                // not sequential.
-                let f = (i.wrapping_mul(7919)) % files;
-                let req = client.get(format!("http://{addr}/bench/r{round}/f{f:06}.jpg"));
-                async move {
-                    let r = req.send().await?;
-                    if r.status() != 200 {
-                        bail!("GET from {server}: {}", r.status());
+        let mut gets: Vec<Acc> = targets.iter().map(|_| Acc::default()).collect();
+        let per = opts.gets.div_ceil(SLICES);
+        for slice in 0..SLICES {
+            let first = slice * per;
+            let count = per.min(opts.gets.saturating_sub(first));
+            for k in order(slice, targets.len()) {
+                let (server, addr, pid) = targets[k];
+                let client = client.clone();
+                let (files, size) = (opts.files, opts.file_size);
+                let (cpu, own) = (cpu_secs(pid), own_cpu_secs());
+                let (secs, lat) = load(first, count, opts.concurrency, move |i| {
+                    // Spread over the files of this round, in an order that
+                    // is not sequential.
+                    let f = (i.wrapping_mul(7919)) % files;
+                    let req = client.get(format!("http://{addr}/bench/r{round}/f{f:06}.jpg"));
+                    async move {
+                        let r = req.send().await?;
+                        if r.status() != 200 {
+                            bail!("GET from {server}: {}", r.status());
+                        }
+                        let n = r.bytes().await?.len();
+                        if n != size {
+                            bail!("GET from {server}: {n} bytes instead of {size}");
+                        }
+                        Ok(())
                     }
-                    let n = r.bytes().await?.len();
-                    if n != size {
-                        bail!("GET from {server}: {n} bytes instead of {size}");
-                    }
-                    Ok(())
-                }
-            })
-            .await?;
-            phase.cpu_us_per_req = (cpu_secs(pid) - cpu) * 1e6 / phase.requests as f64;
+                })
+                .await?;
+                gets[k].cpu += cpu_secs(pid) - cpu;
+                gets[k].client_cpu += own_cpu_secs() - own;
+                gets[k].secs += secs;
+                gets[k].lat.extend(lat);
+            }
+        }
+        for (k, acc) in gets.into_iter().enumerate() {
+            let phase = acc.phase(targets[k].0, "GET");
             progress(&phase);
             report.phases.push(phase);
         }
