@@ -7,24 +7,28 @@
 //! - [`live`]: the servers map and the queue, followed live from
 //!   ZooKeeper; a changed queue znode rebuilds the [`Queue`] on the same
 //!   Redis connections.
-//! - [`worker`]: `concurrency` workers, each popping a task (locked by the
-//!   original's ephemeral znode), copying, then marking it done or failed.
-//!   A failure records the attempt and the error on the task; after
-//!   `max_attempts` it moves to the dead-letter set ([`dead`] is the admin
-//!   command over it).
+//! - [`worker`]: claimers take tasks ahead of the copiers in batches
+//!   (locked by the original's ephemeral znodes, one ZooKeeper request per
+//!   batch), `concurrency` copiers copy, a completer marks copies done in
+//!   batches. A failure records the attempt and the error on the task;
+//!   after `max_attempts` it moves to the dead-letter set ([`dead`] is the
+//!   admin command over it).
 //! - [`copy`]: the streaming GET-into-PUT of one file, on one shared,
 //!   uncapped connection pool.
 //! - [`stats`]: counters, the `<root>/replicators/<host:pid>` announcement
 //!   and the Prometheus text of `--metrics-listen`.
+//! - [`bench`]: the `backpack-bench-replicator` benchmark.
 //!
-//! Session loss: workers pause while ZooKeeper is disconnected; at expiry
+//! Session loss: claimers pause while ZooKeeper is disconnected; at expiry
 //! a copy in flight is abandoned (its lock vanished with the session, so
 //! another worker may already be copying it) and never marked done.
 //!
-//! Shutdown: workers stop taking tasks, in-flight copies get until the
-//! deadline to finish; then the rest are cut and their locks released,
-//! the announcement is removed and the session closed.
+//! Shutdown: claimers stop taking tasks (the ones claimed ahead are
+//! released), in-flight copies get until the deadline to finish; then the
+//! rest are cut and their locks released, the announcement is removed and
+//! the session closed.
 
+pub mod bench;
 pub mod cli;
 pub mod copy;
 pub mod dead;
@@ -178,6 +182,7 @@ impl Replicator {
         };
         let tracker = TaskTracker::new();
         let hard_stop = CancellationToken::new();
+        let mut handoff = None;
         if ok {
             let wake = Arc::new(tokio::sync::Notify::new());
             tokio::spawn(worker::relay_wakeups(
@@ -195,9 +200,26 @@ impl Replicator {
                 shutdown: shutdown.clone(),
                 hard_stop: hard_stop.clone(),
             });
-            for n in 0..config.concurrency {
-                tracker.spawn(worker::work(n, ctx.clone()));
+            // Claimed ahead: twice the copiers, so batches of claims arrive
+            // before the copiers run dry; as many waiting to be marked done
+            // (see worker).
+            let c = config.concurrency;
+            let (claimed_tx, claimed_rx) = tokio::sync::mpsc::channel(4 * c);
+            let claimed_rx: worker::Shared<worker::Popped> =
+                Arc::new(tokio::sync::Mutex::new(claimed_rx));
+            handoff = Some(claimed_rx.clone());
+            let (done_tx, done_rx) = tokio::sync::mpsc::channel(4 * c);
+            tracker.spawn(worker::claimer(ctx.clone(), claimed_tx, tracker.clone()));
+            for n in 0..c {
+                tracker.spawn(worker::copier(
+                    n,
+                    ctx.clone(),
+                    claimed_rx.clone(),
+                    done_tx.clone(),
+                ));
             }
+            drop(done_tx);
+            tracker.spawn(worker::completer(ctx.clone(), done_rx, tracker.clone()));
             info!(
                 concurrency = config.concurrency,
                 max_attempts = config.max_attempts,
@@ -230,6 +252,10 @@ impl Replicator {
             {
                 warn!("workers did not stop; closing the ZooKeeper session drops their locks");
             }
+        }
+        if let Some(rx) = handoff {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), worker::release_unstarted(&rx)).await;
         }
         background.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(3), announcer).await;

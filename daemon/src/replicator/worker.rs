@@ -1,18 +1,32 @@
-//! One worker: pop a task, copy the file, mark it done or failed, repeat.
+//! The work, in three stages joined by bounded channels:
 //!
-//! A worker never busy-loops: an empty queue waits for a wake-up (a push
-//! published by our coordinators, relayed to one idle worker at a time) or
-//! the slow poll; errors back off exponentially; a lost ZooKeeper
-//! connection pauses it until the session is back.
+//! 1. [`claimer`]s take tasks from the queue ahead of the copiers, a batch
+//!    at a time (one ZooKeeper request locks the whole batch), never more
+//!    than the hand-off channel holds;
+//! 2. `concurrency` [`copier`]s copy the files, one each at a time;
+//! 3. [`completer`]s mark copied tasks done, a batch at a time (one
+//!    ZooKeeper read checks the locks, one write deletes them).
+//!
+//! Why: each queue operation costs ZooKeeper requests (the original's
+//! lock create and delete). Done in turn with each copy, one request per
+//! lock, ZooKeeper's latency and CPU, not the storage nodes, set the pace
+//! (see `backpack_shared::queue::batch`). Locks held at once stay bounded:
+//! the copies, the hand-off channel and the completion channel.
+//!
+//! Nothing busy-loops: an empty queue waits for a wake-up (a push published
+//! by our coordinators, relayed to one idle claimer at a time) or the slow
+//! poll; errors back off exponentially; a lost ZooKeeper connection pauses
+//! the claimers until the session is back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use backpack_shared::model::ReplicationTask;
-use backpack_shared::queue::{Claim, FailOutcome, QueueError};
+use backpack_shared::queue::{Claim, FailOutcome};
 use backpack_shared::zk::{ConnState, Zk};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use super::ReplicatorConfig;
@@ -27,7 +41,7 @@ pub(crate) struct Ctx {
     pub config: ReplicatorConfig,
     pub stats: Arc<Stats>,
     pub active: watch::Receiver<Option<Arc<Active>>>,
-    /// Wake-ups relayed from the queue's channel, one idle worker each.
+    /// Wake-ups relayed from the queue's channel, one idle claimer each.
     pub wake: Arc<Notify>,
     /// Stop taking tasks (shutdown asked).
     pub shutdown: CancellationToken,
@@ -68,29 +82,26 @@ impl Backoff {
     }
 }
 
-fn session_of(state: &ConnState) -> Option<i64> {
+/// Whether the session `session` is gone for good in `state`: expired,
+/// closed or replaced (a disconnected session may still come back).
+fn session_gone(state: &ConnState, session: i64) -> bool {
     match state {
-        ConnState::Connected { session_id } => Some(*session_id),
-        _ => None,
+        ConnState::Connected { session_id } => *session_id != session,
+        ConnState::Disconnected { .. } => false,
+        ConnState::Expired { .. } | ConnState::Closed => true,
     }
 }
 
 /// Resolves when the session `session` is gone for good (expired, closed
 /// or replaced): the locks it held have vanished.
-async fn session_lost(mut state: watch::Receiver<ConnState>, session: Option<i64>) {
-    let _ = state
-        .wait_for(|s| match s {
-            ConnState::Expired { .. } | ConnState::Closed => true,
-            ConnState::Connected { session_id } => Some(*session_id) != session,
-            ConnState::Disconnected { .. } => false,
-        })
-        .await;
+async fn session_lost(mut state: watch::Receiver<ConnState>, session: i64) {
+    let _ = state.wait_for(|s| session_gone(s, session)).await;
 }
 
-/// Forwards each wake-up of the current queue to one idle worker; the
-/// worker that finds a task passes the wake-up on (see [`work`]), so a
-/// burst of pushes reaches as many workers as there are tasks without
-/// waking every idle worker for every push.
+/// Forwards each wake-up of the current queue to one idle claimer; a
+/// claimer that finds tasks passes the wake-up on (see `take`), so a burst
+/// of pushes reaches as many claimers as it needs without waking every
+/// idle one for every push.
 pub(crate) async fn relay_wakeups(
     mut active: watch::Receiver<Option<Arc<Active>>>,
     local: Arc<Notify>,
@@ -126,198 +137,397 @@ impl Ctx {
     }
 }
 
-/// The worker loop; returns at shutdown (after its in-flight copy).
-pub(crate) async fn work(n: usize, ctx: Arc<Ctx>) {
+/// A task taken from the queue and locked.
+pub(crate) struct Popped {
+    active: Arc<Active>,
+    claim: Claim,
+}
+
+/// A copied task on its way to a completer.
+pub(crate) struct Copy {
+    popped: Popped,
+    task: ReplicationTask,
+    bytes: u64,
+}
+
+/// A channel's receiving end shared by several tasks.
+pub(crate) type Shared<T> = Arc<tokio::sync::Mutex<mpsc::Receiver<T>>>;
+
+/// Most tasks claimed, or marked done, in one batch.
+const BATCH: usize = 64;
+
+/// How long a completion batch may wait to fill up to [`LINGER_UNTIL`].
+const LINGER: Duration = Duration::from_millis(10);
+const LINGER_UNTIL: usize = 32;
+
+/// Batches of claims or completions in flight at once. While they are,
+/// the next batch grows: batches are as large as the load makes them (one
+/// task when idle, so no added latency), with no timer.
+const IN_FLIGHT: usize = 2;
+
+/// The claimer: takes as many tasks as the hand-off channel has free slots
+/// for (up to [`BATCH`]), so that the tasks claimed but not yet copying
+/// never outnumber the channel's size; up to [`IN_FLIGHT`] batches at once.
+pub(crate) async fn claimer(ctx: Arc<Ctx>, tx: mpsc::Sender<Popped>, tracker: TaskTracker) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut n = 0;
+    loop {
+        let (turn, first) = tokio::select! {
+            r = async {
+                let turn = in_flight.clone().acquire_owned().await;
+                let first = tx.clone().reserve_owned().await;
+                (turn, first)
+            } => match r {
+                (Ok(t), Ok(f)) => (t, f),
+                _ => break,
+            },
+            _ = ctx.shutdown.cancelled() => break,
+        };
+        // Claim once half the channel is free (bigger batches, fewer
+        // ZooKeeper requests), or at once when the copiers have nothing
+        // queued.
+        let want = (tx.max_capacity() / 2).clamp(1, BATCH);
+        let mut slots = vec![first];
+        loop {
+            while slots.len() < BATCH {
+                match tx.clone().try_reserve_owned() {
+                    Ok(s) => slots.push(s),
+                    Err(_) => break,
+                }
+            }
+            let queued = tx.max_capacity() - tx.capacity() - slots.len();
+            if slots.len() >= want || queued == 0 {
+                break;
+            }
+            tokio::select! {
+                s = tx.clone().reserve_owned() => match s {
+                    Ok(s) => slots.push(s),
+                    Err(_) => break,
+                },
+                _ = ctx.shutdown.cancelled() => break,
+            }
+        }
+        n += 1;
+        let ctx = ctx.clone();
+        tracker.spawn(async move {
+            let mut backoff = Backoff::new(ctx.config.backoff_min, ctx.config.backoff_max);
+            let mut last_error = None;
+            if let Some(popped) = take(n, &ctx, slots.len(), &mut backoff, &mut last_error).await {
+                for (slot, p) in slots.into_iter().zip(popped) {
+                    slot.send(p);
+                }
+            }
+            drop(turn);
+        });
+    }
+    debug!("claimer stopped");
+}
+
+/// A copier: copies the claimed tasks' files one at a time and hands the
+/// copied ones to the completers; a failed one records the attempt and
+/// backs off. Returns at shutdown after its copy in flight.
+pub(crate) async fn copier(n: usize, ctx: Arc<Ctx>, rx: Shared<Popped>, done: mpsc::Sender<Copy>) {
     let mut backoff = Backoff::new(ctx.config.backoff_min, ctx.config.backoff_max);
-    let mut last_error: Option<String> = None;
+    loop {
+        let next = tokio::select! {
+            p = async { rx.lock().await.recv().await } => p,
+            _ = ctx.shutdown.cancelled() => None,
+        };
+        let Some(popped) = next else { break };
+        if ctx.shutdown.is_cancelled() {
+            popped.active.queue.release(&popped.claim).await;
+            break;
+        }
+        // Claimed ahead by a session that is gone: the lock is no longer ours.
+        if session_gone(&ctx.zk.state().borrow(), popped.claim.session()) {
+            ctx.stats.abandoned();
+            continue;
+        }
+        match copy(&ctx, &popped).await {
+            Copied::Ok { task, bytes } => {
+                backoff.reset();
+                if let Err(e) = done
+                    .send(Copy {
+                        popped,
+                        task,
+                        bytes,
+                    })
+                    .await
+                {
+                    // No completer left (cannot happen before the copiers
+                    // stop): release rather than leave the lock.
+                    let c = e.0;
+                    c.popped.active.queue.release(&c.popped.claim).await;
+                    break;
+                }
+            }
+            Copied::Failed { task, error } => {
+                fail(&ctx, &popped, task.as_ref(), error).await;
+                if !ctx.pause(backoff.next()).await {
+                    break;
+                }
+            }
+            Copied::Abandoned => {}
+            Copied::Stopped => break,
+        }
+    }
+    debug!(copier = n, "copier stopped");
+}
+
+/// The completer: marks copied tasks done, every task waiting at once in
+/// one batch (up to [`BATCH`]), up to [`IN_FLIGHT`] batches at once. Runs
+/// until every copier has stopped.
+pub(crate) async fn completer(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Copy>, tracker: TaskTracker) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        let Ok(turn) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let mut batch = match rx.recv().await {
+            Some(c) => vec![c],
+            None => break,
+        };
+        // Under load, let a batch fill for a moment: fewer ZooKeeper
+        // requests. The files are already on their nodes; only the queue's
+        // bookkeeping waits.
+        let linger = tokio::time::sleep(LINGER);
+        tokio::pin!(linger);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if batch.len() >= LINGER_UNTIL || ctx.shutdown.is_cancelled() {
+                        break;
+                    }
+                    tokio::select! {
+                        c = rx.recv() => match c {
+                            Some(c) => batch.push(c),
+                            None => break,
+                        },
+                        _ = &mut linger => break,
+                    }
+                }
+            }
+        }
+        let ctx = ctx.clone();
+        tracker.spawn(async move {
+            // Tasks claimed before a reconfiguration belong to the old queue.
+            while !batch.is_empty() {
+                let active = batch[0].popped.active.clone();
+                let (same, rest): (Vec<Copy>, Vec<Copy>) = batch
+                    .into_iter()
+                    .partition(|c| Arc::ptr_eq(&c.popped.active, &active));
+                finish(&ctx, &active, &same).await;
+                batch = rest;
+            }
+            drop(turn);
+        });
+    }
+}
+
+/// Releases the tasks claimed but never copied (at shutdown).
+pub(crate) async fn release_unstarted(rx: &Shared<Popped>) {
+    let mut rx = rx.lock().await;
+    rx.close();
+    while let Some(p) = rx.recv().await {
+        p.active.queue.release(&p.claim).await;
+    }
+}
+
+/// Takes up to `max` tasks, waiting as long as it takes: while the session
+/// is not connected (a lock taken now could not be trusted), for a
+/// configuration, for a wake-up or the slow poll when the queue is empty,
+/// with backoff on errors. `None` at shutdown.
+async fn take(
+    n: usize,
+    ctx: &Ctx,
+    max: usize,
+    backoff: &mut Backoff,
+    last_error: &mut Option<String>,
+) -> Option<Vec<Popped>> {
     let mut active_rx = ctx.active.clone();
     let mut state = ctx.zk.state();
     loop {
         if ctx.shutdown.is_cancelled() {
-            break;
+            return None;
         }
-        // Pause while the session is not connected: a lock taken now could
-        // not be trusted, and every request would just time out.
         if !state.borrow_and_update().is_connected() {
             tokio::select! {
                 _ = state.wait_for(|s| s.is_connected()) => {}
-                _ = ctx.shutdown.cancelled() => break,
+                _ = ctx.shutdown.cancelled() => return None,
             }
             continue;
         }
         let Some(active) = active_rx.borrow_and_update().clone() else {
             tokio::select! {
                 _ = active_rx.changed() => {}
-                _ = ctx.shutdown.cancelled() => break,
+                _ = ctx.shutdown.cancelled() => return None,
             }
             continue;
         };
-        match active.queue.pop().await {
+        match active.queue.pop_many(max).await {
             Err(e) => {
                 let msg = e.to_string();
                 if last_error.as_deref() != Some(msg.as_str()) {
-                    warn!(worker = n, error = %msg, "cannot take a task from the queue; retrying");
-                    last_error = Some(msg);
+                    warn!(claimer = n, error = %msg, "cannot take tasks from the queue; retrying");
+                    *last_error = Some(msg);
                 } else {
-                    debug!(worker = n, error = %msg, "queue still failing");
+                    debug!(claimer = n, error = %msg, "queue still failing");
                 }
                 if !ctx.pause(backoff.next()).await {
-                    break;
+                    return None;
                 }
             }
-            Ok(None) => {
+            Ok(claims) if claims.is_empty() => {
                 if last_error.take().is_some() {
-                    info!(worker = n, "queue reachable again");
+                    info!(claimer = n, "queue reachable again");
                 }
                 tokio::select! {
                     _ = ctx.wake.notified() => {}
                     _ = tokio::time::sleep(ctx.config.poll_interval) => {}
-                    _ = ctx.shutdown.cancelled() => break,
+                    _ = ctx.shutdown.cancelled() => return None,
                 }
             }
-            Ok(Some(claim)) => {
+            Ok(claims) => {
                 if last_error.take().is_some() {
-                    info!(worker = n, "queue reachable again");
+                    info!(claimer = n, "queue reachable again");
                 }
-                // There may be more: hand the wake-up on to an idle worker.
+                backoff.reset();
+                // There may be more: hand the wake-up on to an idle claimer.
                 ctx.wake.notify_one();
-                let session = session_of(&state.borrow());
-                match process(&ctx, &active, claim, session).await {
-                    Outcome::Done | Outcome::Abandoned => backoff.reset(),
-                    Outcome::Failed => {
-                        if !ctx.pause(backoff.next()).await {
-                            break;
-                        }
-                    }
-                    Outcome::Stopped => break,
-                }
+                return Some(
+                    claims
+                        .into_iter()
+                        .map(|claim| Popped {
+                            active: active.clone(),
+                            claim,
+                        })
+                        .collect(),
+                );
             }
         }
     }
-    debug!(worker = n, "worker stopped");
 }
 
-enum Outcome {
-    Done,
-    Failed,
+enum Copied {
+    Ok {
+        task: ReplicationTask,
+        bytes: u64,
+    },
+    Failed {
+        task: Option<ReplicationTask>,
+        error: TaskError,
+    },
     /// The lock is gone (session lost): nothing more to do for this task.
     Abandoned,
     /// Cut by the shutdown deadline; the lock was released.
     Stopped,
 }
 
-async fn process(ctx: &Ctx, active: &Active, claim: Claim, session: Option<i64>) -> Outcome {
+/// Copies a task's file, unless the session (and with it the lock) is
+/// lost first or the shutdown deadline passes.
+async fn copy(ctx: &Ctx, p: &Popped) -> Copied {
     let _in_flight = ctx.stats.start();
-    let task = match ReplicationTask::decode(&claim.item) {
+    let task = match ReplicationTask::decode(&p.claim.item) {
         Ok(t) => t,
         Err(e) => {
-            return fail(
-                ctx,
-                active,
-                &claim,
-                None,
-                TaskError::Undecodable(e.to_string()),
-            )
-            .await;
+            return Copied::Failed {
+                task: None,
+                error: TaskError::Undecodable(e.to_string()),
+            };
         }
     };
-    let lost = session_lost(ctx.zk.state(), session);
-    let result = tokio::select! {
-        r = replicate(&ctx.client, &active.servers, &task) => r,
+    let lost = session_lost(ctx.zk.state(), p.claim.session());
+    tokio::select! {
+        r = replicate(&ctx.client, &p.active.servers, &task) => match r {
+            Ok(bytes) => Copied::Ok { task, bytes },
+            Err(error) => Copied::Failed { task: Some(task), error },
+        },
         _ = lost => {
             ctx.stats.abandoned();
             warn!(path = %task.path, to = %task.to, "ZooKeeper session lost mid-copy; abandoning the task (its lock vanished; a worker will copy it again)");
-            return Outcome::Abandoned;
+            Copied::Abandoned
         }
         _ = ctx.hard_stop.cancelled() => {
             ctx.stats.abandoned();
-            active.queue.release(&claim).await;
+            p.active.queue.release(&p.claim).await;
             info!(path = %task.path, to = %task.to, "shutdown deadline: copy cut, lock released; the task stays queued");
-            return Outcome::Stopped;
+            Copied::Stopped
         }
-    };
-    match result {
-        Ok(bytes) => finish(ctx, active, &claim, &task, bytes, session).await,
-        Err(e) => fail(ctx, active, &claim, Some(&task), e).await,
     }
 }
 
-/// Marks a copied task done, retrying transient ZooKeeper failures while
-/// the session lives; never from a session that lost the lock.
-async fn finish(
-    ctx: &Ctx,
-    active: &Active,
-    claim: &Claim,
-    task: &ReplicationTask,
-    bytes: u64,
-    session: Option<i64>,
-) -> Outcome {
+/// Marks copied tasks of one queue done, retrying transient ZooKeeper
+/// failures while the session lives; never from a session that lost the
+/// lock.
+async fn finish(ctx: &Ctx, active: &Active, batch: &[Copy]) {
+    let claims: Vec<_> = batch.iter().map(|c| c.popped.claim.clone()).collect();
+    let Some(session) = claims.first().map(|c| c.session()) else {
+        return;
+    };
     let mut pause = Duration::from_millis(100);
     loop {
-        match active.queue.done(claim).await {
-            Ok(()) => {
-                ctx.stats.copied(bytes);
-                debug!(path = %task.path, to = %task.to, bytes, "copied");
-                return Outcome::Done;
-            }
-            Err(QueueError::LockLost) => {
-                ctx.stats.abandoned();
-                warn!(path = %task.path, to = %task.to, "copied, but the lock was lost with the ZooKeeper session: not marking it done; a worker will copy it again");
-                return Outcome::Abandoned;
+        match active.queue.done_many(&claims).await {
+            Ok(done) => {
+                for (c, ok) in batch.iter().zip(done) {
+                    if ok {
+                        ctx.stats.copied(c.bytes);
+                        debug!(path = %c.task.path, to = %c.task.to, bytes = c.bytes, "copied");
+                    } else {
+                        ctx.stats.abandoned();
+                        warn!(path = %c.task.path, to = %c.task.to, "copied, but the lock was lost with the ZooKeeper session: not marking it done; a worker will copy it again");
+                    }
+                }
+                return;
             }
             Err(e) => {
-                warn!(path = %task.path, to = %task.to, error = %e, "copied, but cannot mark it done yet; retrying");
+                warn!(tasks = batch.len(), error = %e, "copied, but cannot mark them done yet; retrying");
             }
         }
-        let state = ctx.zk.state();
-        let gone = !matches!(
-            *state.borrow(),
-            ConnState::Connected { .. } | ConnState::Disconnected { .. }
-        ) || matches!(*state.borrow(), ConnState::Connected { session_id } if Some(session_id) != session);
-        if gone {
-            ctx.stats.abandoned();
-            warn!(path = %task.path, to = %task.to, "ZooKeeper session lost before the copy was marked done; a worker will copy it again");
-            return Outcome::Abandoned;
+        if session_gone(&ctx.zk.state().borrow(), session) {
+            for c in batch {
+                ctx.stats.abandoned();
+                warn!(path = %c.task.path, to = %c.task.to, "ZooKeeper session lost before the copy was marked done; a worker will copy it again");
+            }
+            return;
         }
         if ctx.hard_stop.is_cancelled() {
-            ctx.stats.abandoned();
-            active.queue.release(claim).await;
-            return Outcome::Stopped;
+            for c in &claims {
+                ctx.stats.abandoned();
+                active.queue.release(c).await;
+            }
+            return;
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
     }
 }
 
-async fn fail(
-    ctx: &Ctx,
-    active: &Active,
-    claim: &Claim,
-    task: Option<&ReplicationTask>,
-    e: TaskError,
-) -> Outcome {
+/// Records a failed attempt (and the error) on the task and unlocks it;
+/// after `max_attempts` the queue moves it to the dead-letter set.
+async fn fail(ctx: &Ctx, p: &Popped, task: Option<&ReplicationTask>, e: TaskError) {
     let max = ctx.config.max_attempts;
     // An error no retry can fix goes to the dead-letter set at once
     // (unless dead-lettering is off).
     let max = if e.is_permanent() && max > 0 { 1 } else { max };
     let msg = e.to_string();
     let (path, to) = task.map_or(("?", "?"), |t| (t.path.as_str(), t.to.as_str()));
-    match active.queue.failed(claim, &msg, max).await {
+    match p.active.queue.failed(&p.claim, &msg, max).await {
         Ok(FailOutcome::Retry { attempts }) => {
             ctx.stats.failed(false);
             warn!(%path, %to, attempts, error = %msg, "copy failed; the task stays queued for another try");
         }
         Ok(FailOutcome::Dead { attempts }) => {
             ctx.stats.failed(true);
-            error!(%path, %to, attempts, error = %msg, item = %claim.item, "copy failed too often; task moved to the dead-letter set (see backpack-replicator-dead)");
+            error!(%path, %to, attempts, error = %msg, item = %p.claim.item, "copy failed too often; task moved to the dead-letter set (see backpack-replicator-dead)");
         }
         Err(qe) => {
             ctx.stats.failed(false);
             warn!(%path, %to, error = %msg, queue_error = %qe, "copy failed, and recording the failure failed too; releasing the lock");
-            active.queue.release(claim).await;
+            p.active.queue.release(&p.claim).await;
         }
     }
-    Outcome::Failed
 }
 
 #[cfg(test)]

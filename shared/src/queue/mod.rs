@@ -23,11 +23,15 @@
 //! Items finished by an original replicator leave stale entries in
 //! `<key>:first`; readers check membership and clean them.
 //!
+//! Busy workers take and finish items in batches ([`Queue::pop_many`],
+//! [`Queue::done_many`]): same locks, one ZooKeeper request per batch.
+//!
 //! Fixes of the original's weak spots: pop and length look at every server
 //! (a server restarted empty hides nothing), every Redis call is bounded by
 //! a timeout (a dead server never stalls the others), and a task that keeps
 //! failing ends in the dead-letter set instead of cycling unseen.
 
+mod batch;
 mod redis_conn;
 
 use std::collections::BTreeMap;
@@ -88,6 +92,14 @@ pub struct Claim {
     session: i64,
 }
 
+impl Claim {
+    /// The ZooKeeper session holding the lock: the lock lives as long as
+    /// that session does.
+    pub fn session(&self) -> i64 {
+        self.session
+    }
+}
+
 /// Queue length, per server and overall (the largest per-server count:
 /// every server holds every item it took).
 #[derive(Debug, Clone, Default)]
@@ -133,6 +145,9 @@ struct Inner {
     servers: Vec<Server>,
     zk: Zk,
     worker_id: String,
+    /// Locks this queue holds now (lock path → session), so that
+    /// [`Queue::pop_many`] does not ask ZooKeeper for items it holds itself.
+    held: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 /// `hostname:pid`, the worker id the original writes into locks.
@@ -156,6 +171,7 @@ impl Queue {
                 servers,
                 zk,
                 worker_id: worker_id(),
+                held: Default::default(),
             }),
         }
     }
@@ -285,11 +301,14 @@ impl Queue {
             })
             .await;
         match r {
-            Ok(_) => Ok(Some(Claim {
-                item: item.to_string(),
-                lock_path: path,
-                session,
-            })),
+            Ok(_) => {
+                self.hold(&path, session);
+                Ok(Some(Claim {
+                    item: item.to_string(),
+                    lock_path: path,
+                    session,
+                }))
+            }
             Err(ZkError::Request {
                 source: zookeeper_client::Error::NodeExists,
                 ..
@@ -304,6 +323,7 @@ impl Queue {
     /// every worker for as long as this process runs. Never deletes the lock
     /// once the session changed: it may be another worker's by then.
     async fn unlock(&self, claim: &Claim) {
+        self.unhold(std::slice::from_ref(claim));
         let mut pause = Duration::from_millis(50);
         loop {
             match *self.inner.zk.state().borrow() {

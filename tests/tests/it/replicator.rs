@@ -14,77 +14,59 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use backpack_daemon::node::{NodeConfig, TIME_HEADER};
+use backpack_daemon::coordinator::{self, CoordinatorConfig};
+use backpack_daemon::node::TIME_HEADER;
 use backpack_daemon::replicator::{Counters, Replicator, ReplicatorConfig, Stats};
 use backpack_shared::model::{HostPort, QueueInfo, ReplicationTask, paths};
 use backpack_shared::ops::MapOp;
-use backpack_shared::queue::{Queue, RedisPool, worker_id};
+use backpack_shared::queue::{Queue, RedisPool, lock_name, worker_id};
 use backpack_shared::zk::{Zk, ZkConfig};
 use backpack_tests::{RedisServer, ZkServer, bin, free_port, shared_redis, shared_zk, unique_root};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::common::{self, TestNode};
+
 // ---------------------------------------------------------------- fixtures
 
-/// A storage node running in-process, stoppable and restartable on the same
-/// port and data directory.
+/// A storage node of the cluster under its server id: in-process
+/// ([`TestNode`], stoppable and restartable on the same port and data), or
+/// a real process the test runs itself (to SIGSTOP it).
 struct Node {
     id: String,
     port: u16,
-    dir: tempfile::TempDir,
-    stop: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    inner: Option<TestNode>,
 }
 
 impl Node {
     async fn start(id: &str) -> Node {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let mut node = Node {
+        let t = TestNode::start().await;
+        Node {
             id: id.into(),
-            port,
-            dir: tempfile::tempdir().unwrap(),
-            stop: CancellationToken::new(),
-            task: None,
-        };
-        node.serve(listener);
-        node
+            port: t.addr.port(),
+            inner: Some(t),
+        }
     }
 
-    fn serve(&mut self, listener: TcpListener) {
-        let mut config = NodeConfig::new(self.dir.path());
-        config.shutdown_timeout = Duration::from_secs(1);
-        config.volume_size = 64 << 20;
-        self.stop = CancellationToken::new();
-        let stop = self.stop.clone();
-        self.task = Some(tokio::spawn(async move {
-            backpack_daemon::node::run(listener, config, stop)
-                .await
-                .unwrap();
-        }));
+    fn external(id: &str, port: u16) -> Node {
+        Node {
+            id: id.into(),
+            port,
+            inner: None,
+        }
     }
 
     async fn down(&mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.task.take() {
-            t.await.unwrap();
+        if let Some(t) = &mut self.inner {
+            t.stop().await;
         }
     }
 
     async fn up(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let listener = loop {
-            match TcpListener::bind(("127.0.0.1", self.port)).await {
-                Ok(l) => break l,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("rebinding {}: {e}", self.port);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("cannot rebind port {}: {e}", self.port),
-            }
-        };
-        self.serve(listener);
+        if let Some(t) = &mut self.inner {
+            t.restart().await;
+        }
     }
 
     fn addr(&self) -> HostPort {
@@ -165,7 +147,7 @@ fn task(from: &[&Node], to: &Node, path: &str) -> String {
     .encode()
 }
 
-/// A cluster root: the nodes in servers-map (one shard of all of them) and
+/// A cluster root: the nodes in servers-map and
 /// a queue on the given Redis servers, plus the test's own session on it.
 struct Env {
     zk_addr: String,
@@ -181,8 +163,8 @@ async fn env(zk_addr: &str, name: &str, nodes: &[&Node], redis: &[u16]) -> Env {
     zk.create_root().await.unwrap();
     let servers: BTreeMap<String, HostPort> =
         nodes.iter().map(|n| (n.id.clone(), n.addr())).collect();
-    let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
-    let shards = serde_json::json!({ "1": { "nodes": ids } });
+    // The replicator reads no shard; tests that upload make their own.
+    let shards = serde_json::json!({});
     let info = QueueInfo {
         key: format!("q{}", root.replace('/', "-")),
         servers: redis
@@ -273,23 +255,16 @@ impl Running {
     }
 }
 
-/// Polls `f` every 50 ms until it holds; fails the test after `timeout`.
-async fn eventually<F, Fut>(timeout: Duration, what: &str, mut f: F)
+/// Waits for `f` to hold; fails the test, naming `what`, after `timeout`.
+async fn eventually<F, Fut>(timeout: Duration, what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        common::eventually(timeout, f).await,
+        "timed out after {timeout:?} waiting for {what}"
+    );
 }
 
 async fn queue_empty(q: &Queue) -> bool {
@@ -450,6 +425,155 @@ async fn every_node_holds_every_file_byte_for_byte() {
         env.zk.get(&name).await.unwrap().is_none(),
         "announcement removed at shutdown"
     );
+    env.zk.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_through_the_coordinator_reach_every_node_of_their_shard() {
+    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
+        return;
+    };
+    // Shard 1 on nodes 1 and 2, shard 2 on nodes 3, 4 and 5, both writable.
+    let mut nodes = Vec::new();
+    for id in 1..=5 {
+        nodes.push(Node::start(&id.to_string()).await);
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let env = env(&zks.addr(), "repl-e2e", &refs, &[redis.port]).await;
+    for (shard, members) in [("1", ["1", "2"].as_slice()), ("2", &["3", "4", "5"])] {
+        env.zk
+            .apply(&MapOp::AddShard {
+                id: shard.into(),
+                nodes: members.iter().map(|m| m.to_string()).collect(),
+                capacity: 1 << 30,
+                replace: true,
+            })
+            .await
+            .unwrap();
+        env.zk
+            .apply(&MapOp::EnableShard { id: shard.into() })
+            .await
+            .unwrap();
+    }
+    let stop = CancellationToken::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let c = coordinator::start(
+        listener,
+        CoordinatorConfig::default(),
+        env.zk.config().clone(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(c.wait_ready().await);
+    let front = format!("http://{}", c.local_addr());
+    let r = Running::start(&env, config(4), None).await;
+
+    let sizes = [0, 10, 100 * 1024, 2 << 20];
+    let mut uploads = Vec::new();
+    let mut copies = 0;
+    for i in 0..40 {
+        let path = format!("/e2e/{i}.jpg");
+        let data = content(100 + i, sizes[i % sizes.len()]);
+        let resp = http()
+            .put(format!("{front}{path}"))
+            .header(reqwest::header::CONTENT_LENGTH, data.len())
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "upload {path}");
+        let v: serde_json::Value = resp.json().await.unwrap();
+        let shard = v["shard_id"].as_str().unwrap().to_string();
+        copies += if shard == "1" { 1 } else { 2 };
+        uploads.push((path, data, shard));
+    }
+    eventually(Duration::from_secs(20), "every copy done", || async {
+        r.stats.snapshot().copies_done == copies && queue_empty(&env.queue).await
+    })
+    .await;
+    for (path, data, shard) in &uploads {
+        let members: &[usize] = if shard == "1" { &[0, 1] } else { &[2, 3, 4] };
+        let mut times = Vec::new();
+        for &m in members {
+            let (body, time) = get(nodes[m].port, path)
+                .await
+                .unwrap_or_else(|| panic!("{path} missing on node {}", nodes[m].id));
+            assert!(body == *data, "{path} differs on node {}", nodes[m].id);
+            times.push(time);
+        }
+        assert!(times.iter().all(|t| t == &times[0]), "{path}: {times:?}");
+    }
+    assert_eq!(r.shutdown().await.copies_failed, 0);
+    stop.cancel();
+    c.wait().await;
+    env.zk.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_claims_use_the_original_locks_and_never_overlap() {
+    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
+        return;
+    };
+    let env = env(&zks.addr(), "repl-batch", &[], &[redis.port]).await;
+    let items: Vec<String> = (0..300).map(|i| format!("item-{i}")).collect();
+    env.queue.push_many(&items).await.unwrap();
+
+    // Three workers on their own sessions take batches at the same time.
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let zk = Zk::connect(ZkConfig::new(&env.zk_addr, &env.root))
+            .await
+            .unwrap();
+        sessions.push((zk.clone(), Queue::new(&env.info, &RedisPool::new(), zk)));
+    }
+    let (a, b, c) = tokio::join!(
+        sessions[0].1.pop_many(40),
+        sessions[1].1.pop_many(40),
+        sessions[2].1.pop_many(40)
+    );
+    let held = [a.unwrap(), b.unwrap(), c.unwrap()];
+    assert!(held.iter().all(|h| !h.is_empty()), "every worker got some");
+    let mut all: Vec<&str> = held.iter().flatten().map(|c| c.item.as_str()).collect();
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "an item claimed twice");
+    // The original's lock znodes, holding the worker id.
+    for c in &held[0] {
+        let (data, _) = env
+            .zk
+            .get(&lock_name(&env.info.key, &c.item))
+            .await
+            .unwrap()
+            .expect("lock znode");
+        assert_eq!(String::from_utf8(data).unwrap(), worker_id());
+    }
+    // A lock lost meanwhile: done_many refuses that one and removes the rest.
+    let lost = held[1][0].clone();
+    env.zk
+        .call("lock", |c| {
+            let p = env.zk.path(&lock_name(&env.info.key, &lost.item));
+            async move { c.delete(&p, None).await }
+        })
+        .await
+        .unwrap();
+    let done = sessions[1].1.done_many(&held[1]).await.unwrap();
+    assert_eq!(done.iter().filter(|d| !**d).count(), 1);
+    assert!(!done[0]);
+    let done = sessions[0].1.done_many(&held[0]).await.unwrap();
+    assert!(done.iter().all(|d| *d));
+    let left = 300 - held[0].len() - (held[1].len() - 1);
+    assert_eq!(env.queue.len().await.overall, Some(left as u64));
+    let locks = env.queue.locks().await.unwrap();
+    assert_eq!(
+        locks.len(),
+        held[2].len(),
+        "only the third worker's locks remain"
+    );
+    for (zk, _) in sessions {
+        zk.close();
+    }
     env.zk.close();
 }
 
@@ -699,13 +823,7 @@ async fn sigterm_mid_copy_releases_the_lock() {
     // The destination is a real process, stopped mid-copy with SIGSTOP.
     let dir = tempfile::tempdir().unwrap();
     let (dst, dst_port) = node_process(dir.path());
-    let n2 = Node {
-        id: "2".into(),
-        port: dst_port,
-        dir: tempfile::tempdir().unwrap(),
-        stop: CancellationToken::new(),
-        task: None,
-    };
+    let n2 = Node::external("2", dst_port);
     let env = env(&zks.addr(), "repl-term", &[&n1, &n2], &[redis.port]).await;
     put(n1.port, "/big.bin", content(3, 4 << 20)).await;
 
@@ -806,13 +924,7 @@ async fn session_expiry_mid_copy_abandons_it_without_marking_it_done() {
     let n1 = Node::start("1").await;
     let dir = tempfile::tempdir().unwrap();
     let (dst, dst_port) = node_process(dir.path());
-    let n2 = Node {
-        id: "2".into(),
-        port: dst_port,
-        dir: tempfile::tempdir().unwrap(),
-        stop: CancellationToken::new(),
-        task: None,
-    };
+    let n2 = Node::external("2", dst_port);
     let env = env(&zks.addr(), "repl-expiry", &[&n1, &n2], &[redis.port]).await;
     put(n1.port, "/e.bin", content(5, 2 << 20)).await;
 
@@ -830,7 +942,7 @@ async fn session_expiry_mid_copy_abandons_it_without_marking_it_done() {
     // the copy in flight is abandoned, never marked done.
     zks.pause();
     eventually(Duration::from_secs(10), "the copy abandoned", || async {
-        r.stats.snapshot().abandoned == 1
+        r.stats.snapshot().abandoned >= 1
     })
     .await;
     assert_eq!(r.stats.snapshot().copies_done, 0);

@@ -1,0 +1,158 @@
+//! `backpack-bench-replicator`: the replicator against a plain copy of the
+//! same files, and its latency under steady uploads (see `bench/README.md`).
+//! Build with `--release` before measuring.
+
+use anyhow::Context;
+use backpack_daemon::replicator::bench::{self, BenchOptions, Event, Phase};
+use clap::Parser;
+use std::path::PathBuf;
+
+/// Benchmark of backpack-replicator: starts Redis, ZooKeeper, two
+/// backpack-node processes and a backpack-coordinator on loopback, then
+/// compares the replicator with a plain GET-then-PUT copy of the same files
+/// in the same run, and measures replication latency under steady uploads.
+#[derive(Debug, Parser)]
+#[command(name = "backpack-bench-replicator")]
+struct Args {
+    /// Files of the main comparison
+    #[arg(long, default_value_t = 10_000)]
+    files: usize,
+    /// Bytes per file
+    #[arg(long, default_value_t = 100_000)]
+    file_size: usize,
+    /// Concurrency of the main comparison
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Rounds of (plain copy, replicator) at that concurrency
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Further concurrencies (plain copy and replicator each)
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    others: Vec<usize>,
+    /// Files of each further concurrency
+    #[arg(long, default_value_t = 2_000)]
+    other_files: usize,
+    /// Queue items taken and done first to warm ZooKeeper's JIT up (0: none)
+    #[arg(long, default_value_t = 30_000)]
+    warmup_items: usize,
+    /// Uploads per second of the latency phase (0 skips it)
+    #[arg(long, default_value_t = 200.0)]
+    latency_rate: f64,
+    /// Seconds of the latency phase
+    #[arg(long, default_value_t = 10.0)]
+    latency_secs: f64,
+    /// Where the temporary data of every server goes
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    dir: PathBuf,
+    /// backpack-node binary [default: next to this one]
+    #[arg(long)]
+    node_bin: Option<PathBuf>,
+    /// backpack-coordinator binary for the latency phase [default: next to
+    /// this one, if built; without it uploads go to node 1 and the
+    /// benchmark pushes the task]
+    #[arg(long)]
+    coordinator_bin: Option<PathBuf>,
+    /// redis-server binary
+    #[arg(long, default_value = "redis-server")]
+    redis_bin: PathBuf,
+    /// ZooKeeper jar (Debian package zookeeper)
+    #[arg(long, default_value = "/usr/share/java/zookeeper.jar")]
+    zk_jar: PathBuf,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn describe(p: &Phase) -> String {
+    let per = |ms: u64| ms as f64 / p.files as f64;
+    format!(
+        "{:<10} c={:<3} {:>6} files in {:>7.2} s = {:>6.0} files/s   CPU ms/file: nodes {:.2}, zookeeper {:.2}, redis {:.2}, bench {:.2}",
+        p.what,
+        p.concurrency,
+        p.files,
+        p.secs,
+        p.rate(),
+        per(p.cpu.get("node")),
+        per(p.cpu.get("zookeeper")),
+        per(p.cpu.get("redis")),
+        per(p.cpu.get("bench")),
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // Warnings only (or RUST_LOG): the benchmark's own lines are its output.
+    backpack_daemon::runtime::init_tracing_quiet();
+    let a = Args::parse();
+    let here = std::env::current_exe().context("cannot find this executable")?;
+    let node_bin = a
+        .node_bin
+        .unwrap_or_else(|| here.with_file_name("backpack-node"));
+    let coordinator_bin = a.coordinator_bin.or_else(|| {
+        let p = here.with_file_name("backpack-coordinator");
+        p.exists().then_some(p)
+    });
+    let opts = BenchOptions {
+        files: a.files,
+        file_size: a.file_size,
+        concurrency: a.concurrency,
+        rounds: a.rounds,
+        other_concurrencies: a.others,
+        other_files: a.other_files,
+        warmup_items: a.warmup_items,
+        latency_rate: a.latency_rate,
+        latency_secs: a.latency_secs,
+        dir: a.dir,
+        node_bin,
+        coordinator_bin,
+        redis_bin: a.redis_bin,
+        zk_jar: a.zk_jar,
+    };
+    let main_c = opts.concurrency;
+    println!(
+        "backpack-bench-replicator: {} files of {} bytes, node 1 -> node 2, concurrency {} x {} rounds (then {:?} over {} files)",
+        opts.files,
+        opts.file_size,
+        opts.concurrency,
+        opts.rounds,
+        opts.other_concurrencies,
+        opts.other_files
+    );
+    let mut plain = Vec::new();
+    let mut repl = Vec::new();
+    let mut last_plain: Option<f64> = None;
+    bench::run(opts, |e| match e {
+        Event::Note(s) => println!("{s}"),
+        Event::Phase(p) => {
+            let mut line = describe(&p);
+            if p.what == "plain copy" {
+                last_plain = Some(p.rate());
+                if p.concurrency == main_c {
+                    plain.push(p.rate());
+                }
+            } else {
+                if let Some(base) = last_plain {
+                    line.push_str(&format!("   ratio {:.2}", p.rate() / base));
+                }
+                if p.concurrency == main_c {
+                    repl.push(p.rate());
+                }
+            }
+            println!("{line}");
+            if p.what == "replicator" && p.concurrency == main_c && !repl.is_empty() {
+                let (r, b) = (median(repl.clone()), median(plain.clone()));
+                println!(
+                    "  so far at c={main_c}: replicator median {r:.0} files/s, plain copy median {b:.0} files/s, ratio of medians {:.2} (target >= 0.80)",
+                    r / b
+                );
+            }
+        }
+        Event::Latency(l) => println!(
+            "latency at {:.0} uploads/s ({} uploads, {}): upload answered -> copy on every node: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms (target p50 < 100 ms)",
+            l.rate, l.uploads, l.via, l.p50, l.p90, l.p99, l.max
+        ),
+    })
+    .await
+}

@@ -1,0 +1,767 @@
+//! The replicator's benchmark (the `backpack-bench-replicator` command;
+//! see `bench/README.md`).
+//!
+//! Starts its own Redis, ZooKeeper, two `backpack-node` processes and a
+//! `backpack-coordinator` process on loopback, uploads files to node 1,
+//! warms ZooKeeper up (a long-running ensemble has its code compiled by
+//! the JIT; a fresh JVM spends seconds of CPU compiling), then measures in
+//! the same run:
+//! - in alternating rounds, a plain copy of the files to node 2 (streamed
+//!   GET then PUT with the replicator's own HTTP client and copy function,
+//!   same concurrency, no queue, no locks) and the replicator draining the
+//!   same files as queued tasks; the ratio of the medians is the cost of
+//!   the queue;
+//! - the replicator at further concurrencies, each beside a plain copy;
+//! - latency: uploads through the coordinator at a steady rate while a
+//!   replicator runs, from the upload's answer until both nodes serve the
+//!   file.
+//!
+//! CPU time of every process is read from `/proc` around each phase.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use backpack_shared::model::{HostPort, QueueInfo, ReplicationTask, ShardSize, paths, to_json};
+use backpack_shared::queue::{Queue, RedisPool};
+use backpack_shared::zk::{Zk, ZkConfig};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{Replicator, ReplicatorConfig, copy};
+
+/// Settings of a benchmark run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Files of the main comparison.
+    pub files: usize,
+    pub file_size: usize,
+    /// Concurrency of the main comparison.
+    pub concurrency: usize,
+    /// Rounds of (plain copy, replicator) at the main concurrency.
+    pub rounds: usize,
+    /// Further concurrencies, each over `other_files` files.
+    pub other_concurrencies: Vec<usize>,
+    pub other_files: usize,
+    /// Queue items taken and marked done (no copy) to warm ZooKeeper up.
+    pub warmup_items: usize,
+    /// Uploads per second of the latency phase (0: skip it).
+    pub latency_rate: f64,
+    pub latency_secs: f64,
+    /// Parent of the temporary directory of every server's data.
+    pub dir: PathBuf,
+    pub node_bin: PathBuf,
+    /// Without it, the latency phase uploads to node 1 and pushes the task
+    /// itself (what a coordinator does before it answers).
+    pub coordinator_bin: Option<PathBuf>,
+    pub redis_bin: PathBuf,
+    pub zk_jar: PathBuf,
+}
+
+/// CPU milliseconds each process spent in a phase.
+#[derive(Debug, Clone, Default)]
+pub struct Cpu(pub Vec<(String, u64)>);
+
+impl Cpu {
+    pub fn get(&self, name: &str) -> u64 {
+        self.0
+            .iter()
+            .filter(|(n, _)| n.starts_with(name))
+            .map(|(_, ms)| ms)
+            .sum()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(_, ms)| ms).sum()
+    }
+}
+
+/// A measured copy phase.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    pub what: &'static str,
+    pub concurrency: usize,
+    pub files: usize,
+    pub secs: f64,
+    pub cpu: Cpu,
+}
+
+impl Phase {
+    pub fn rate(&self) -> f64 {
+        self.files as f64 / self.secs
+    }
+}
+
+/// Latency figures, milliseconds.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    pub uploads: usize,
+    pub rate: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub via: &'static str,
+}
+
+/// What a run reports, as it goes.
+#[derive(Debug)]
+pub enum Event {
+    Note(String),
+    Phase(Phase),
+    Latency(Latency),
+}
+
+/// A server process, killed on drop.
+struct Proc {
+    child: Child,
+    name: &'static str,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("no loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn spawn(name: &'static str, program: &Path, args: &[String], dir: &Path) -> Result<Proc> {
+    let log = dir.join(format!("{name}.log"));
+    let out = std::fs::File::create(&log)?;
+    let child = Command::new(program)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("cannot start {}", program.display()))?;
+    Ok(Proc { child, name })
+}
+
+/// Waits until `ready` holds, failing early if the process exits.
+async fn wait_ready<F, Fut>(p: &mut Proc, dir: &Path, mut ready: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log = dir.join(format!("{}.log", p.name));
+    while !ready().await {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            bail!("{} exited ({status}); see {}", p.name, log.display());
+        }
+        if Instant::now() > deadline {
+            bail!("{} not ready within 30 s; see {}", p.name, log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+async fn port_open(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+}
+
+/// ZooKeeper opens its port before it serves sessions: ask it.
+async fn ruok(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut c) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let mut answer = String::new();
+    c.write_all(b"ruok").await.is_ok()
+        && tokio::time::timeout(Duration::from_secs(1), c.read_to_string(&mut answer))
+            .await
+            .is_ok()
+        && answer == "imok"
+}
+
+/// User + system CPU time of a process, milliseconds.
+fn cpu_ms(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th, in clock ticks (100 per second).
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10
+}
+
+struct Servers {
+    procs: Vec<Proc>,
+    zk: String,
+    redis: HostPort,
+    nodes: [HostPort; 2],
+    coordinator: Option<u16>,
+}
+
+impl Servers {
+    fn cpu(&self) -> Cpu {
+        let mut v: Vec<(String, u64)> = self
+            .procs
+            .iter()
+            .map(|p| (p.name.to_string(), cpu_ms(p.child.id())))
+            .collect();
+        v.push(("bench".into(), cpu_ms(std::process::id())));
+        Cpu(v)
+    }
+}
+
+fn cpu_since(before: &Cpu, s: &Servers) -> Cpu {
+    let now = s.cpu();
+    Cpu(now
+        .0
+        .into_iter()
+        .zip(&before.0)
+        .map(|((n, b), (_, a))| (n, b.saturating_sub(*a)))
+        .collect())
+}
+
+async fn start_servers(opts: &BenchOptions, dir: &Path) -> Result<Servers> {
+    let mut procs = Vec::new();
+    let rport = free_port()?;
+    let mut p = spawn(
+        "redis",
+        &opts.redis_bin,
+        &[
+            "--port",
+            &rport.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .map(String::from),
+        dir,
+    )?;
+    wait_ready(&mut p, dir, || port_open(rport)).await?;
+    procs.push(p);
+
+    let zport = free_port()?;
+    let zdata = dir.join("zk");
+    std::fs::create_dir_all(&zdata)?;
+    let cfg = dir.join("zoo.cfg");
+    // ZooKeeper's defaults (the transaction log is fsync'd, as in
+    // production); only the ports and the directory are ours.
+    std::fs::write(
+        &cfg,
+        format!(
+            "tickTime=2000\ndataDir={}\nclientPort={zport}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\nmaxClientCnxns=0\n4lw.commands.whitelist=ruok\n",
+            zdata.display()
+        ),
+    )?;
+    let mut p = spawn(
+        "zookeeper",
+        Path::new("java"),
+        &[
+            "-Xmx512m".to_string(),
+            "-cp".into(),
+            format!(
+                "{}:/usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-simple.jar",
+                opts.zk_jar.display()
+            ),
+            "org.apache.zookeeper.server.quorum.QuorumPeerMain".into(),
+            cfg.display().to_string(),
+        ],
+        dir,
+    )?;
+    wait_ready(&mut p, dir, || ruok(zport)).await?;
+    procs.push(p);
+
+    let mut nodes = Vec::new();
+    for name in ["node1", "node2"] {
+        let port = free_port()?;
+        let data = dir.join(name);
+        std::fs::create_dir_all(&data)?;
+        let mut p = spawn(
+            name,
+            &opts.node_bin,
+            &[
+                data.display().to_string(),
+                "127.0.0.1".into(),
+                port.to_string(),
+            ],
+            dir,
+        )?;
+        wait_ready(&mut p, dir, || port_open(port)).await?;
+        procs.push(p);
+        nodes.push(HostPort {
+            host: "127.0.0.1".into(),
+            port,
+        });
+    }
+    let [a, b]: [HostPort; 2] = nodes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("two nodes expected"))?;
+    Ok(Servers {
+        procs,
+        zk: format!("127.0.0.1:{zport}"),
+        redis: HostPort {
+            host: "127.0.0.1".into(),
+            port: rport,
+        },
+        nodes: [a, b],
+        coordinator: None,
+    })
+}
+
+/// A coordinator process on the cluster, once it answers `/stats`.
+async fn start_coordinator(bin: &Path, s: &mut Servers, root: &str, dir: &Path) -> Result<()> {
+    let port = free_port()?;
+    let mut p = spawn(
+        "coordinator",
+        bin,
+        &[
+            s.zk.clone(),
+            root.into(),
+            "127.0.0.1".into(),
+            port.to_string(),
+        ],
+        dir,
+    )?;
+    let client = copy::client();
+    let url = format!("http://127.0.0.1:{port}/stats");
+    wait_ready(&mut p, dir, || async {
+        matches!(client.get(&url).send().await, Ok(r) if r.status().is_success())
+    })
+    .await?;
+    s.procs.push(p);
+    s.coordinator = Some(port);
+    Ok(())
+}
+
+/// Writes the cluster's znodes: nodes 1 and 2 making up shard 1
+/// (writable), the queue.
+async fn init_cluster(s: &Servers, root: &str) -> Result<(Zk, QueueInfo)> {
+    let mut c = ZkConfig::new(&s.zk, root);
+    c.connect_timeout = Duration::from_secs(30);
+    let zk = Zk::connect(c).await?;
+    zk.create_root().await?;
+    let servers = serde_json::json!({ "1": s.nodes[0], "2": s.nodes[1] });
+    let shards = serde_json::json!({ "1": { "nodes": ["1", "2"] } });
+    let info = QueueInfo {
+        key: "backpack-queue".into(),
+        servers: vec![s.redis.clone()],
+    };
+    zk.create_if_missing(paths::SERVERS_MAP, &serde_json::to_vec(&servers)?)
+        .await?;
+    zk.create_if_missing(paths::SHARDS_MAP, &serde_json::to_vec(&shards)?)
+        .await?;
+    zk.create_if_missing(&paths::shard_size("1"), &to_json(&ShardSize::new(1 << 50)))
+        .await?;
+    zk.create_if_missing(paths::QUEUE, &serde_json::to_vec(&info)?)
+        .await?;
+    Ok((zk, info))
+}
+
+fn content(i: usize, len: usize) -> bytes::Bytes {
+    let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v.into()
+}
+
+/// PUTs a body; returns the answer's status.
+async fn put(client: &reqwest::Client, url: String, body: bytes::Bytes) -> Result<u16> {
+    let r = client
+        .put(url)
+        .header(reqwest::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    let _ = r.bytes().await;
+    Ok(status)
+}
+
+/// Uploads `paths` to `node` with 32 in flight.
+async fn upload(
+    client: &reqwest::Client,
+    node: &HostPort,
+    paths: &[String],
+    size: usize,
+) -> Result<f64> {
+    let start = Instant::now();
+    let results: Vec<Result<u16>> = futures::stream::iter(paths.iter().enumerate())
+        .map(|(i, p)| put(client, format!("{}{p}", node.url()), content(i, size)))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for r in results {
+        let status = r?;
+        if status != 201 {
+            bail!("upload to node 1 answered {status}");
+        }
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn task(path: &str) -> String {
+    ReplicationTask {
+        from: vec!["1".into()],
+        to: "2".into(),
+        path: path.into(),
+    }
+    .encode()
+}
+
+/// The baseline: every file GET from node 1 and PUT to node 2 with the
+/// replicator's client and copy function, `concurrency` at a time.
+async fn plain_copy(
+    client: &reqwest::Client,
+    s: &Servers,
+    paths: &[String],
+    concurrency: usize,
+) -> Result<f64> {
+    let start = Instant::now();
+    let results: Vec<Result<u64, copy::CopyError>> = futures::stream::iter(paths)
+        .map(|p| copy::copy_file(client, ("1", &s.nodes[0]), ("2", &s.nodes[1]), p))
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Takes and marks done `items` queue items (batches of 16, 16 at once):
+/// ZooKeeper and Redis do what the replicator makes them do, no copy.
+async fn warm_up(s: &Servers, root: &str, info: &QueueInfo, items: usize) -> Result<f64> {
+    let zk = Zk::connect_initialized(ZkConfig::new(&s.zk, root)).await?;
+    let queue = Queue::new(info, &RedisPool::new(), zk.clone());
+    let all: Vec<String> = (0..items).map(|i| task(&format!("/warm-up/{i}"))).collect();
+    let start = Instant::now();
+    for chunk in all.chunks(1000) {
+        queue.push_many(chunk).await?;
+    }
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let q = queue.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let claims = q.pop_many(16).await?;
+                if claims.is_empty() {
+                    return anyhow::Ok(());
+                }
+                q.done_many(&claims).await?;
+            }
+        }));
+    }
+    for w in workers {
+        w.await??;
+    }
+    zk.close();
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// A replicator draining `paths` as queued tasks: from the push until the
+/// last task is done.
+async fn replicate(
+    s: &Servers,
+    root: &str,
+    info: &QueueInfo,
+    paths: &[String],
+    concurrency: usize,
+) -> Result<f64> {
+    let zk = Zk::connect_initialized(ZkConfig::new(&s.zk, root)).await?;
+    let queue = Queue::new(info, &RedisPool::new(), zk.clone());
+    let mut config = ReplicatorConfig::new(concurrency);
+    config.shutdown_deadline = Duration::from_secs(10);
+    let replicator = Replicator::new(config, zk.clone());
+    let stats = replicator.stats();
+    let started = replicator.started();
+    let stop = CancellationToken::new();
+    let task_handle = tokio::spawn(replicator.run(stop.clone()));
+    started.cancelled().await;
+    let items: Vec<String> = paths.iter().map(|p| task(p)).collect();
+    let start = Instant::now();
+    for chunk in items.chunks(1000) {
+        queue.push_many(chunk).await?;
+    }
+    let want = paths.len() as u64;
+    let deadline = start + Duration::from_secs(600);
+    while stats.snapshot().copies_done < want {
+        if Instant::now() > deadline {
+            bail!(
+                "replicator at concurrency {concurrency} did not finish within 600 s: {:?}",
+                stats.snapshot()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    stop.cancel();
+    let end = task_handle.await?;
+    if end.copies_failed > 0 {
+        bail!("{} copies failed", end.copies_failed);
+    }
+    let left = queue.len().await.overall;
+    if left != Some(0) {
+        bail!("queue not empty after the run: {left:?}");
+    }
+    Ok(secs)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Uploads at `rate` per second for `secs` while a replicator runs; for
+/// each, the time from the upload's answer until both nodes serve it.
+async fn latency(
+    s: &Servers,
+    root: &str,
+    info: &QueueInfo,
+    opts: &BenchOptions,
+) -> Result<Latency> {
+    let zk = Zk::connect_initialized(ZkConfig::new(&s.zk, root)).await?;
+    let queue = Queue::new(info, &RedisPool::new(), zk.clone());
+    let replicator = Replicator::new(ReplicatorConfig::new(opts.concurrency), zk.clone());
+    let started = replicator.started();
+    let stop = CancellationToken::new();
+    let task_handle = tokio::spawn(replicator.run(stop.clone()));
+    started.cancelled().await;
+    let client = copy::client();
+    let n = (opts.latency_rate * opts.latency_secs).round() as usize;
+    let every = Duration::from_secs_f64(1.0 / opts.latency_rate);
+    let coordinator = s.coordinator;
+    let begin = tokio::time::Instant::now();
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        tokio::time::sleep_until(begin + every * i as u32).await;
+        let (client, queue, nodes) = (client.clone(), queue.clone(), s.nodes.clone());
+        let size = opts.file_size;
+        handles.push(tokio::spawn(async move {
+            let path = format!("/latency/{i}.jpg");
+            match coordinator {
+                Some(port) => {
+                    let status = put(
+                        &client,
+                        format!("http://127.0.0.1:{port}{path}"),
+                        content(i, size),
+                    )
+                    .await?;
+                    if status != 200 {
+                        bail!("upload of {path} through the coordinator answered {status}");
+                    }
+                }
+                None => {
+                    let status = put(
+                        &client,
+                        format!("{}{path}", nodes[0].url()),
+                        content(i, size),
+                    )
+                    .await?;
+                    if status != 201 {
+                        bail!("upload of {path} answered {status}");
+                    }
+                    queue.push(&task(&path)).await?;
+                }
+            }
+            let answered = Instant::now();
+            for node in &nodes {
+                let url = format!("{}{path}", node.url());
+                loop {
+                    let r = client.head(&url).send().await?;
+                    if r.status() == reqwest::StatusCode::OK {
+                        break;
+                    }
+                    if answered.elapsed() > Duration::from_secs(30) {
+                        bail!("{path} not on {node} within 30 s");
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            anyhow::Ok(answered.elapsed().as_secs_f64() * 1000.0)
+        }));
+    }
+    let mut ms = Vec::with_capacity(n);
+    for h in handles {
+        ms.push(h.await??);
+    }
+    let rate = n as f64 / begin.elapsed().as_secs_f64();
+    stop.cancel();
+    task_handle.await?;
+    ms.sort_by(f64::total_cmp);
+    Ok(Latency {
+        uploads: n,
+        rate,
+        p50: percentile(&ms, 0.5),
+        p90: percentile(&ms, 0.9),
+        p99: percentile(&ms, 0.99),
+        max: ms.last().copied().unwrap_or(f64::NAN),
+        via: if coordinator.is_some() {
+            "through backpack-coordinator"
+        } else {
+            "PUT to node 1 + queue push, no coordinator"
+        },
+    })
+}
+
+/// Runs the whole benchmark, reporting each phase as it ends.
+pub async fn run(opts: BenchOptions, mut progress: impl FnMut(Event)) -> Result<()> {
+    let tmp = tempfile::Builder::new()
+        .prefix("backpack-bench-replicator")
+        .tempdir_in(&opts.dir)
+        .with_context(|| format!("cannot make a directory in {}", opts.dir.display()))?;
+    let mut servers = start_servers(&opts, tmp.path()).await?;
+    let root = "/bench";
+    let (zk, info) = init_cluster(&servers, root).await?;
+    if let Some(bin) = &opts.coordinator_bin {
+        start_coordinator(bin, &mut servers, root, tmp.path()).await?;
+    }
+    let client = copy::client();
+    progress(Event::Note(format!(
+        "servers: redis {}, zookeeper {}, nodes {} and {}{} (data in {})",
+        servers.redis,
+        servers.zk,
+        servers.nodes[0],
+        servers.nodes[1],
+        servers
+            .coordinator
+            .map(|p| format!(", coordinator 127.0.0.1:{p}"))
+            .unwrap_or_default(),
+        tmp.path().display()
+    )));
+
+    let main: Vec<String> = (0..opts.files)
+        .map(|i| format!("/photos/{i}.jpg"))
+        .collect();
+    let secs = upload(&client, &servers.nodes[0], &main, opts.file_size).await?;
+    progress(Event::Note(format!(
+        "uploaded {} files of {} bytes to node 1 in {secs:.2} s ({:.0} files/s)",
+        main.len(),
+        opts.file_size,
+        main.len() as f64 / secs
+    )));
+    if opts.warmup_items > 0 {
+        let before = servers.cpu();
+        let secs = warm_up(&servers, root, &info, opts.warmup_items).await?;
+        let cpu = cpu_since(&before, &servers);
+        progress(Event::Note(format!(
+            "warm-up: {} queue items taken and done (no copy) in {secs:.2} s; ZooKeeper CPU {} ms",
+            opts.warmup_items,
+            cpu.get("zookeeper")
+        )));
+        let few: Vec<String> = main.iter().take(1000).cloned().collect();
+        plain_copy(&client, &servers, &few, opts.concurrency).await?;
+        replicate(&servers, root, &info, &few, opts.concurrency).await?;
+    }
+
+    // Node 2 stores each file again on every pass (a new copy each time):
+    // the same work for both.
+    let mut phase = |what, concurrency, files: usize, secs, cpu| {
+        progress(Event::Phase(Phase {
+            what,
+            concurrency,
+            files,
+            secs,
+            cpu,
+        }))
+    };
+    for _ in 0..opts.rounds.max(1) {
+        let before = servers.cpu();
+        let secs = plain_copy(&client, &servers, &main, opts.concurrency).await?;
+        phase(
+            "plain copy",
+            opts.concurrency,
+            main.len(),
+            secs,
+            cpu_since(&before, &servers),
+        );
+        let before = servers.cpu();
+        let secs = replicate(&servers, root, &info, &main, opts.concurrency).await?;
+        phase(
+            "replicator",
+            opts.concurrency,
+            main.len(),
+            secs,
+            cpu_since(&before, &servers),
+        );
+    }
+    let others: Vec<String> = main.iter().take(opts.other_files).cloned().collect();
+    for &c in &opts.other_concurrencies {
+        let before = servers.cpu();
+        let secs = plain_copy(&client, &servers, &others, c).await?;
+        phase(
+            "plain copy",
+            c,
+            others.len(),
+            secs,
+            cpu_since(&before, &servers),
+        );
+        let before = servers.cpu();
+        let secs = replicate(&servers, root, &info, &others, c).await?;
+        phase(
+            "replicator",
+            c,
+            others.len(),
+            secs,
+            cpu_since(&before, &servers),
+        );
+    }
+
+    if opts.latency_rate > 0.0 {
+        let l = latency(&servers, root, &info, &opts).await?;
+        progress(Event::Latency(l));
+    }
+    zk.close();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 51.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 1.0), 100.0);
+        assert!(percentile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn contents_differ_and_have_the_size() {
+        assert_eq!(content(1, 100_000).len(), 100_000);
+        assert_ne!(content(1, 64), content(2, 64));
+        assert_eq!(content(3, 0).len(), 0);
+    }
+
+    #[test]
+    fn cpu_sums_by_prefix() {
+        let c = Cpu(vec![
+            ("node1".into(), 5),
+            ("node2".into(), 7),
+            ("zookeeper".into(), 3),
+        ]);
+        assert_eq!((c.get("node"), c.get("zookeeper"), c.total()), (12, 3, 15));
+    }
+}
