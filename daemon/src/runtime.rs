@@ -20,7 +20,13 @@ pub fn init_tracing() {
 /// For the admin commands: their output is the original's lines, so only
 /// warnings and errors are logged (to stderr), unless `RUST_LOG` says more.
 pub fn init_tracing_quiet() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    init_tracing_filtered("warn");
+}
+
+/// Logs to stderr without timestamps, filtered by `RUST_LOG` or else by
+/// `default` (an `EnvFilter` directive such as `warn,zookeeper_client=error`).
+pub fn init_tracing_filtered(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -26,6 +26,10 @@ struct Args {
     /// Rounds of (plain copy, replicator) at that concurrency
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Slices of each round: plain copy and replicator alternate slice by
+    /// slice, so both see the same state of the disks
+    #[arg(long, default_value_t = 5)]
+    slices: usize,
     /// Further concurrencies (plain copy and replicator each)
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     others: Vec<usize>,
@@ -68,7 +72,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn describe(p: &Phase) -> String {
     let per = |ms: u64| ms as f64 / p.files as f64;
     format!(
-        "{:<10} c={:<3} {:>6} files in {:>7.2} s = {:>6.0} files/s   CPU ms/file: nodes {:.2}, zookeeper {:.2}, redis {:.2}, bench {:.2}",
+        "{:<10} c={:<3} {:>6} files in {:>7.2} s = {:>6.0} files/s   CPU ms/file: nodes {:.2}, zookeeper {:.2}, redis {:.2}, bench {:.2}; ZooKeeper writes/file {:.3}",
         p.what,
         p.concurrency,
         p.files,
@@ -78,13 +82,16 @@ fn describe(p: &Phase) -> String {
         per(p.cpu.get("zookeeper")),
         per(p.cpu.get("redis")),
         per(p.cpu.get("bench")),
+        p.cpu.zk_txns as f64 / p.files as f64,
     )
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Warnings only (or RUST_LOG): the benchmark's own lines are its output.
-    backpack_daemon::runtime::init_tracing_quiet();
+    // The ZooKeeper client's notices when the benchmark stops its own
+    // ZooKeeper are not news.
+    backpack_daemon::runtime::init_tracing_filtered("warn,zookeeper_client=error");
     let a = Args::parse();
     let here = std::env::current_exe().context("cannot find this executable")?;
     let node_bin = a
@@ -99,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
         file_size: a.file_size,
         concurrency: a.concurrency,
         rounds: a.rounds,
+        slices: a.slices,
         other_concurrencies: a.others,
         other_files: a.other_files,
         warmup_items: a.warmup_items,

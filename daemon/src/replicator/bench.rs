@@ -41,6 +41,8 @@ pub struct BenchOptions {
     pub concurrency: usize,
     /// Rounds of (plain copy, replicator) at the main concurrency.
     pub rounds: usize,
+    /// Slices of each round, alternating plain copy and replicator.
+    pub slices: usize,
     /// Further concurrencies, each over `other_files` files.
     pub other_concurrencies: Vec<usize>,
     pub other_files: usize,
@@ -59,13 +61,17 @@ pub struct BenchOptions {
     pub zk_jar: PathBuf,
 }
 
-/// CPU milliseconds each process spent in a phase.
+/// CPU milliseconds each process spent in a phase, and the ZooKeeper
+/// transactions (znode writes, a multi counting once) it made.
 #[derive(Debug, Clone, Default)]
-pub struct Cpu(pub Vec<(String, u64)>);
+pub struct Cpu {
+    pub per_process: Vec<(String, u64)>,
+    pub zk_txns: u64,
+}
 
 impl Cpu {
     pub fn get(&self, name: &str) -> u64 {
-        self.0
+        self.per_process
             .iter()
             .filter(|(n, _)| n.starts_with(name))
             .map(|(_, ms)| ms)
@@ -73,7 +79,18 @@ impl Cpu {
     }
 
     pub fn total(&self) -> u64 {
-        self.0.iter().map(|(_, ms)| ms).sum()
+        self.per_process.iter().map(|(_, ms)| ms).sum()
+    }
+
+    /// Adds another measurement of the same processes.
+    pub fn add(&mut self, other: &Cpu) {
+        for (name, ms) in &other.per_process {
+            match self.per_process.iter_mut().find(|(n, _)| n == name) {
+                Some((_, sum)) => *sum += ms,
+                None => self.per_process.push((name.clone(), *ms)),
+            }
+        }
+        self.zk_txns += other.zk_txns;
     }
 }
 
@@ -171,18 +188,19 @@ async fn port_open(port: u16) -> bool {
         .is_ok()
 }
 
-/// ZooKeeper opens its port before it serves sessions: ask it.
-async fn ruok(port: u16) -> bool {
+/// ZooKeeper opens its port (and answers `ruok`) before it serves
+/// sessions: ask `srvr`, which names the server's mode once it serves.
+async fn zk_serving(port: u16) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut c) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
         return false;
     };
     let mut answer = String::new();
-    c.write_all(b"ruok").await.is_ok()
+    c.write_all(b"srvr").await.is_ok()
         && tokio::time::timeout(Duration::from_secs(1), c.read_to_string(&mut answer))
             .await
             .is_ok()
-        && answer == "imok"
+        && answer.contains("Mode: standalone")
 }
 
 /// User + system CPU time of a process, milliseconds.
@@ -209,25 +227,47 @@ struct Servers {
 }
 
 impl Servers {
-    fn cpu(&self) -> Cpu {
+    /// CPU used so far by every process, and ZooKeeper's last zxid.
+    async fn cpu(&self) -> Cpu {
         let mut v: Vec<(String, u64)> = self
             .procs
             .iter()
             .map(|p| (p.name.to_string(), cpu_ms(p.child.id())))
             .collect();
         v.push(("bench".into(), cpu_ms(std::process::id())));
-        Cpu(v)
+        Cpu {
+            per_process: v,
+            zk_txns: zxid(&self.zk).await.unwrap_or(0),
+        }
     }
 }
 
-fn cpu_since(before: &Cpu, s: &Servers) -> Cpu {
-    let now = s.cpu();
-    Cpu(now
-        .0
-        .into_iter()
-        .zip(&before.0)
-        .map(|((n, b), (_, a))| (n, b.saturating_sub(*a)))
-        .collect())
+async fn cpu_since(before: &Cpu, s: &Servers) -> Cpu {
+    let now = s.cpu().await;
+    Cpu {
+        per_process: now
+            .per_process
+            .into_iter()
+            .zip(&before.per_process)
+            .map(|((n, b), (_, a))| (n, b.saturating_sub(*a)))
+            .collect(),
+        // The zxid's low 32 bits count transactions within an epoch.
+        zk_txns: (now.zk_txns & 0xffff_ffff).saturating_sub(before.zk_txns & 0xffff_ffff),
+    }
+}
+
+/// ZooKeeper's last transaction id, from `srvr`.
+async fn zxid(addr: &str) -> Option<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr).await.ok()?;
+    c.write_all(b"srvr").await.ok()?;
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(2), c.read_to_string(&mut answer))
+        .await
+        .ok()?
+        .ok()?;
+    let hex = answer.lines().find_map(|l| l.strip_prefix("Zxid: 0x"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 async fn start_servers(opts: &BenchOptions, dir: &Path) -> Result<Servers> {
@@ -261,7 +301,7 @@ async fn start_servers(opts: &BenchOptions, dir: &Path) -> Result<Servers> {
     std::fs::write(
         &cfg,
         format!(
-            "tickTime=2000\ndataDir={}\nclientPort={zport}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\nmaxClientCnxns=0\n4lw.commands.whitelist=ruok\n",
+            "tickTime=2000\ndataDir={}\nclientPort={zport}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\nmaxClientCnxns=0\n4lw.commands.whitelist=srvr\n",
             zdata.display()
         ),
     )?;
@@ -280,7 +320,7 @@ async fn start_servers(opts: &BenchOptions, dir: &Path) -> Result<Servers> {
         ],
         dir,
     )?;
-    wait_ready(&mut p, dir, || ruok(zport)).await?;
+    wait_ready(&mut p, dir, || zk_serving(zport)).await?;
     procs.push(p);
 
     let mut nodes = Vec::new();
@@ -476,8 +516,81 @@ async fn warm_up(s: &Servers, root: &str, info: &QueueInfo, items: usize) -> Res
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// A replicator draining `paths` as queued tasks: from the push until the
-/// last task is done.
+/// A replicator kept running across slices of work, as in production.
+struct Running {
+    queue: Queue,
+    stats: std::sync::Arc<super::Stats>,
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<super::Counters>,
+    concurrency: usize,
+}
+
+impl Running {
+    async fn start(
+        s: &Servers,
+        root: &str,
+        info: &QueueInfo,
+        concurrency: usize,
+    ) -> Result<Running> {
+        let zk = Zk::connect_initialized(ZkConfig::new(&s.zk, root)).await?;
+        let queue = Queue::new(info, &RedisPool::new(), zk.clone());
+        let mut config = ReplicatorConfig::new(concurrency);
+        config.shutdown_deadline = Duration::from_secs(10);
+        let replicator = Replicator::new(config, zk);
+        let stats = replicator.stats();
+        let started = replicator.started();
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(replicator.run(stop.clone()));
+        started.cancelled().await;
+        Ok(Running {
+            queue,
+            stats,
+            stop,
+            handle,
+            concurrency,
+        })
+    }
+
+    /// Queues `paths` as tasks and waits until every one is copied and
+    /// marked done: seconds from the push.
+    async fn drain(&self, paths: &[String]) -> Result<f64> {
+        let items: Vec<String> = paths.iter().map(|p| task(p)).collect();
+        let want = self.stats.snapshot().copies_done + paths.len() as u64;
+        let start = Instant::now();
+        for chunk in items.chunks(1000) {
+            self.queue.push_many(chunk).await?;
+        }
+        let deadline = start + Duration::from_secs(600);
+        while self.stats.snapshot().copies_done < want {
+            if Instant::now() > deadline {
+                bail!(
+                    "replicator at concurrency {} did not finish within 600 s: {:?}",
+                    self.concurrency,
+                    self.stats.snapshot()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(start.elapsed().as_secs_f64())
+    }
+
+    /// Stops it gracefully; fails if a copy failed or the queue is not empty.
+    async fn finish(self) -> Result<()> {
+        self.stop.cancel();
+        let end = self.handle.await?;
+        if end.copies_failed > 0 {
+            bail!("{} copies failed", end.copies_failed);
+        }
+        let left = self.queue.len().await.overall;
+        if left != Some(0) {
+            bail!("queue not empty after the run: {left:?}");
+        }
+        Ok(())
+    }
+}
+
+/// A replicator started for `paths` alone: from the push until the last
+/// task is done.
 async fn replicate(
     s: &Servers,
     root: &str,
@@ -485,43 +598,46 @@ async fn replicate(
     paths: &[String],
     concurrency: usize,
 ) -> Result<f64> {
-    let zk = Zk::connect_initialized(ZkConfig::new(&s.zk, root)).await?;
-    let queue = Queue::new(info, &RedisPool::new(), zk.clone());
-    let mut config = ReplicatorConfig::new(concurrency);
-    config.shutdown_deadline = Duration::from_secs(10);
-    let replicator = Replicator::new(config, zk.clone());
-    let stats = replicator.stats();
-    let started = replicator.started();
-    let stop = CancellationToken::new();
-    let task_handle = tokio::spawn(replicator.run(stop.clone()));
-    started.cancelled().await;
-    let items: Vec<String> = paths.iter().map(|p| task(p)).collect();
-    let start = Instant::now();
-    for chunk in items.chunks(1000) {
-        queue.push_many(chunk).await?;
-    }
-    let want = paths.len() as u64;
-    let deadline = start + Duration::from_secs(600);
-    while stats.snapshot().copies_done < want {
-        if Instant::now() > deadline {
-            bail!(
-                "replicator at concurrency {concurrency} did not finish within 600 s: {:?}",
-                stats.snapshot()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    stop.cancel();
-    let end = task_handle.await?;
-    if end.copies_failed > 0 {
-        bail!("{} copies failed", end.copies_failed);
-    }
-    let left = queue.len().await.overall;
-    if left != Some(0) {
-        bail!("queue not empty after the run: {left:?}");
-    }
+    let r = Running::start(s, root, info, concurrency).await?;
+    let secs = r.drain(paths).await?;
+    r.finish().await?;
     Ok(secs)
+}
+
+/// One round of the main comparison: the files in slices, each slice
+/// copied plainly and then replicated, so that both see the same state of
+/// the nodes' disks (whose write-back makes consecutive seconds differ by
+/// up to 2x on a shared machine). Returns both phases.
+async fn interleaved(
+    client: &reqwest::Client,
+    s: &Servers,
+    running: &Running,
+    paths: &[String],
+    slices: usize,
+) -> Result<(Phase, Phase)> {
+    let c = running.concurrency;
+    let per = paths.len().div_ceil(slices.max(1)).max(1);
+    let (mut plain, mut repl) = (0.0, 0.0);
+    let (mut cpu_plain, mut cpu_repl) = (Cpu::default(), Cpu::default());
+    for slice in paths.chunks(per) {
+        let before = s.cpu().await;
+        plain += plain_copy(client, s, slice, c).await?;
+        cpu_plain.add(&cpu_since(&before, s).await);
+        let before = s.cpu().await;
+        repl += running.drain(slice).await?;
+        cpu_repl.add(&cpu_since(&before, s).await);
+    }
+    let phase = |what, secs, cpu| Phase {
+        what,
+        concurrency: c,
+        files: paths.len(),
+        secs,
+        cpu,
+    };
+    Ok((
+        phase("plain copy", plain, cpu_plain),
+        phase("replicator", repl, cpu_repl),
+    ))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -661,21 +777,40 @@ pub async fn run(opts: BenchOptions, mut progress: impl FnMut(Event)) -> Result<
         main.len() as f64 / secs
     )));
     if opts.warmup_items > 0 {
-        let before = servers.cpu();
+        let before = servers.cpu().await;
         let secs = warm_up(&servers, root, &info, opts.warmup_items).await?;
-        let cpu = cpu_since(&before, &servers);
+        let cpu = cpu_since(&before, &servers).await;
         progress(Event::Note(format!(
             "warm-up: {} queue items taken and done (no copy) in {secs:.2} s; ZooKeeper CPU {} ms",
             opts.warmup_items,
             cpu.get("zookeeper")
         )));
-        let few: Vec<String> = main.iter().take(1000).cloned().collect();
-        plain_copy(&client, &servers, &few, opts.concurrency).await?;
-        replicate(&servers, root, &info, &few, opts.concurrency).await?;
+        // And one whole round, not counted: the replicator's own paths
+        // (batches as large as under load) and the nodes' caches.
+        let before = servers.cpu().await;
+        let plain = plain_copy(&client, &servers, &main, opts.concurrency).await?;
+        let cpu_plain = cpu_since(&before, &servers).await;
+        let before = servers.cpu().await;
+        let repl = replicate(&servers, root, &info, &main, opts.concurrency).await?;
+        let cpu_repl = cpu_since(&before, &servers).await;
+        progress(Event::Note(format!(
+            "warm-up round (not counted): plain copy {:.0} files/s, replicator {:.0} files/s; ZooKeeper CPU {:.2} ms/file",
+            main.len() as f64 / plain,
+            main.len() as f64 / repl,
+            (cpu_repl.get("zookeeper") + cpu_plain.get("zookeeper")) as f64 / main.len() as f64,
+        )));
     }
 
     // Node 2 stores each file again on every pass (a new copy each time):
-    // the same work for both.
+    // the same work for both. One replicator for every round, started
+    // before and kept running, as in production.
+    let running = Running::start(&servers, root, &info, opts.concurrency).await?;
+    for _ in 0..opts.rounds.max(1) {
+        let (plain, repl) = interleaved(&client, &servers, &running, &main, opts.slices).await?;
+        progress(Event::Phase(plain));
+        progress(Event::Phase(repl));
+    }
+    running.finish().await?;
     let mut phase = |what, concurrency, files: usize, secs, cpu| {
         progress(Event::Phase(Phase {
             what,
@@ -685,45 +820,25 @@ pub async fn run(opts: BenchOptions, mut progress: impl FnMut(Event)) -> Result<
             cpu,
         }))
     };
-    for _ in 0..opts.rounds.max(1) {
-        let before = servers.cpu();
-        let secs = plain_copy(&client, &servers, &main, opts.concurrency).await?;
-        phase(
-            "plain copy",
-            opts.concurrency,
-            main.len(),
-            secs,
-            cpu_since(&before, &servers),
-        );
-        let before = servers.cpu();
-        let secs = replicate(&servers, root, &info, &main, opts.concurrency).await?;
-        phase(
-            "replicator",
-            opts.concurrency,
-            main.len(),
-            secs,
-            cpu_since(&before, &servers),
-        );
-    }
     let others: Vec<String> = main.iter().take(opts.other_files).cloned().collect();
     for &c in &opts.other_concurrencies {
-        let before = servers.cpu();
+        let before = servers.cpu().await;
         let secs = plain_copy(&client, &servers, &others, c).await?;
         phase(
             "plain copy",
             c,
             others.len(),
             secs,
-            cpu_since(&before, &servers),
+            cpu_since(&before, &servers).await,
         );
-        let before = servers.cpu();
+        let before = servers.cpu().await;
         let secs = replicate(&servers, root, &info, &others, c).await?;
         phase(
             "replicator",
             c,
             others.len(),
             secs,
-            cpu_since(&before, &servers),
+            cpu_since(&before, &servers).await,
         );
     }
 
@@ -757,11 +872,14 @@ mod tests {
 
     #[test]
     fn cpu_sums_by_prefix() {
-        let c = Cpu(vec![
-            ("node1".into(), 5),
-            ("node2".into(), 7),
-            ("zookeeper".into(), 3),
-        ]);
+        let c = Cpu {
+            per_process: vec![
+                ("node1".into(), 5),
+                ("node2".into(), 7),
+                ("zookeeper".into(), 3),
+            ],
+            zk_txns: 0,
+        };
         assert_eq!((c.get("node"), c.get("zookeeper"), c.total()), (12, 3, 15));
     }
 }

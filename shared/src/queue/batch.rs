@@ -19,6 +19,9 @@ use crate::zk::{ConnState, ZkError};
 /// Rounds of a multi-create after some candidates turned out locked.
 const LOCK_ROUNDS: usize = 2;
 
+/// Most candidates read from a server per pop.
+const MAX_SAMPLE: usize = 1024;
+
 impl Queue {
     pub(super) fn hold(&self, lock_path: &str, session: i64) {
         let mut held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
@@ -30,6 +33,14 @@ impl Queue {
         for c in claims {
             held.remove(&c.lock_path);
         }
+    }
+
+    fn held_count(&self) -> usize {
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Whether this queue holds the lock on `session` now; forgets locks
@@ -58,8 +69,12 @@ impl Queue {
         let key = &self.inner.key;
         let mut errors = Vec::new();
         let mut answered = false;
+        // Items this queue holds come back in the sample too; ask for as
+        // many more, or near the end of a burst (few items besides ours)
+        // the sample can miss the free ones and the claimer would sleep
+        // until the next poll.
+        let want = ((2 * max).max(16) + self.held_count()).min(MAX_SAMPLE);
         for server in self.shuffled() {
-            let want = (2 * max).max(16);
             let candidates: Vec<String> = match server
                 .cmd(redis::cmd("SRANDMEMBER").arg(key).arg(want))
                 .await

@@ -578,6 +578,46 @@ async fn batched_claims_use_the_original_locks_and_never_overlap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_claims_find_the_last_free_items_among_their_own() {
+    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
+        return;
+    };
+    let env = env(&zks.addr(), "repl-tail", &[], &[redis.port]).await;
+    let items: Vec<String> = (0..200).map(|i| format!("tail-{i}")).collect();
+    env.queue.push_many(&items).await.unwrap();
+    // One worker keeps what it takes (copies in flight): at the end of a
+    // burst nearly every item in the set is its own. Each batch must still
+    // find the free ones, never answer "empty" while some are left (the
+    // claimer would sleep until the next poll).
+    let mut claimed = Vec::new();
+    while claimed.len() < items.len() {
+        let got = env.queue.pop_many(16).await.unwrap();
+        assert!(
+            !got.is_empty(),
+            "no claim with {} of {} items free",
+            items.len() - claimed.len(),
+            items.len()
+        );
+        claimed.extend(got);
+    }
+    let mut names: Vec<&str> = claimed.iter().map(|c| c.item.as_str()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), items.len(), "an item claimed twice");
+    assert!(env.queue.pop_many(16).await.unwrap().is_empty());
+    assert!(
+        env.queue
+            .done_many(&claimed)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| *d)
+    );
+    assert_eq!(env.queue.len().await.overall, Some(0));
+    env.zk.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicators_never_copy_the_same_task_at_once() {
     let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
         return;
