@@ -1,0 +1,73 @@
+//! `backpack-bench-replicator` runs end to end on a small load (its own
+//! Redis, ZooKeeper, nodes and coordinator), so the benchmark the figures
+//! in bench/README.md come from keeps working.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+use backpack_tests::{RedisServer, ZkServer, require};
+
+#[test]
+fn replicator_benchmark_runs_on_a_small_load() {
+    if !require(
+        "ZooKeeper (Debian package zookeeper)",
+        ZkServer::installed(),
+    ) || !require(
+        "Redis (Debian package redis-server)",
+        RedisServer::installed(),
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_backpack-bench-replicator"))
+        .args([
+            "--files",
+            "60",
+            "--file-size",
+            "3000",
+            "--rounds",
+            "2",
+            "--slices",
+            "3",
+            "--others",
+            "1,4",
+            "--other-files",
+            "20",
+            "--warmup-files",
+            "0",
+            "--latency-rate",
+            "40",
+            "--latency-secs",
+            "0.5",
+            "--node-bin",
+            env!("CARGO_BIN_EXE_backpack-node"),
+            "--coordinator-bin",
+            env!("CARGO_BIN_EXE_backpack-coordinator"),
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Both sides of every comparison, with a ratio, at every concurrency.
+    for c in ["c=16", "c=1 ", "c=4 "] {
+        let plain = format!("plain copy {c}");
+        let repl = format!("replicator {c}");
+        assert!(stdout.contains(&plain), "no {plain:?} line:\n{stdout}");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&repl) && l.contains("ratio")),
+            "no {repl:?} line with its ratio:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("median of the rounds' ratios"), "{stdout}");
+    assert!(
+        stdout.contains("latency at") && stdout.contains("through backpack-coordinator"),
+        "{stdout}"
+    );
+    // The benchmark cleans up after itself.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
