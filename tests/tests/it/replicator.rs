@@ -1005,6 +1005,60 @@ async fn session_expiry_mid_copy_abandons_it_without_marking_it_done() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_frozen_past_the_session_timeout_under_load_loses_nothing() {
+    let Some(redis) = shared_redis() else { return };
+    let Some(zks) = ZkServer::start() else { return };
+    let (n1, n2) = (Node::start("1").await, Node::start("2").await);
+    let env = env(&zks.addr(), "repl-freeze", &[&n1, &n2], &[redis.port]).await;
+    let n = 1500;
+    for i in 0..n {
+        put(n1.port, &format!("/f/{i}"), content(i, 700)).await;
+    }
+    let tasks: Vec<String> = (0..n)
+        .map(|i| task(&[&n1], &n2, &format!("/f/{i}")))
+        .collect();
+
+    let mut zc = ZkConfig::new(&env.zk_addr, &env.root);
+    zc.session_timeout = Duration::from_secs(2);
+    let r = Running::start_with(zc, config(8), None).await;
+    env.queue.push_many(&tasks).await.unwrap();
+    // Frozen while tasks are claimed ahead, copying and waiting to be
+    // marked done: every stage holds locks of the session that expires.
+    eventually(Duration::from_secs(20), "copies under way", || async {
+        r.stats.snapshot().copies_done >= 100
+    })
+    .await;
+    zks.pause();
+    let frozen_at = r.stats.snapshot().copies_done;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    zks.resume();
+    eventually(Duration::from_secs(60), "every task done", || async {
+        queue_empty(&env.queue).await
+    })
+    .await;
+    let s = r.stats.snapshot();
+    assert!(
+        frozen_at < n as u64,
+        "the freeze came after the work ({frozen_at} done)"
+    );
+    assert!(
+        s.abandoned >= 1,
+        "no work was in flight at the freeze: {s:?}"
+    );
+    assert_eq!(s.copies_done, n as u64, "{s:?}");
+    assert_eq!(s.copies_failed, 0, "{s:?}");
+    assert!(env.queue.dead(10).await.is_empty());
+    for i in 0..n {
+        let (body, _) = get(n2.port, &format!("/f/{i}"))
+            .await
+            .unwrap_or_else(|| panic!("/f/{i} missing on node 2"));
+        assert_eq!(body, content(i, 700), "/f/{i}");
+    }
+    r.shutdown().await;
+    env.zk.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_changes_are_followed_live() {
     let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
         return;
