@@ -4,6 +4,7 @@
 //! in-process.
 
 pub mod admin;
+pub mod benchkit;
 pub mod coordinator;
 pub mod node;
 pub mod replicator;

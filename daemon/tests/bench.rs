@@ -1,21 +1,59 @@
-//! `backpack-bench-replicator` runs end to end on a small load (its own
-//! Redis, ZooKeeper, nodes and coordinator), so the benchmark the figures
-//! in bench/README.md come from keeps working.
+//! The benchmark commands run end to end on a small load (their own
+//! Redis, ZooKeeper, nodes and coordinator), so the benchmarks the figures
+//! in bench/README.md come from keep working.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 
 use backpack_tests::{RedisServer, ZkServer, require};
 
-#[test]
-fn replicator_benchmark_runs_on_a_small_load() {
-    if !require(
+fn servers_installed() -> bool {
+    require(
         "ZooKeeper (Debian package zookeeper)",
         ZkServer::installed(),
-    ) || !require(
+    ) && require(
         "Redis (Debian package redis-server)",
         RedisServer::installed(),
-    ) {
+    )
+}
+
+#[test]
+fn coordinator_benchmark_runs_on_a_small_load() {
+    if !servers_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_backpack-bench-coordinator"))
+        .args(["--files", "40", "--file-size", "2000", "--concurrency", "4"])
+        .args(["--rounds", "1", "--latency-files", "10"])
+        .args(["--node-bin", env!("CARGO_BIN_EXE_backpack-node")])
+        .args([
+            "--coordinator-bin",
+            env!("CARGO_BIN_EXE_backpack-coordinator"),
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for want in [
+        "throughput at concurrency 4: node ",
+        "median latency at concurrency 1: node ",
+        "coordinator memory: VmRSS max ",
+        "coordinator CPU: ",
+    ] {
+        assert!(stdout.contains(want), "no {want:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("NaN"), "{stdout}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn replicator_benchmark_runs_on_a_small_load() {
+    if !servers_installed() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

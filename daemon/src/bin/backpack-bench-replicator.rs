@@ -3,6 +3,7 @@
 //! Build with `--release` before measuring.
 
 use anyhow::Context;
+use backpack_daemon::benchkit::median;
 use backpack_daemon::replicator::bench::{self, BenchOptions, Event, Phase};
 use clap::Parser;
 use std::path::PathBuf;
@@ -69,11 +70,6 @@ struct Args {
     /// ZooKeeper jar (Debian package zookeeper)
     #[arg(long, default_value = "/usr/share/java/zookeeper.jar")]
     zk_jar: PathBuf,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn describe(p: &Phase) -> String {

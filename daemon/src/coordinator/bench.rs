@@ -16,7 +16,7 @@
 //! body the same shared buffer, so the client costs the same either way.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -31,6 +31,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::io::AsyncBufReadExt;
+
+use crate::benchkit::{self, Proc, free_port, median, percentile};
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -108,83 +110,6 @@ impl Report {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// A server process, killed on drop.
-struct Proc {
-    child: Child,
-    name: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("no loopback port")?;
-    Ok(l.local_addr()?.port())
-}
-
-async fn wait_port(p: &mut Proc, port: u16, log: &Path) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        if let Ok(Some(status)) = p.child.try_wait() {
-            bail!(
-                "{} exited ({status}) before listening; see {}",
-                p.name,
-                log.display()
-            );
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{} did not listen within 30 s; see {}",
-                p.name,
-                log.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> Result<(Proc, PathBuf)> {
-    let log = dir.join(format!("{name}.log"));
-    let out = std::fs::File::create(&log)?;
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-        .with_context(|| format!("cannot start {}", program.display()))?;
-    Ok((
-        Proc {
-            child,
-            name: name.into(),
-        },
-        log,
-    ))
-}
-
 struct Servers {
     procs: Vec<Proc>,
     zk: String,
@@ -193,86 +118,19 @@ struct Servers {
 }
 
 async fn start_servers(opts: &BenchOptions, dir: &Path) -> Result<Servers> {
-    let mut procs = Vec::new();
-    let rport = free_port()?;
-    let (mut p, log) = spawn(
-        "redis",
-        &opts.redis_bin,
-        &[
-            "--port",
-            &rport.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        .map(String::from),
-        dir,
-    )?;
-    wait_port(&mut p, rport, &log).await?;
-    procs.push(p);
-
-    let zport = free_port()?;
-    let zdata = dir.join("zk");
-    std::fs::create_dir_all(&zdata)?;
-    let cfg = dir.join("zoo.cfg");
-    // ZooKeeper's defaults (fsync'd transaction log, as in production).
-    std::fs::write(
-        &cfg,
-        format!(
-            "tickTime=2000\ndataDir={}\nclientPort={zport}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\nmaxClientCnxns=0\n",
-            zdata.display()
-        ),
-    )?;
-    let (mut p, log) = spawn(
-        "zookeeper",
-        Path::new("java"),
-        &[
-            "-Xmx512m".to_string(),
-            "-cp".into(),
-            format!(
-                "{}:/usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-simple.jar",
-                opts.zk_jar.display()
-            ),
-            "org.apache.zookeeper.server.quorum.QuorumPeerMain".into(),
-            cfg.display().to_string(),
-        ],
-        dir,
-    )?;
-    wait_port(&mut p, zport, &log).await?;
-    procs.push(p);
-
+    let (redis_proc, redis) = benchkit::start_redis(&opts.redis_bin, dir).await?;
+    let (zk_proc, zk) = benchkit::start_zookeeper(&opts.zk_jar, &dir.join("zk"), dir).await?;
+    let mut procs = vec![redis_proc, zk_proc];
     let mut nodes = Vec::new();
     for i in 1..=opts.shard_nodes.max(1) {
-        let port = free_port()?;
-        let data = dir.join(format!("node{i}"));
-        std::fs::create_dir_all(&data)?;
-        let (mut p, log) = spawn(
-            &format!("node{i}"),
-            &opts.node_bin,
-            &[
-                data.display().to_string(),
-                "127.0.0.1".into(),
-                port.to_string(),
-            ],
-            dir,
-        )?;
-        wait_port(&mut p, port, &log).await?;
+        let (p, addr) = benchkit::start_node(&opts.node_bin, &format!("node{i}"), dir).await?;
         procs.push(p);
-        nodes.push(HostPort {
-            host: "127.0.0.1".into(),
-            port,
-        });
+        nodes.push(addr);
     }
     Ok(Servers {
         procs,
-        zk: format!("127.0.0.1:{zport}"),
-        redis: HostPort {
-            host: "127.0.0.1".into(),
-            port: rport,
-        },
+        zk,
+        redis,
         nodes,
     })
 }
@@ -333,6 +191,7 @@ async fn start_coordinator(
     let p = Proc {
         child,
         name: "backpack-coordinator".into(),
+        log: log.clone(),
     };
     let stdout = tokio::process::ChildStdout::from_std(stdout)?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
@@ -529,14 +388,7 @@ fn memory(pid: u32) -> Option<(u64, u64)> {
 
 /// User + system CPU seconds of a process.
 fn cpu_secs(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = s.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    // Clock ticks: 100 per second on Linux.
-    Some((utime + stime) / 100.0)
+    benchkit::cpu_ms(pid).map(|ms| ms as f64 / 1000.0)
 }
 
 /// Runs the benchmark, reporting each phase through `progress`.
@@ -635,16 +487,6 @@ pub async fn run(opts: BenchOptions, mut progress: impl FnMut(&Phase)) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn medians_and_percentiles() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![]), 0.0);
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.5), 51.0);
-        assert_eq!(percentile(&v, 0.99), 99.0);
-        assert_eq!(percentile(&v, 1.0), 100.0);
-    }
 
     #[test]
     fn reads_own_memory_and_cpu() {

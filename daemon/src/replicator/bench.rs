@@ -19,7 +19,6 @@
 //! CPU time of every process is read from `/proc` around each phase.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -30,6 +29,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{Replicator, ReplicatorConfig, copy};
+use crate::benchkit::{self, Proc, cpu_ms, free_port, percentile};
 
 /// Settings of a benchmark run.
 #[derive(Debug, Clone)]
@@ -134,94 +134,6 @@ pub enum Event {
     Latency(Latency),
 }
 
-/// A server process, killed on drop.
-struct Proc {
-    child: Child,
-    name: &'static str,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("no loopback port")?;
-    Ok(l.local_addr()?.port())
-}
-
-fn spawn(name: &'static str, program: &Path, args: &[String], dir: &Path) -> Result<Proc> {
-    let log = dir.join(format!("{name}.log"));
-    let out = std::fs::File::create(&log)?;
-    let child = Command::new(program)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-        .with_context(|| format!("cannot start {}", program.display()))?;
-    Ok(Proc { child, name })
-}
-
-/// Waits until `ready` holds, failing early if the process exits.
-async fn wait_ready<F, Fut>(p: &mut Proc, dir: &Path, mut ready: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let log = dir.join(format!("{}.log", p.name));
-    while !ready().await {
-        if let Ok(Some(status)) = p.child.try_wait() {
-            bail!("{} exited ({status}); see {}", p.name, log.display());
-        }
-        if Instant::now() > deadline {
-            bail!("{} not ready within 30 s; see {}", p.name, log.display());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
-async fn port_open(port: u16) -> bool {
-    tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_ok()
-}
-
-/// ZooKeeper opens its port (and answers `ruok`) before it serves
-/// sessions: ask `srvr`, which names the server's mode once it serves.
-async fn zk_serving(port: u16) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut c) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    let mut answer = String::new();
-    c.write_all(b"srvr").await.is_ok()
-        && tokio::time::timeout(Duration::from_secs(1), c.read_to_string(&mut answer))
-            .await
-            .is_ok()
-        && answer.contains("Mode: standalone")
-}
-
-/// User + system CPU time of a process, milliseconds.
-fn cpu_ms(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // Fields after the command name (which may hold spaces): utime and
-    // stime are the 12th and 13th, in clock ticks (100 per second).
-    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10
-}
-
 struct Servers {
     procs: Vec<Proc>,
     /// ZooKeeper's data with `--zk-dir`; removed after the processes stop.
@@ -238,12 +150,12 @@ impl Servers {
         let mut v: Vec<(String, u64)> = self
             .procs
             .iter()
-            .map(|p| (p.name.to_string(), cpu_ms(p.child.id())))
+            .map(|p| (p.name.clone(), cpu_ms(p.pid()).unwrap_or(0)))
             .collect();
-        v.push(("bench".into(), cpu_ms(std::process::id())));
+        v.push(("bench".into(), cpu_ms(std::process::id()).unwrap_or(0)));
         Cpu {
             per_process: v,
-            zk_txns: zxid(&self.zk).await.unwrap_or(0),
+            zk_txns: benchkit::zxid(&self.zk).await.unwrap_or(0),
         }
     }
 }
@@ -262,43 +174,8 @@ async fn cpu_since(before: &Cpu, s: &Servers) -> Cpu {
     }
 }
 
-/// ZooKeeper's last transaction id, from `srvr`.
-async fn zxid(addr: &str) -> Option<u64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(addr).await.ok()?;
-    c.write_all(b"srvr").await.ok()?;
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(2), c.read_to_string(&mut answer))
-        .await
-        .ok()?
-        .ok()?;
-    let hex = answer.lines().find_map(|l| l.strip_prefix("Zxid: 0x"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
-}
-
 async fn start_servers(opts: &BenchOptions, dir: &Path) -> Result<Servers> {
-    let mut procs = Vec::new();
-    let rport = free_port()?;
-    let mut p = spawn(
-        "redis",
-        &opts.redis_bin,
-        &[
-            "--port",
-            &rport.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        .map(String::from),
-        dir,
-    )?;
-    wait_ready(&mut p, dir, || port_open(rport)).await?;
-    procs.push(p);
-
-    let zport = free_port()?;
+    let (redis_proc, redis) = benchkit::start_redis(&opts.redis_bin, dir).await?;
     let zk_tmp = match &opts.zk_dir {
         Some(d) => Some(
             tempfile::Builder::new()
@@ -311,68 +188,14 @@ async fn start_servers(opts: &BenchOptions, dir: &Path) -> Result<Servers> {
     let zdata = zk_tmp
         .as_ref()
         .map_or_else(|| dir.join("zk"), |t| t.path().to_path_buf());
-    std::fs::create_dir_all(&zdata)?;
-    let cfg = dir.join("zoo.cfg");
-    // ZooKeeper's defaults (the transaction log is fsync'd, as in
-    // production); only the ports and the directory are ours.
-    std::fs::write(
-        &cfg,
-        format!(
-            "tickTime=2000\ndataDir={}\nclientPort={zport}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\nmaxClientCnxns=0\n4lw.commands.whitelist=srvr\n",
-            zdata.display()
-        ),
-    )?;
-    let mut p = spawn(
-        "zookeeper",
-        Path::new("java"),
-        &[
-            "-Xmx512m".to_string(),
-            "-cp".into(),
-            format!(
-                "{}:/usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-simple.jar",
-                opts.zk_jar.display()
-            ),
-            "org.apache.zookeeper.server.quorum.QuorumPeerMain".into(),
-            cfg.display().to_string(),
-        ],
-        dir,
-    )?;
-    wait_ready(&mut p, dir, || zk_serving(zport)).await?;
-    procs.push(p);
-
-    let mut nodes = Vec::new();
-    for name in ["node1", "node2"] {
-        let port = free_port()?;
-        let data = dir.join(name);
-        std::fs::create_dir_all(&data)?;
-        let mut p = spawn(
-            name,
-            &opts.node_bin,
-            &[
-                data.display().to_string(),
-                "127.0.0.1".into(),
-                port.to_string(),
-            ],
-            dir,
-        )?;
-        wait_ready(&mut p, dir, || port_open(port)).await?;
-        procs.push(p);
-        nodes.push(HostPort {
-            host: "127.0.0.1".into(),
-            port,
-        });
-    }
-    let [a, b]: [HostPort; 2] = nodes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("two nodes expected"))?;
+    let (zk_proc, zk) = benchkit::start_zookeeper(&opts.zk_jar, &zdata, dir).await?;
+    let (n1, a) = benchkit::start_node(&opts.node_bin, "node1", dir).await?;
+    let (n2, b) = benchkit::start_node(&opts.node_bin, "node2", dir).await?;
     Ok(Servers {
-        procs,
+        procs: vec![redis_proc, zk_proc, n1, n2],
         _zk_tmp: zk_tmp,
-        zk: format!("127.0.0.1:{zport}"),
-        redis: HostPort {
-            host: "127.0.0.1".into(),
-            port: rport,
-        },
+        zk,
+        redis,
         nodes: [a, b],
         coordinator: None,
     })
@@ -381,20 +204,13 @@ async fn start_servers(opts: &BenchOptions, dir: &Path) -> Result<Servers> {
 /// A coordinator process on the cluster, once it answers `/stats`.
 async fn start_coordinator(bin: &Path, s: &mut Servers, root: &str, dir: &Path) -> Result<()> {
     let port = free_port()?;
-    let mut p = spawn(
-        "coordinator",
-        bin,
-        &[
-            s.zk.clone(),
-            root.into(),
-            "127.0.0.1".into(),
-            port.to_string(),
-        ],
-        dir,
-    )?;
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args([&s.zk, root, "127.0.0.1", &port.to_string()])
+        .env("RUST_LOG", "warn");
+    let mut p = Proc::spawn("coordinator", cmd, dir)?;
     let client = copy::client();
     let url = format!("http://127.0.0.1:{port}/stats");
-    wait_ready(&mut p, dir, || async {
+    p.wait_ready(|| async {
         matches!(client.get(&url).send().await, Ok(r) if r.status().is_success())
     })
     .await?;
@@ -628,14 +444,6 @@ async fn interleaved(
     ))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 /// Uploads at `rate` per second for `secs` while a replicator runs; for
 /// each, the time from the upload's answer until both nodes serve it.
 async fn latency(
@@ -848,15 +656,6 @@ pub async fn run(opts: BenchOptions, mut progress: impl FnMut(Event)) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.5), 51.0);
-        assert_eq!(percentile(&v, 0.99), 99.0);
-        assert_eq!(percentile(&v, 1.0), 100.0);
-        assert!(percentile(&[], 0.5).is_nan());
-    }
 
     #[test]
     fn contents_differ_and_have_the_size() {

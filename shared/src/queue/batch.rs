@@ -286,29 +286,8 @@ impl Queue {
         if mine.is_empty() {
             return Ok(held);
         }
-        let (key, first, tries, errs) = (
-            &self.inner.key,
-            self.k("first"),
-            self.k("tries"),
-            self.k("errors"),
-        );
-        let results = futures::future::join_all(self.inner.servers.iter().map(|s| {
-            let mut p = redis::pipe();
-            for c in &mine {
-                p.cmd("SREM").arg(key).arg(&c.item).ignore();
-                p.cmd("ZREM").arg(&first).arg(&c.item).ignore();
-                p.cmd("HDEL").arg(&tries).arg(&c.item).ignore();
-                p.cmd("HDEL").arg(&errs).arg(&c.item).ignore();
-            }
-            async move { (s.addr.clone(), s.pipe::<()>(&p).await) }
-        }))
-        .await;
-        for (addr, r) in results {
-            if let Err(error) = r {
-                // They come back from that server later and are copied once more: harmless.
-                tracing::warn!(%addr, %error, items = mine.len(), "queue Redis server missed removals");
-            }
-        }
+        let items: Vec<&str> = mine.iter().map(|c| c.item.as_str()).collect();
+        self.remove_done(&items).await;
         let mine: Vec<Claim> = mine.into_iter().cloned().collect();
         self.unlock_many(&mine).await;
         Ok(held)

@@ -380,6 +380,15 @@ impl Queue {
         if !self.holds(claim).await? {
             return Err(QueueError::LockLost);
         }
+        self.remove_done(&[claim.item.as_str()]).await;
+        self.unlock(claim).await;
+        Ok(())
+    }
+
+    /// Removes finished items, with what we kept on them, from every
+    /// server. A server that misses it gives the items back later, and they
+    /// are copied once more: harmless.
+    async fn remove_done(&self, items: &[&str]) {
         let (key, first, tries, errs) = (
             &self.inner.key,
             self.k("first"),
@@ -388,21 +397,20 @@ impl Queue {
         );
         let results = futures::future::join_all(self.inner.servers.iter().map(|s| {
             let mut p = redis::pipe();
-            p.cmd("SREM").arg(key).arg(&claim.item).ignore();
-            p.cmd("ZREM").arg(&first).arg(&claim.item).ignore();
-            p.cmd("HDEL").arg(&tries).arg(&claim.item).ignore();
-            p.cmd("HDEL").arg(&errs).arg(&claim.item).ignore();
+            for item in items {
+                p.cmd("SREM").arg(key).arg(item).ignore();
+                p.cmd("ZREM").arg(&first).arg(item).ignore();
+                p.cmd("HDEL").arg(&tries).arg(item).ignore();
+                p.cmd("HDEL").arg(&errs).arg(item).ignore();
+            }
             async move { (s.addr.clone(), s.pipe::<()>(&p).await) }
         }))
         .await;
         for (addr, r) in results {
             if let Err(error) = r {
-                // It comes back from that server later and is copied once more: harmless.
-                tracing::warn!(%addr, %error, "queue Redis server missed a removal");
+                tracing::warn!(%addr, %error, items = items.len(), "queue Redis server missed removals of done items");
             }
         }
-        self.unlock(claim).await;
-        Ok(())
     }
 
     /// Records a failed attempt and unlocks. After `max_attempts` failed
