@@ -144,7 +144,7 @@ pub(crate) struct Popped {
 }
 
 /// A copied task on its way to a completer.
-pub(crate) struct Copy {
+pub(crate) struct Finished {
     popped: Popped,
     task: ReplicationTask,
     bytes: u64,
@@ -226,7 +226,12 @@ pub(crate) async fn claimer(ctx: Arc<Ctx>, tx: mpsc::Sender<Popped>, tracker: Ta
 /// A copier: copies the claimed tasks' files one at a time and hands the
 /// copied ones to the completers; a failed one records the attempt and
 /// backs off. Returns at shutdown after its copy in flight.
-pub(crate) async fn copier(n: usize, ctx: Arc<Ctx>, rx: Shared<Popped>, done: mpsc::Sender<Copy>) {
+pub(crate) async fn copier(
+    n: usize,
+    ctx: Arc<Ctx>,
+    rx: Shared<Popped>,
+    done: mpsc::Sender<Finished>,
+) {
     let mut backoff = Backoff::new(ctx.config.backoff_min, ctx.config.backoff_max);
     loop {
         let next = tokio::select! {
@@ -247,7 +252,7 @@ pub(crate) async fn copier(n: usize, ctx: Arc<Ctx>, rx: Shared<Popped>, done: mp
             Copied::Ok { task, bytes } => {
                 backoff.reset();
                 if let Err(e) = done
-                    .send(Copy {
+                    .send(Finished {
                         popped,
                         task,
                         bytes,
@@ -277,7 +282,11 @@ pub(crate) async fn copier(n: usize, ctx: Arc<Ctx>, rx: Shared<Popped>, done: mp
 /// The completer: marks copied tasks done, every task waiting at once in
 /// one batch (up to [`BATCH`]), up to [`IN_FLIGHT`] batches at once. Runs
 /// until every copier has stopped.
-pub(crate) async fn completer(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Copy>, tracker: TaskTracker) {
+pub(crate) async fn completer(
+    ctx: Arc<Ctx>,
+    mut rx: mpsc::Receiver<Finished>,
+    tracker: TaskTracker,
+) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         let Ok(turn) = in_flight.clone().acquire_owned().await else {
@@ -315,7 +324,7 @@ pub(crate) async fn completer(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Copy>, track
             // Tasks claimed before a reconfiguration belong to the old queue.
             while !batch.is_empty() {
                 let active = batch[0].popped.active.clone();
-                let (same, rest): (Vec<Copy>, Vec<Copy>) = batch
+                let (same, rest): (Vec<Finished>, Vec<Finished>) = batch
                     .into_iter()
                     .partition(|c| Arc::ptr_eq(&c.popped.active, &active));
                 finish(&ctx, &active, &same).await;
@@ -461,7 +470,7 @@ async fn copy(ctx: &Ctx, p: &Popped) -> Copied {
 /// Marks copied tasks of one queue done, retrying transient ZooKeeper
 /// failures while the session lives; never from a session that lost the
 /// lock.
-async fn finish(ctx: &Ctx, active: &Active, batch: &[Copy]) {
+async fn finish(ctx: &Ctx, active: &Active, batch: &[Finished]) {
     let claims: Vec<_> = batch.iter().map(|c| c.popped.claim.clone()).collect();
     let Some(session) = claims.first().map(|c| c.session()) else {
         return;
