@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use backpack_shared::live::{ClusterState, Doc};
-use backpack_shared::model::{HostPort, Shard, ShardsMap, shard_chances};
+use backpack_shared::model::{HostPort, ReplicationTask, Shard, ShardsMap, shard_chances};
 use backpack_shared::ops::MapOp;
 use backpack_shared::queue::describe_item;
 use backpack_shared::zk::ConnState;
@@ -15,7 +15,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::event::{Event, Health, Millis, QueueReport};
 use crate::fmt::percent;
-use crate::forms::{Form, FormState};
+use crate::forms::{Form, FormState, Input};
 use crate::growth::Growth;
 use crate::rows::{
     self, DaemonRow, ServerRow, ShardRow, ShardState, ShardTotals, TaskRow, flatten, order,
@@ -141,7 +141,71 @@ pub enum Mode {
     Details,
     Form(FormState),
     Confirm(Confirm),
+    /// Typing a `:` command (the text after the colon).
+    Command(String),
 }
+
+/// A `:` command: its names (the first is shown), its arguments.
+pub struct CommandSpec {
+    pub names: &'static [&'static str],
+    pub args: &'static [&'static str],
+    pub writes: bool,
+}
+
+/// The `:` commands: the admin commands' names and arguments (without the
+/// ZooKeeper ones), so what an operator types in a shell works here too.
+pub const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        names: &["add-server"],
+        args: &["<id>", "<http://host:port>"],
+        writes: true,
+    },
+    CommandSpec {
+        names: &["add-shard"],
+        args: &["<id>", "<node1,node2,..>", "<size (ex: 100gb)>"],
+        writes: true,
+    },
+    CommandSpec {
+        names: &["enable-shard", "enable"],
+        args: &["<id>"],
+        writes: true,
+    },
+    CommandSpec {
+        names: &["disable-shard", "disable"],
+        args: &["<id>"],
+        writes: true,
+    },
+    CommandSpec {
+        names: &["set-queue"],
+        args: &["<key>", "<host1:port1,host2:port2,..>"],
+        writes: true,
+    },
+    CommandSpec {
+        names: &["requeue"],
+        args: &["<path or task>"],
+        writes: true,
+    },
+    CommandSpec {
+        names: &["drop"],
+        args: &["<path or task>"],
+        writes: true,
+    },
+    CommandSpec {
+        names: &["refresh"],
+        args: &[],
+        writes: false,
+    },
+    CommandSpec {
+        names: &["help"],
+        args: &[],
+        writes: false,
+    },
+    CommandSpec {
+        names: &["quit", "q"],
+        args: &[],
+        writes: false,
+    },
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusKind {
@@ -697,6 +761,7 @@ impl State {
             Mode::Details => self.key_details(k),
             Mode::Form(f) => self.key_form(f, k),
             Mode::Confirm(c) => self.key_confirm(c, k),
+            Mode::Command(line) => self.key_command(line, k),
         }
     }
 
@@ -724,6 +789,7 @@ impl State {
                 }
             }
             KeyCode::Char('/') => self.mode = Mode::Filter,
+            KeyCode::Char(':') => self.mode = Mode::Command(String::new()),
             KeyCode::Char('s') => {
                 let n = tab.columns().len();
                 let t = &mut self.tables[tab.index()];
@@ -804,130 +870,292 @@ impl State {
     /// a / e / d (Shards), a (Servers), c / u / x (Queue).
     fn write_key(&mut self, tab: Tab, c: char) {
         let cluster = self.cluster.clone();
-        let open = |form: Form| {
-            // Start where typing is needed: the id comes prefilled.
-            let focus = match form {
-                Form::AddServer { .. } | Form::AddShard { .. } => 1,
-                Form::SetQueue { .. } => 0,
-            };
-            Mode::Form(FormState {
-                checked: form.check(&cluster),
-                form,
-                focus,
-                base: cluster.clone(),
-            })
-        };
         match (tab, c) {
-            (Tab::Shards, 'a') => self.mode = open(Form::add_shard(&cluster)),
-            (Tab::Servers, 'a') => self.mode = open(Form::add_server(&cluster)),
-            (Tab::Queue, 'c') => self.mode = open(Form::set_queue(&cluster)),
+            (Tab::Shards, 'a') => self.open_form(Form::add_shard(&cluster), 1),
+            (Tab::Servers, 'a') => self.open_form(Form::add_server(&cluster), 1),
+            (Tab::Queue, 'c') => self.open_form(Form::set_queue(&cluster), 0),
             (Tab::Shards, 'e' | 'd') => {
-                let Some(row) = self.selected_shard() else {
-                    return;
-                };
-                let id = row.id.clone();
-                let enable = c == 'e';
-                let Some(shards) = &cluster.shards.value else {
-                    return;
-                };
-                let Some(shard) = shards.get(&id) else { return };
-                if shard.writable() == enable {
-                    self.set_status(
-                        StatusKind::Info,
-                        format!(
-                            "shard {id} is {} already",
-                            if enable { "writable" } else { "read-only" }
-                        ),
-                    );
-                    return;
+                if let Some(row) = self.selected_shard() {
+                    let id = row.id.clone();
+                    self.ask_enable(&id, c == 'e');
                 }
-                let (op, question, lines) = if enable {
-                    let share = match share_after(&cluster, &id, true) {
-                        Some(share) => format!("It will take ~{} of new writes.", percent(share)),
-                        None => "Its size is not read yet, so its share of writes is unknown."
-                            .to_string(),
-                    };
-                    (
-                        MapOp::EnableShard { id: id.clone() },
-                        format!("Enable shard {id}? {share}"),
-                        vec![format!("nodes {}", shard.nodes.join(","))],
-                    )
-                } else {
-                    let now = row.writes;
-                    let others: f64 = self
-                        .shards
-                        .iter()
-                        .filter(|r| r.id != id && r.state == ShardState::Rw)
-                        .count() as f64;
-                    let consequence = if others == 0.0 {
-                        "No other shard takes writes: uploads fail until one is enabled."
-                            .to_string()
-                    } else {
-                        "The other writable shards take them over.".to_string()
-                    };
-                    (
-                        MapOp::DisableShard { id: id.clone() },
-                        format!(
-                            "Disable shard {id}? It takes {} of new writes now.",
-                            percent(now)
-                        ),
-                        vec![consequence],
-                    )
-                };
-                let action = Action::Op(op);
-                self.mode = Mode::Confirm(Confirm {
-                    title: if enable {
-                        "Enable shard".into()
-                    } else {
-                        "Disable shard".into()
-                    },
-                    lines,
-                    question,
-                    check: relevant(&action, &cluster),
-                    action,
-                    back: None,
-                });
             }
             (Tab::Queue, 'u' | 'x') => {
-                let Some(task) = self.selected_task() else {
-                    return;
-                };
-                if !task.dead {
-                    self.set_status(
-                        StatusKind::Info,
-                        "only dead-letter tasks can be requeued or dropped; queued ones are being retried".into(),
-                    );
-                    return;
+                if let Some(task) = self.selected_task().cloned() {
+                    self.ask_dead(task, c == 'u');
                 }
-                let item = task.info.item.clone();
-                let (title, action, question) = if c == 'u' {
-                    (
-                        "Requeue task",
-                        Action::Requeue(item.clone()),
-                        "Put it back in the queue with a fresh attempt count?",
-                    )
-                } else {
-                    (
-                        "Drop task",
-                        Action::DropDead(item.clone()),
-                        "Drop it for good? It will not be copied.",
-                    )
-                };
-                let mut lines = vec![describe_item(&item)];
-                if let Some(e) = &task.info.last_error {
-                    lines.push(format!("last error: {e}"));
-                }
-                self.mode = Mode::Confirm(Confirm {
-                    title: title.into(),
-                    lines,
-                    question: question.into(),
-                    check: vec![],
-                    action,
-                    back: None,
-                });
             }
             _ => {}
         }
+    }
+
+    /// Opens a form with the cursor on field `focus`.
+    fn open_form(&mut self, form: Form, focus: usize) {
+        self.mode = Mode::Form(FormState {
+            checked: form.check(&self.cluster),
+            form,
+            focus,
+            base: self.cluster.clone(),
+        });
+    }
+
+    /// Asks to enable (or disable) shard `id`, saying what changes.
+    fn ask_enable(&mut self, id: &str, enable: bool) {
+        let cluster = self.cluster.clone();
+        let Some(shards) = &cluster.shards.value else {
+            self.set_status(
+                StatusKind::Error,
+                "the shards map is not read yet; wait for the connection".into(),
+            );
+            return;
+        };
+        let Some(shard) = shards.get(id) else {
+            self.set_status(
+                StatusKind::Error,
+                format!("shard {id} does not exist; the Shards view lists them"),
+            );
+            return;
+        };
+        if shard.writable() == enable {
+            self.set_status(
+                StatusKind::Info,
+                format!(
+                    "shard {id} is {} already",
+                    if enable { "writable" } else { "read-only" }
+                ),
+            );
+            return;
+        }
+        let (op, question, lines) = if enable {
+            let share = match share_after(&cluster, id, true) {
+                Some(share) => format!("It will take ~{} of new writes.", percent(share)),
+                None => "Its size is not read yet, so its share of writes is unknown.".to_string(),
+            };
+            (
+                MapOp::EnableShard { id: id.into() },
+                format!("Enable shard {id}? {share}"),
+                vec![format!("nodes {}", shard.nodes.join(","))],
+            )
+        } else {
+            let now = self
+                .shards
+                .iter()
+                .find(|r| r.id == id)
+                .map_or(0.0, |r| r.writes);
+            let others = self
+                .shards
+                .iter()
+                .filter(|r| r.id != id && r.state == ShardState::Rw)
+                .count();
+            let consequence = if others == 0 {
+                "No other shard takes writes: uploads fail until one is enabled.".to_string()
+            } else {
+                "The other writable shards take them over.".to_string()
+            };
+            (
+                MapOp::DisableShard { id: id.into() },
+                format!(
+                    "Disable shard {id}? It takes {} of new writes now.",
+                    percent(now)
+                ),
+                vec![consequence],
+            )
+        };
+        let action = Action::Op(op);
+        self.mode = Mode::Confirm(Confirm {
+            title: if enable {
+                "Enable shard".into()
+            } else {
+                "Disable shard".into()
+            },
+            lines,
+            question,
+            check: relevant(&action, &cluster),
+            action,
+            back: None,
+        });
+    }
+
+    /// Asks to requeue (or drop) a dead-letter task.
+    fn ask_dead(&mut self, task: TaskRow, requeue: bool) {
+        if !task.dead {
+            self.set_status(
+                StatusKind::Info,
+                "only dead-letter tasks can be requeued or dropped; queued ones are being retried"
+                    .into(),
+            );
+            return;
+        }
+        let item = task.info.item.clone();
+        let (title, action, question) = if requeue {
+            (
+                "Requeue task",
+                Action::Requeue(item.clone()),
+                "Put it back in the queue with a fresh attempt count?",
+            )
+        } else {
+            (
+                "Drop task",
+                Action::DropDead(item.clone()),
+                "Drop it for good? It will not be copied.",
+            )
+        };
+        let mut lines = vec![describe_item(&item)];
+        if let Some(e) = &task.info.last_error {
+            lines.push(format!("last error: {e}"));
+        }
+        self.mode = Mode::Confirm(Confirm {
+            title: title.into(),
+            lines,
+            question: question.into(),
+            check: vec![],
+            action,
+            back: None,
+        });
+    }
+
+    // ----- the command line -----------------------------------------------
+
+    fn key_command(&mut self, mut line: String, k: KeyEvent) -> Vec<Command> {
+        match k.code {
+            KeyCode::Esc => return vec![],
+            KeyCode::Enter => return self.run_command(&line),
+            // Backspace on an empty line leaves it, as in vi.
+            KeyCode::Backspace if line.is_empty() => return vec![],
+            KeyCode::Backspace => {
+                line.pop();
+            }
+            KeyCode::Char('u') if k.modifiers.contains(KeyModifiers::CONTROL) => line.clear(),
+            KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => line.push(c),
+            _ => {}
+        }
+        self.mode = Mode::Command(line);
+        vec![]
+    }
+
+    /// Runs a `:` command. Writes go through the same forms and
+    /// confirmations as their keys: the command fills them in.
+    fn run_command(&mut self, line: &str) -> Vec<Command> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some((&first, args)) = words.split_first() else {
+            return vec![];
+        };
+        // The admin commands' full names work too.
+        let name = first
+            .strip_prefix("backpack-coordinator-")
+            .or_else(|| first.strip_prefix("backpack-replicator-"))
+            .unwrap_or(first);
+        let Some(spec) = COMMANDS.iter().find(|c| c.names.contains(&name)) else {
+            self.set_status(
+                StatusKind::Error,
+                format!(
+                    "unknown command :{first}; the commands are {}",
+                    COMMANDS
+                        .iter()
+                        .map(|c| c.names[0])
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            return vec![];
+        };
+        if args.len() != spec.args.len() {
+            self.set_status(
+                StatusKind::Error,
+                format!("usage: :{} {}", spec.names[0], spec.args.join(" ")),
+            );
+            return vec![];
+        }
+        if spec.writes && self.config.read_only {
+            self.set_status(
+                StatusKind::Error,
+                "read-only: started with --read-only, so nothing can be changed here".into(),
+            );
+            return vec![];
+        }
+        let cluster = self.cluster.clone();
+        match (spec.names[0], args) {
+            ("quit", []) => return vec![Command::Quit],
+            ("help", []) => self.mode = Mode::Help,
+            ("refresh", []) => {
+                self.set_status(StatusKind::Info, "refreshing node health and queue…".into());
+                return vec![Command::Refresh];
+            }
+            ("enable-shard", [id]) => self.ask_enable(id, true),
+            ("disable-shard", [id]) => self.ask_enable(id, false),
+            ("add-server", [id, url]) => {
+                self.tab = Tab::Servers;
+                self.open_form(
+                    Form::AddServer {
+                        id: Input::new(*id),
+                        url: Input::new(*url),
+                    },
+                    1,
+                );
+            }
+            ("add-shard", [id, nodes, size]) => {
+                self.tab = Tab::Shards;
+                let mut form = Form::add_shard(&cluster);
+                if let Form::AddShard {
+                    id: i,
+                    nodes: n,
+                    capacity,
+                } = &mut form
+                {
+                    *i = Input::new(*id);
+                    n.picked = nodes
+                        .split(',')
+                        .filter(|x| !x.is_empty())
+                        .map(String::from)
+                        .collect();
+                    *capacity = Input::new(*size);
+                }
+                self.open_form(form, 2);
+            }
+            ("set-queue", [key, servers]) => {
+                self.tab = Tab::Queue;
+                self.open_form(
+                    Form::SetQueue {
+                        key: Input::new(*key),
+                        servers: Input::new(*servers),
+                    },
+                    1,
+                );
+            }
+            ("requeue" | "drop", [what]) => {
+                let requeue = spec.names[0] == "requeue";
+                // The exact item, or the file's path as the admin command takes it.
+                let found = self
+                    .queue
+                    .as_ref()
+                    .into_iter()
+                    .flat_map(|q| q.dead.iter())
+                    .find(|t| {
+                        t.item == *what
+                            || ReplicationTask::decode(&t.item).is_ok_and(|d| d.path == *what)
+                    })
+                    .cloned();
+                match found {
+                    Some(info) => self.ask_dead(
+                        TaskRow {
+                            dead: true,
+                            task: ReplicationTask::decode(&info.item).ok(),
+                            info,
+                            locked_by: None,
+                        },
+                        requeue,
+                    ),
+                    None => self.set_status(
+                        StatusKind::Error,
+                        format!(
+                            "no dead-letter task for {what}; give its path or whole item as the Queue view lists it"
+                        ),
+                    ),
+                }
+            }
+            _ => {}
+        }
+        vec![]
     }
 
     fn key_form(&mut self, mut f: FormState, k: KeyEvent) -> Vec<Command> {
@@ -1683,6 +1911,140 @@ mod tests {
         keys(&mut s, "j");
         assert!(keys(&mut s, "x").is_empty());
         assert!(matches!(s.mode, Mode::Normal));
+    }
+
+    /// Types `:` and `line`, then Enter.
+    fn command(s: &mut State, line: &str) -> Vec<Command> {
+        keys(s, ":");
+        keys(s, line);
+        press(s, KeyCode::Enter)
+    }
+
+    #[test]
+    fn command_line_asks_like_the_keys_do() {
+        let mut s = demo::state(100, 30);
+        // Shard 3 is read-only in the demo: enabling it asks first.
+        assert!(command(&mut s, "enable-shard 3").is_empty());
+        let Mode::Confirm(c) = &s.mode else {
+            panic!("no confirmation: {:?}", s.status)
+        };
+        assert!(c.question.starts_with("Enable shard 3?"), "{}", c.question);
+        let cmds = keys(&mut s, "y");
+        assert!(
+            matches!(&cmds[..], [Command::Apply { op: MapOp::EnableShard { id }, .. }] if id == "3"),
+            "{cmds:?}"
+        );
+        // The admin command's full name and the short one work too.
+        command(&mut s, "backpack-coordinator-disable-shard 1");
+        assert!(matches!(&s.mode, Mode::Confirm(c) if c.title == "Disable shard"));
+        press(&mut s, KeyCode::Esc);
+        command(&mut s, "disable 1");
+        assert!(matches!(&s.mode, Mode::Confirm(c) if c.title == "Disable shard"));
+        press(&mut s, KeyCode::Esc);
+
+        // Dead letters by path, as backpack-replicator-dead takes them.
+        command(&mut s, "requeue /photos/2026/11/24/lost.jpg");
+        let Mode::Confirm(c) = &s.mode else {
+            panic!("no confirmation: {:?}", s.status)
+        };
+        assert_eq!(c.title, "Requeue task");
+        let cmds = keys(&mut s, "y");
+        assert!(
+            matches!(&cmds[..], [Command::Requeue { item, .. }] if item.contains("lost.jpg")),
+            "{cmds:?}"
+        );
+    }
+
+    #[test]
+    fn command_line_fills_in_the_forms() {
+        let mut s = demo::state(100, 30);
+        command(&mut s, "add-shard 9 7,6 50gb");
+        assert_eq!(s.tab, Tab::Shards);
+        let Mode::Form(f) = &s.mode else {
+            panic!("no form: {:?}", s.status)
+        };
+        let Some(MapOp::AddShard {
+            id,
+            nodes,
+            capacity,
+            ..
+        }) = &f.checked.op
+        else {
+            panic!("not valid: {:?}", f.checked)
+        };
+        assert_eq!(
+            (id.as_str(), nodes.clone(), *capacity),
+            ("9", vec!["7".to_string(), "6".to_string()], 50 << 30)
+        );
+        // Nothing is written until Enter in the form.
+        let cmds = press(&mut s, KeyCode::Enter);
+        assert!(
+            matches!(
+                &cmds[..],
+                [Command::Apply {
+                    op: MapOp::AddShard { .. },
+                    ..
+                }]
+            ),
+            "{cmds:?}"
+        );
+
+        // A bad value shows in the form, as if typed there.
+        command(&mut s, "add-server 9 one:10009");
+        let Mode::Form(f) = &s.mode else { panic!() };
+        assert!(f.checked.op.is_none());
+        assert!(
+            press(&mut s, KeyCode::Enter).is_empty(),
+            "invalid: no write"
+        );
+        press(&mut s, KeyCode::Esc);
+
+        command(&mut s, "set-queue q2 127.0.0.1:6380,127.0.0.1:6381");
+        let Mode::Form(f) = &s.mode else { panic!() };
+        assert!(
+            matches!(&f.checked.op, Some(MapOp::SetQueue(q)) if q.key == "q2" && q.servers.len() == 2)
+        );
+    }
+
+    #[test]
+    fn command_line_errors_say_what_to_type() {
+        let mut s = demo::state(100, 30);
+        let error = |s: &State| {
+            assert!(matches!(s.mode, Mode::Normal), "{:?}", s.mode);
+            let st = s.status.clone().unwrap();
+            assert_eq!(st.kind, StatusKind::Error);
+            st.text
+        };
+        command(&mut s, "frobnicate");
+        let e = error(&s);
+        assert!(e.contains(":frobnicate") && e.contains("add-shard"), "{e}");
+        command(&mut s, "add-shard 9");
+        assert_eq!(
+            error(&s),
+            "usage: :add-shard <id> <node1,node2,..> <size (ex: 100gb)>"
+        );
+        command(&mut s, "enable-shard 42");
+        assert!(error(&s).contains("shard 42 does not exist"));
+        command(&mut s, "drop /nowhere.jpg");
+        assert!(error(&s).contains("no dead-letter task for /nowhere.jpg"));
+        // Esc leaves without running; Backspace on an empty line too.
+        keys(&mut s, ":enable-shard 3");
+        press(&mut s, KeyCode::Esc);
+        assert!(matches!(s.mode, Mode::Normal));
+        keys(&mut s, ":");
+        press(&mut s, KeyCode::Backspace);
+        assert!(matches!(s.mode, Mode::Normal));
+        assert_eq!(command(&mut s, "q"), vec![Command::Quit]);
+    }
+
+    #[test]
+    fn command_line_writes_nothing_when_read_only() {
+        let mut s = demo::state(100, 30);
+        s.config.read_only = true;
+        command(&mut s, "enable-shard 3");
+        assert!(matches!(s.mode, Mode::Normal));
+        assert!(s.status.clone().unwrap().text.starts_with("read-only"));
+        assert_eq!(command(&mut s, "refresh"), vec![Command::Refresh]);
     }
 
     #[test]

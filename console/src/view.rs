@@ -17,7 +17,7 @@ use crate::event::Health;
 use crate::fmt::{ago, clock, ellipsize, percent, rate, rate_num, short_duration};
 use crate::forms::{Form, FormState};
 use crate::rows::{ShardState, flatten};
-use crate::state::{Confirm, LogKind, Mode, State, StatusKind, Tab};
+use crate::state::{COMMANDS, CommandSpec, Confirm, LogKind, Mode, State, StatusKind, Tab};
 
 /// Styles that honour NO_COLOR: without colour only modifiers remain, and
 /// every state is written as a word anyway.
@@ -156,7 +156,7 @@ impl Widget for &State {
             Mode::Details => render_details(self, theme, area, buf),
             Mode::Form(f) => render_form(self, theme, f, area, buf),
             Mode::Confirm(c) => render_confirm(theme, c, area, buf),
-            Mode::Normal | Mode::Filter => {}
+            Mode::Normal | Mode::Filter | Mode::Command(_) => {}
         }
     }
 }
@@ -984,7 +984,11 @@ fn render_status(s: &State, theme: Theme, area: Rect, buf: &mut Buffer) {
 
 /// The key bar: what the keys do here, as many as fit.
 fn key_bar(s: &State, theme: Theme, width: usize) -> Line<'static> {
+    if let Mode::Command(line) = &s.mode {
+        return command_line(line, theme);
+    }
     let items: Vec<(&str, &str)> = match &s.mode {
+        Mode::Command(_) => vec![],
         Mode::Filter => vec![("type", "to filter"), ("Enter", "keep"), ("Esc", "clear")],
         Mode::Help => vec![("any key", "close")],
         Mode::Details => vec![("Esc", "back"), ("↑↓", "previous/next")],
@@ -1019,6 +1023,7 @@ fn key_bar(s: &State, theme: Theme, width: usize) -> Line<'static> {
                 ("s", "sort"),
                 ("?", "help"),
                 ("q", "quit"),
+                (":", "command"),
                 ("Tab", "views"),
                 ("r", "refresh"),
             ]);
@@ -1037,6 +1042,41 @@ fn key_bar(s: &State, theme: Theme, width: usize) -> Line<'static> {
         spans.push(Span::raw(format!(" {what}  ")));
     }
     Line::from(spans)
+}
+
+/// The `:` line being typed, and what the command takes.
+fn command_line(line: &str, theme: Theme) -> Line<'static> {
+    let first = line.split_whitespace().next().unwrap_or("");
+    let matching: Vec<&CommandSpec> = COMMANDS
+        .iter()
+        .filter(|c| c.names.iter().any(|n| n.starts_with(first)))
+        .collect();
+    let hint = match matching.as_slice() {
+        _ if first.is_empty() => format!(
+            "{} · Enter run · Esc cancel",
+            COMMANDS
+                .iter()
+                .map(|c| c.names[0])
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        [] => "no such command · Esc cancel".to_string(),
+        [one] => format!(
+            ":{} {} · Enter run · Esc cancel",
+            one.names[0],
+            one.args.join(" ")
+        ),
+        many => many
+            .iter()
+            .map(|c| c.names[0])
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    Line::from(vec![
+        Span::styled(format!(" :{line}"), theme.key()),
+        Span::raw("▏  "),
+        Span::styled(hint, theme.dim()),
+    ])
 }
 
 /// Word-wraps `text` to lines of at most `width` characters.
@@ -1102,6 +1142,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("e  d", "enable / disable the selected shard (Shards)"),
     ("c", "set the queue's key and Redis servers (Queue)"),
     ("u  x", "requeue / drop the selected dead task (Queue)"),
+    (":", "a command, e.g. :enable-shard 4 (admin names)"),
     ("?", "this help"),
     ("q  Ctrl-C", "quit"),
 ];

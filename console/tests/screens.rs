@@ -110,6 +110,10 @@ fn overlays() {
     insta::assert_snapshot!("result_line_error", screen(&s));
     keys(&mut s, "3u");
     insta::assert_snapshot!("confirm_requeue", screen(&s));
+    s.press(T0, KeyCode::Esc);
+    // The command line, with the usage of the command being typed.
+    keys(&mut s, ":add-sh");
+    insta::assert_snapshot!("command_line", screen(&s));
 }
 
 #[test]

@@ -204,6 +204,19 @@ fn grow_a_cluster_with_keystrokes_only() {
     t.wait_for("server 2 added: http://127.0.0.1:10998");
     t.wait_for("shard 1 disabled (read-only)");
 
+    // The command line, as the admin command is typed: :enable-shard 1.
+    t.type_text(":enable-shard 1");
+    t.wait_for(":enable-shard 1▏");
+    t.keys(&["Enter"]);
+    t.wait_for("Enable shard 1?");
+    t.keys(&["y"]);
+    t.wait_for("✓ Enabled shard 1 for writing");
+    assert_eq!(
+        znode(&rt, &zk, "shards-map"),
+        serde_json::json!({"1": {"nodes": ["1"]}}),
+        "enabled again: no read_only"
+    );
+
     // q quits, restoring the terminal.
     t.keys(&["q"]);
     t.wait_for("console exited with 0");
