@@ -151,6 +151,9 @@ fn grow_a_cluster_with_keystrokes_only() {
     t.type_text("http://127.0.0.1:10999");
     t.keys(&["Enter"]);
     t.wait_for("✓ Added http://127.0.0.1:10999 as 1");
+    // And seen back from ZooKeeper (the header counts it): a form opened
+    // before that would rightly ask "changed meanwhile?" at Enter.
+    t.wait_for("servers 1 (");
 
     // Add a shard on it: Shards view, a, Space picks server 1, Enter.
     t.keys(&["1", "a"]);
@@ -167,6 +170,8 @@ fn grow_a_cluster_with_keystrokes_only() {
     t.wait_for("Enable shard 1? It will take ~100% of new writes.");
     t.keys(&["y"]);
     t.wait_for("✓ Enabled shard 1 for writing");
+    // Seen back from ZooKeeper before anything else changes it.
+    t.wait_for("shards 1 (1 rw");
 
     // The znodes say the same.
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -210,7 +215,7 @@ fn grow_a_cluster_with_keystrokes_only() {
     t.keys(&["Enter"]);
     t.wait_for("Enable shard 1?");
     t.keys(&["y"]);
-    t.wait_for("✓ Enabled shard 1 for writing");
+    t.wait_for("shards 1 (1 rw");
     assert_eq!(
         znode(&rt, &zk, "shards-map"),
         serde_json::json!({"1": {"nodes": ["1"]}}),
