@@ -145,6 +145,15 @@ pub enum Mode {
     Command(String),
 }
 
+/// The `:` commands' names, joined with `sep`.
+pub fn command_names(sep: &str) -> String {
+    COMMANDS
+        .iter()
+        .map(|c| c.names[0])
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 /// A `:` command: its names (the first is shown), its arguments.
 pub struct CommandSpec {
     pub names: &'static [&'static str],
@@ -1050,11 +1059,7 @@ impl State {
                 StatusKind::Error,
                 format!(
                     "unknown command :{first}; the commands are {}",
-                    COMMANDS
-                        .iter()
-                        .map(|c| c.names[0])
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    command_names(", ")
                 ),
             );
             return vec![];

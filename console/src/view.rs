@@ -17,7 +17,9 @@ use crate::event::Health;
 use crate::fmt::{ago, clock, ellipsize, percent, rate, rate_num, short_duration};
 use crate::forms::{Form, FormState};
 use crate::rows::{ShardState, flatten};
-use crate::state::{COMMANDS, CommandSpec, Confirm, LogKind, Mode, State, StatusKind, Tab};
+use crate::state::{
+    COMMANDS, CommandSpec, Confirm, LogKind, Mode, State, StatusKind, Tab, command_names,
+};
 
 /// Styles that honour NO_COLOR: without colour only modifiers remain, and
 /// every state is written as a word anyway.
@@ -1052,14 +1054,7 @@ fn command_line(line: &str, theme: Theme) -> Line<'static> {
         .filter(|c| c.names.iter().any(|n| n.starts_with(first)))
         .collect();
     let hint = match matching.as_slice() {
-        _ if first.is_empty() => format!(
-            "{} · Enter run · Esc cancel",
-            COMMANDS
-                .iter()
-                .map(|c| c.names[0])
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
+        _ if first.is_empty() => format!("{} · Enter run · Esc cancel", command_names(" ")),
         [] => "no such command · Esc cancel".to_string(),
         [one] => format!(
             ":{} {} · Enter run · Esc cancel",
