@@ -117,6 +117,8 @@ keys Escape; keys a; keys Space; keys Down; keys Down; shot add-shard
 keys Escape; keys G; keys e; shot enable-confirm
 keys n; keys 2; keys / ; tmux -L "$sock" send-keys -t c -l "no shard"; keys Enter; shot filter
 keys Escape
+keys 1; keys ':'; tmux -L "$sock" send-keys -t c -l "add-shard 4 7"; keys Space; shot command-line
+keys Escape
 kill $uploader 2>/dev/null || true
 # Lose ZooKeeper: the banner, and the last known state dimmed.
 kill -STOP "$(cat "$BACKPACK_LOCAL_DIR/run/zookeeper.pid")"
