@@ -161,14 +161,7 @@ async fn nginx_serves_a_shard_with_one_node_down() {
         assert_eq!(r.text().await.unwrap(), "hello, backpack!\n");
     }
     // A file no node has: 404 after trying both.
-    assert_eq!(
-        http.get(format!("{front}/1:nothing"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(status(http.get(format!("{front}/1:nothing"))).await, 404);
     // Node 2 holds it, node 1 is down: still served.
     a.stop().await;
     assert!(
@@ -179,21 +172,9 @@ async fn nginx_serves_a_shard_with_one_node_down() {
         .await
     );
     // Unknown shard: 404; uploads through the front: 403.
+    assert_eq!(status(http.get(format!("{front}/9:hi.txt"))).await, 404);
     assert_eq!(
-        http.get(format!("{front}/9:hi.txt"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        http.put(format!("{front}/1:x"))
-            .body("x")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status(http.put(format!("{front}/1:x")).body("x")).await,
         403
     );
     drop((b, nginx));
@@ -335,24 +316,15 @@ async fn the_coordinator_serves_reads_from_any_node_of_the_shard() {
     let r = http.get(format!("{front}/7:hi.txt")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().contains("shard 7 does not exist"));
-    assert_eq!(
-        http.get(format!("{front}/1:a//b"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
-    assert_eq!(
-        http.get(format!("{front}/hi.txt"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(status(http.get(format!("{front}/1:a//b"))).await, 400);
+    assert_eq!(status(http.get(format!("{front}/hi.txt"))).await, 404);
     stop.cancel();
     c.wait().await;
     drop((b, a));
     zk.close();
+}
+
+/// The status of a request's answer.
+async fn status(req: reqwest::RequestBuilder) -> reqwest::StatusCode {
+    req.send().await.unwrap().status()
 }
