@@ -19,7 +19,7 @@ use backpack_console::event::Event;
 use backpack_console::state::State;
 use backpack_shared::model::{HostPort, ServersMap, Shard, ShardSize, ShardsMap};
 use backpack_shared::zk::{Zk, ZkConfig};
-use backpack_tests::{RedisServer, ZkServer, bin, free_port, wait_until};
+use backpack_tests::{RedisServer, ZkServer, admin, bin, free_port, wait_until};
 use crossterm::event::KeyCode;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -111,18 +111,6 @@ fn cpu_percent(pid: u32, over: Duration) -> f64 {
     let t0 = Instant::now();
     std::thread::sleep(over);
     (cpu_secs(pid) - c0) / t0.elapsed().as_secs_f64() * 100.0
-}
-
-fn admin(name: &str, args: &[&str]) {
-    let out = Command::new(bin(&format!("backpack-coordinator-{name}")))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 async fn set(zk: &Zk, name: &str, data: Vec<u8>) {

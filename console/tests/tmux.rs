@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use backpack_shared::zk::{Zk, ZkConfig};
-use backpack_tests::{bin, require, shared_redis, shared_zk, unique_root, wait_until};
+use backpack_tests::{admin, require, shared_redis, shared_zk, unique_root, wait_until};
 
 const CONSOLE: &str = env!("CARGO_BIN_EXE_backpack-console");
 
@@ -97,19 +97,6 @@ impl Drop for Tmux {
 
 fn tmux_installed() -> bool {
     Command::new("tmux").arg("-V").output().is_ok()
-}
-
-fn admin(name: &str, args: &[&str]) -> String {
-    let out = Command::new(bin(&format!("backpack-coordinator-{name}")))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn znode(rt: &tokio::runtime::Runtime, zk: &Zk, name: &str) -> serde_json::Value {

@@ -17,6 +17,6 @@
 pub mod servers;
 
 pub use servers::{
-    Process, RedisServer, ZkServer, bin, free_port, require, shared_redis, shared_zk, spawn,
+    Process, RedisServer, ZkServer, admin, bin, free_port, require, shared_redis, shared_zk, spawn,
     unique_root, wait_until,
 };

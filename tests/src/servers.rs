@@ -375,3 +375,18 @@ pub fn bin(name: &str) -> PathBuf {
     );
     path
 }
+
+/// Runs the admin command `backpack-coordinator-<name>`, which must
+/// succeed; returns its standard output.
+pub fn admin(name: &str, args: &[&str]) -> String {
+    let out = Command::new(bin(&format!("backpack-coordinator-{name}")))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run backpack-coordinator-{name}: {e}"));
+    assert!(
+        out.status.success(),
+        "{name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
