@@ -7,5 +7,6 @@ pub mod admin;
 pub mod benchkit;
 pub mod coordinator;
 pub mod node;
+pub mod node_client;
 pub mod replicator;
 pub mod runtime;

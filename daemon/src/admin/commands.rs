@@ -7,9 +7,10 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::{Map, Value, json};
 
+use backpack_shared::model::name::nginx;
 use backpack_shared::model::{
-    HostPort, QueueInfo, ReplicationTask, ServersMap, ShardsMap, id_order, parse_json, parse_size,
-    paths, print_stats, to_json,
+    HostPort, Name, QueueInfo, ReplicationTask, ServersMap, ShardsMap, id_order, parse_json,
+    parse_size, paths, print_stats, to_json,
 };
 use backpack_shared::ops::{MapOp, validate_id};
 use backpack_shared::queue::{Queue, RedisPool};
@@ -358,6 +359,11 @@ impl AdminCommand for ReplicatorPush {
                 self.path
             );
         }
+        // A task for a name no replicator can copy would only become a
+        // dead letter.
+        if let Err(e) = Name::parse(self.path.as_bytes()) {
+            bail!("the path {:?} cannot be copied: {e}", self.path);
+        }
         let zk = self.zk.connect().await?;
         let queue = Queue::new(
             &QueueInfo {
@@ -416,7 +422,8 @@ impl AdminCommand for NginxConfig {
 }
 
 /// The nginx configuration text. The shard id and the name are taken from
-/// the raw request target (`$request_uri`), so names keep their exact
+/// the raw request target (`$request_uri`) with the patterns of
+/// [`backpack_shared::model::name::nginx`], so names keep their exact
 /// bytes (percent-encoding, query string) and may contain colons: the
 /// shard id ends at the first colon.
 pub fn nginx_config(
@@ -450,8 +457,16 @@ pub fn nginx_config(
         out.push_str("}\n\n");
         known.push(id);
     }
-    out.push_str("map $request_uri $backpack_shard {\n    \"~^/(?<shard>[^:/?]+):\" $shard;\n    default \"\";\n}\n\n");
-    out.push_str("map $request_uri $backpack_file {\n    \"~^/[^:/?]+:(?<file>.*)$\" $file;\n    default \"\";\n}\n\n");
+    // The read path's split, as `Name` defines it: the shard id ends at
+    // the first colon; the rest is the name without its leading /.
+    out.push_str(&format!(
+        "map $request_uri $backpack_shard {{\n    \"{}\" $shard;\n    default \"\";\n}}\n\n",
+        nginx::SHARD_PATTERN
+    ));
+    out.push_str(&format!(
+        "map $request_uri $backpack_file {{\n    \"{}\" $file;\n    default \"\";\n}}\n\n",
+        nginx::FILE_PATTERN
+    ));
     out.push_str("map $backpack_shard $backpack_upstream {\n");
     for id in known {
         out.push_str(&format!("    {id} backpack-shard-{id};\n"));

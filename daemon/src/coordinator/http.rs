@@ -1,5 +1,7 @@
-//! The HTTP API, on plain hyper so the request target reaches the upload
-//! path exactly as the client sent it (no router, no normalisation).
+//! The HTTP API, on plain hyper. Requests are routed by the request
+//! target exactly as the client sent it, taken from the connection before
+//! hyper parses it (see [`super::raw_target`]): no router, no
+//! normalisation, and a name hyper would cut or refuse gets our answer.
 //!
 //! - `PUT /<name>`: an upload (see [`super::upload`]).
 //! - `GET /stats`: the original's JSON figures plus ours.
@@ -26,10 +28,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use backpack_shared::model::Name;
+use backpack_shared::model::name::{NameError, split_read_target};
+
 use super::App;
 use super::body::BodyError;
-use super::name::{self, NameError};
 use super::nodes::Attempt;
+use super::raw_target::{HeadError, Lines, RawRequest, RawTargets};
 use super::stats::{Snapshot, metrics_text, stats_json};
 use super::{read, upload};
 
@@ -46,8 +51,12 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 /// Everything an upload or request can be answered with, besides 200.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{0}")]
+    #[error("{}", bad_name(.0))]
     BadName(NameError),
+    #[error("{0}")]
+    BadHead(HeadError),
+    #[error("the request line was lost between the connection and the server; retry")]
+    LostRequestLine,
     #[error("{0}")]
     BadRequest(String),
     #[error("PUT needs a Content-Length header (chunked uploads are not accepted)")]
@@ -93,6 +102,14 @@ pub enum ApiError {
     Method(Method),
 }
 
+/// A name's refusal; a long one names the flag that sets the limit.
+fn bad_name(e: &NameError) -> String {
+    match e {
+        NameError::TooLong { .. } => format!("{e} (--max-name-len)"),
+        _ => e.to_string(),
+    }
+}
+
 fn describe(attempts: &[Attempt]) -> String {
     if attempts.is_empty() {
         return "none of its nodes is in the servers map".into();
@@ -108,6 +125,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadName(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadHead(HeadError::TooLarge) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::BadHead(_) => StatusCode::BAD_REQUEST,
+            ApiError::LostRequestLine => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::LengthRequired => StatusCode::LENGTH_REQUIRED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Body(BodyError::Stalled(_)) => StatusCode::REQUEST_TIMEOUT,
@@ -207,9 +227,11 @@ async fn serve_connection(
     app: Arc<App>,
     shutdown: CancellationToken,
 ) {
+    let (stream, lines) = RawTargets::new(stream);
     let service = hyper::service::service_fn(move |req| {
         let app = app.clone();
-        async move { Ok::<_, Infallible>(handle(&app, req).await) }
+        let lines = lines.clone();
+        async move { Ok::<_, Infallible>(handle(&app, &lines, req).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .half_close(true)
@@ -229,37 +251,57 @@ async fn serve_connection(
     }
 }
 
-async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
+async fn handle(app: &App, lines: &Lines, req: Request<Incoming>) -> Response<Body> {
     let head = req.method() == Method::HEAD;
+    let numbered = req.uri().path_and_query().map_or("", |p| p.as_str());
+    let Some(raw) = lines.take(numbered) else {
+        let mut resp = ApiError::LostRequestLine.into_response(head);
+        close(&mut resp);
+        return resp;
+    };
+    let mut resp = route(app, &raw, req, head).await;
+    if raw.close {
+        close(&mut resp);
+    }
+    resp
+}
+
+fn close(resp: &mut Response<Body>) {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+}
+
+async fn route(app: &App, raw: &RawRequest, req: Request<Incoming>, head: bool) -> Response<Body> {
+    if let Some(e) = &raw.refused {
+        return ApiError::BadHead(e.clone()).into_response(head);
+    }
+    let target = raw.target.as_slice();
     match *req.method() {
-        Method::PUT => put(app, req).await,
+        Method::PUT => put(app, target, req).await,
         Method::GET | Method::HEAD => {
-            let path = req
-                .uri()
-                .path_and_query()
-                .map(|p| name::path_part(p.as_str()))
-                .unwrap_or("");
+            let path = target.split(|&b| b == b'?').next().unwrap_or(target);
             match path {
-                "/stats" => stats(app, head).await,
-                "/metrics" => metrics(app, head).await,
-                "/health" => health(app, head),
-                other => {
-                    let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("");
-                    match read::split_target(target) {
-                        Some((shard, name)) => read::read(app, shard, &name, head).await,
-                        None => ApiError::NotFound(other.to_string()).into_response(head),
-                    }
-                }
+                b"/stats" => stats(app, head).await,
+                b"/metrics" => metrics(app, head).await,
+                b"/health" => health(app, head),
+                other => match split_read_target(target) {
+                    Some((shard, name)) => match Name::parse(&name) {
+                        Ok(name) => read::read(app, shard, &name, head).await,
+                        Err(e) => ApiError::BadName(e).into_response(head),
+                    },
+                    None => ApiError::NotFound(String::from_utf8_lossy(other).into_owned())
+                        .into_response(head),
+                },
             }
         }
         ref other => ApiError::Method(other.clone()).into_response(head),
     }
 }
 
-async fn put(app: &App, req: Request<Incoming>) -> Response<Body> {
+async fn put(app: &App, target: &[u8], req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let mut len = 0;
-    let result = upload::upload(app, req, &mut len).await;
+    let result = upload::upload(app, target, req, &mut len).await;
     let took = started.elapsed();
     let (status, resp) = match result {
         Ok(done) => (

@@ -6,9 +6,11 @@
 //! Modules:
 //! - [`cli`]: the command line (the original's arguments, flags for the rest);
 //! - [`view`]: the live configuration (maps, sizes, queue) from ZooKeeper watches;
-//! - [`http`]: the API and its errors; [`upload`]: the upload path;
-//!   [`name`]: which names are accepted; [`body`]: holding a body in
-//!   memory or a temporary file; [`nodes`]: writing to storage nodes;
+//! - [`http`]: the API and its errors; [`raw_target`]: each request's
+//!   target as sent, before hyper parses it; [`upload`]: the upload path
+//!   (names follow [`backpack_shared::model::Name`]); [`read`]: the read
+//!   path; [`body`]: holding a body in memory or a temporary file;
+//!   [`nodes`]: writing to storage nodes and reading from them;
 //! - [`fill`]: the per-shard fill-level batcher;
 //! - [`stats`]: counters, `/stats` and `/metrics`; [`statsd`]; [`announce`];
 //! - [`bench`]: the `backpack-bench-coordinator` command's benchmark.
@@ -28,8 +30,8 @@ pub mod body;
 pub mod cli;
 pub mod fill;
 pub mod http;
-pub mod name;
 pub mod nodes;
+pub mod raw_target;
 pub mod read;
 pub mod stats;
 pub mod statsd;

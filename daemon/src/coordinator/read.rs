@@ -9,19 +9,12 @@ use http_body_util::BodyExt;
 use hyper::Response;
 use hyper::header::{self, HeaderName};
 
+use backpack_shared::model::Name;
+
 use super::App;
 use super::http::{ApiError, Body};
-use super::nodes::{Attempt, TIME_HEADER};
-
-/// Splits `/<shard>:<rest>` into the shard id and the stored name `/<rest>`.
-pub fn split_target(target: &str) -> Option<(&str, String)> {
-    let rest = target.strip_prefix('/')?;
-    let (shard, name) = rest.split_once(':')?;
-    if shard.is_empty() || shard.contains(['/', '?']) {
-        return None;
-    }
-    Some((shard, format!("/{name}")))
-}
+use super::nodes::Attempt;
+use crate::node_client::TIME_HEADER;
 
 /// Headers of the node's answer passed on to the reader.
 const PASSED: [HeaderName; 3] = [
@@ -30,10 +23,8 @@ const PASSED: [HeaderName; 3] = [
     header::LAST_MODIFIED,
 ];
 
-pub async fn read(app: &App, shard: &str, name: &str, head: bool) -> Response<Body> {
-    if let Err(e) = super::name::check(name, usize::MAX) {
-        return ApiError::BadName(e).into_response(head);
-    }
+/// Answers `GET|HEAD /<shard>:<name>` (the name already checked).
+pub async fn read(app: &App, shard: &str, name: &Name, head: bool) -> Response<Body> {
     let view = app.view.borrow().clone();
     let Some(nodes) = view.shards.get(shard).map(|s| s.nodes.clone()) else {
         return ApiError::UnknownShard(shard.to_string()).into_response(head);
@@ -99,25 +90,4 @@ async fn drain(resp: Response<hyper::body::Incoming>) {
         resp.into_body().collect(),
     )
     .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_target;
-
-    #[test]
-    fn the_shard_id_ends_at_the_first_colon() {
-        assert_eq!(
-            split_target("/1:hi.txt"),
-            Some(("1", "/hi.txt".to_string()))
-        );
-        assert_eq!(
-            split_target("/12:a:b/c?x=1:2"),
-            Some(("12", "/a:b/c?x=1:2".to_string()))
-        );
-        assert_eq!(split_target("/hi.txt"), None);
-        assert_eq!(split_target("/:x"), None);
-        assert_eq!(split_target("/a/b:c"), None);
-        assert_eq!(split_target("/a?b:c"), None);
-    }
 }

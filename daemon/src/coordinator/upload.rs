@@ -1,6 +1,6 @@
 //! The upload path: `PUT /<name>`.
 //!
-//! 1. Check the name (see [`super::name`]), Content-Length (411) and the
+//! 1. Check the name (see [`Name`]), Content-Length (411) and the
 //!    size limit (413); answer 503 until the configuration is read or when
 //!    no writable shard has room for the file.
 //! 2. Hold the body (memory or a temporary file, see [`super::body`]).
@@ -16,13 +16,12 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use backpack_shared::model::{ReplicationTask, ShardSize, choose_shard};
+use backpack_shared::model::{Name, ReplicationTask, ShardSize, choose_shard};
 use hyper::Request;
 use hyper::body::Incoming;
 
 use super::App;
 use super::http::ApiError;
-use super::name;
 use super::stats::now_ms;
 
 /// What a successful upload answers with.
@@ -30,19 +29,16 @@ pub struct Uploaded {
     pub shard: String,
 }
 
-/// Handles one upload; returns the shard it went to. `len` is filled in as
-/// soon as Content-Length is known (for the counters).
+/// Handles one upload of `target` (the request target as sent); returns
+/// the shard it went to. `len` is filled in as soon as Content-Length is
+/// known (for the counters).
 pub async fn upload(
     app: &App,
+    target: &[u8],
     req: Request<Incoming>,
     len_out: &mut u64,
 ) -> Result<Uploaded, ApiError> {
-    let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("");
-    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
-        return Err(ApiError::BadName(name::NameError::NotOrigin));
-    }
-    name::check(target, app.config.max_name_len).map_err(ApiError::BadName)?;
-    let name = target.to_string();
+    let name = Name::parse_limited(target, app.config.max_name_len).map_err(ApiError::BadName)?;
     let len = content_length(&req)?;
     *len_out = len;
     if len > app.config.max_body {
@@ -111,7 +107,7 @@ pub async fn upload(
             ReplicationTask {
                 from: vec![writer.clone()],
                 to: to.clone(),
-                path: name.clone(),
+                path: name.as_str().to_string(),
             }
             .encode()
         })

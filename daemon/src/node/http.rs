@@ -10,7 +10,9 @@
 //!
 //! - `PUT /<name>`: 201 once durable; 411 without Content-Length, 400 when
 //!   the body ends early, 413 over `--max-body`, 414 for a name over
-//!   [`MAX_NAME_LEN`], 400 for a reserved name, 408 when the body stalls.
+//!   [`MAX_NAME_LEN`], 400 for any other name that is not a valid
+//!   [`Name`] (the same rules as the coordinator's: a file stored here can
+//!   always be copied to the shard's other nodes), 408 when the body stalls.
 //! - `GET /<name>`, `HEAD /<name>`: 200 with Content-Length and
 //!   `X-Backpack-Time`, 404 when unknown.
 //! - `GET /stats`: counters and store figures; `GET /health`: readiness.
@@ -25,6 +27,7 @@ use super::index::{Location, Offer};
 use super::record::MAX_NAME_LEN;
 use super::stats::OpStats;
 use super::store::{SMALL_MAX, Store, StoreError, now_ms};
+use backpack_shared::model::{Name, NameError};
 use bytes::{Buf, Bytes, BytesMut};
 use std::io::{self, ErrorKind};
 use std::sync::{Arc, Mutex};
@@ -36,10 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-/// Header carrying an upload's time in milliseconds since the Unix epoch.
-pub const TIME_HEADER: &str = "x-backpack-time";
-/// Names the node's own API uses; a PUT to them is refused.
-pub const RESERVED: [&str; 2] = ["/stats", "/health"];
+pub use crate::node_client::TIME_HEADER;
 /// Uploads buffered or streamed at once; more wait. Bounds memory to about
 /// this many times [`SMALL_MAX`].
 const MAX_PUTS_IN_FLIGHT: usize = 256;
@@ -70,10 +70,10 @@ enum ApiError {
     TooLarge { len: u64, max: u64 },
     #[error("name of {0} bytes is over the limit of {MAX_NAME_LEN} bytes")]
     NameTooLong(usize),
+    #[error("{0}")]
+    BadName(NameError),
     #[error("request head over {MAX_HEAD} bytes or {MAX_HEADERS} headers")]
     HeadTooLarge,
-    #[error("{0} is used by the node's own API and cannot be stored")]
-    Reserved(String),
     #[error("no file named {0}")]
     NotFound(String),
     #[error("method {0} is not supported; use GET, HEAD or PUT")]
@@ -90,9 +90,10 @@ impl ApiError {
     fn status(&self) -> u16 {
         match self {
             ApiError::LengthRequired => 411,
-            ApiError::ShortBody { .. } | ApiError::Reserved(_) | ApiError::BadRequest(_) => 400,
+            ApiError::ShortBody { .. } | ApiError::BadRequest(_) => 400,
             ApiError::TooLarge { .. } => 413,
-            ApiError::NameTooLong(_) => 414,
+            ApiError::NameTooLong(_) | ApiError::BadName(NameError::TooLong { .. }) => 414,
+            ApiError::BadName(_) => 400,
             ApiError::HeadTooLarge => 431,
             ApiError::NotFound(_) => 404,
             ApiError::Method(_) => 405,
@@ -535,10 +536,10 @@ impl Conn {
 
     async fn put(&mut self, req: &Request) -> Result<Next, ApiError> {
         let started = Instant::now();
-        let name = Self::name(req)?.to_owned();
-        if RESERVED.contains(&name.as_str()) {
-            return Err(ApiError::Reserved(name));
-        }
+        Self::name(req)?;
+        let name = Name::parse(req.target.as_bytes())
+            .map_err(ApiError::BadName)?
+            .into_string();
         let len = match req.content_length {
             _ if req.chunked => return Err(ApiError::LengthRequired),
             None => return Err(ApiError::LengthRequired),

@@ -26,7 +26,7 @@ use store::{Store, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use http::{RESERVED, TIME_HEADER};
+pub use http::TIME_HEADER;
 pub use record::MAX_NAME_LEN;
 
 /// Settings of a node.

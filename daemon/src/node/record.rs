@@ -32,9 +32,11 @@ use crc32fast::Hasher;
 pub const HEADER_LEN: usize = 32;
 /// Bytes of the trailing checksum.
 pub const TRAILER_LEN: usize = 4;
-/// Longest name (request target) the node stores, in bytes. The format has
-/// room for 4 GiB; this limit keeps a request line within hyper's buffers.
-pub const MAX_NAME_LEN: usize = 16 * 1024;
+/// Longest name (request target) the node stores, in bytes: a [`Name`]'s
+/// limit. The format has room for 4 GiB.
+///
+/// [`Name`]: backpack_shared::model::Name
+pub const MAX_NAME_LEN: usize = backpack_shared::model::Name::MAX_LEN;
 
 const MAGIC: [u8; 4] = *b"BKPK";
 const VERSION: u8 = 1;

@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use backpack_shared::model::{HostPort, QueueInfo, ReplicationTask, ShardSize, paths, to_json};
+use backpack_shared::model::{
+    HostPort, Name, QueueInfo, ReplicationTask, ShardSize, paths, to_json,
+};
 use backpack_shared::queue::{Queue, RedisPool};
 use backpack_shared::zk::{Zk, ZkConfig};
 use futures::StreamExt;
@@ -30,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Replicator, ReplicatorConfig, copy};
 use crate::benchkit::{self, Proc, cpu_ms, free_port, percentile};
+use crate::node_client::NodeClient;
 
 /// Settings of a benchmark run.
 #[derive(Debug, Clone)]
@@ -208,7 +211,7 @@ async fn start_coordinator(bin: &Path, s: &mut Servers, root: &str, dir: &Path) 
     cmd.args([&s.zk, root, "127.0.0.1", &port.to_string()])
         .env("RUST_LOG", "warn");
     let mut p = Proc::spawn("coordinator", cmd, dir)?;
-    let client = copy::client();
+    let client = harness_client();
     let url = format!("http://127.0.0.1:{port}/stats");
     p.wait_ready(|| async {
         matches!(client.get(&url).send().await, Ok(r) if r.status().is_success())
@@ -254,6 +257,15 @@ fn content(i: usize, len: usize) -> bytes::Bytes {
     }
     v.truncate(len);
     v.into()
+}
+
+/// The harness's own client (uploads, readiness, HEADs): not the
+/// replicator's, which [`copy::client`] gives.
+fn harness_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 /// PUTs a body; returns the answer's status.
@@ -303,13 +315,17 @@ fn task(path: &str) -> String {
 /// The baseline: every file GET from node 1 and PUT to node 2 with the
 /// replicator's client and copy function, `concurrency` at a time.
 async fn plain_copy(
-    client: &reqwest::Client,
+    client: &NodeClient,
     s: &Servers,
     paths: &[String],
     concurrency: usize,
 ) -> Result<f64> {
+    let names = paths
+        .iter()
+        .map(|p| Name::parse(p.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
     let start = Instant::now();
-    let results: Vec<Result<u64, copy::CopyError>> = futures::stream::iter(paths)
+    let results: Vec<Result<u64, copy::CopyError>> = futures::stream::iter(&names)
         .map(|p| copy::copy_file(client, ("1", &s.nodes[0]), ("2", &s.nodes[1]), p))
         .buffer_unordered(concurrency)
         .collect()
@@ -413,7 +429,7 @@ async fn replicate(
 /// the nodes' disks (whose write-back makes consecutive seconds differ by
 /// up to 2x on a shared machine). Returns both phases.
 async fn interleaved(
-    client: &reqwest::Client,
+    client: &NodeClient,
     s: &Servers,
     running: &Running,
     paths: &[String],
@@ -459,7 +475,7 @@ async fn latency(
     let stop = CancellationToken::new();
     let task_handle = tokio::spawn(replicator.run(stop.clone()));
     started.cancelled().await;
-    let client = copy::client();
+    let client = harness_client();
     let n = (opts.latency_rate * opts.latency_secs).round() as usize;
     let every = Duration::from_secs_f64(1.0 / opts.latency_rate);
     let coordinator = s.coordinator;
@@ -548,6 +564,7 @@ pub async fn run(opts: BenchOptions, mut progress: impl FnMut(Event)) -> Result<
     if let Some(bin) = &opts.coordinator_bin {
         start_coordinator(bin, &mut servers, root, tmp.path()).await?;
     }
+    let harness = harness_client();
     let client = copy::client();
     progress(Event::Note(format!(
         "servers: redis {}, zookeeper {}, nodes {} and {}{} (data in {})",
@@ -565,7 +582,7 @@ pub async fn run(opts: BenchOptions, mut progress: impl FnMut(Event)) -> Result<
     let main: Vec<String> = (0..opts.files)
         .map(|i| format!("/photos/{i}.jpg"))
         .collect();
-    let secs = upload(&client, &servers.nodes[0], &main, opts.file_size).await?;
+    let secs = upload(&harness, &servers.nodes[0], &main, opts.file_size).await?;
     progress(Event::Note(format!(
         "uploaded {} files of {} bytes to node 1 in {secs:.2} s ({:.0} files/s)",
         main.len(),
@@ -579,7 +596,7 @@ pub async fn run(opts: BenchOptions, mut progress: impl FnMut(Event)) -> Result<
         let small: Vec<String> = (0..opts.warmup_files)
             .map(|i| format!("/warm-up/{i}"))
             .collect();
-        upload(&client, &servers.nodes[0], &small, 1000).await?;
+        upload(&harness, &servers.nodes[0], &small, 1000).await?;
         for pass in 1..=2 {
             let before = servers.cpu().await;
             let secs = replicate(&servers, root, &info, &small, opts.concurrency).await?;

@@ -1,50 +1,46 @@
-//! One copy: stream `GET http://src/<path>` into `PUT http://dst/<path>`.
+//! One copy: stream `GET http://src/<name>` into `PUT http://dst/<name>`.
 //!
 //! The body goes through as it arrives (never the whole file in memory),
 //! with the source's Content-Length and `X-Backpack-Time`, and its length
 //! is counted on the way: a source that sends less or more than it
 //! announced fails the copy instead of storing a truncated file.
 //!
-//! One [`reqwest::Client`] serves every worker. hyper's pool has no cap per
-//! host, so GETs to one node and PUTs to another never wait on each other
-//! for a connection (the original's fixed-size agents deadlock that way at
-//! concurrency 32); idle connections are kept for reuse.
+//! Requests go through the one [`NodeClient`] (shared with the
+//! coordinator), so the name reaches both nodes byte for byte. A task
+//! whose `path` is not a valid [`Name`] (pushed by an original coordinator
+//! or by hand) is a dead letter at once: our coordinator never queues one.
+//!
+//! Every wait is bounded by [`READ_TIMEOUT`] of no progress, not by a
+//! total time, so a large file copies at whatever pace the nodes keep:
+//! the source's answer and each piece of its body, the destination taking
+//! each piece and answering once the body is sent.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use backpack_shared::model::{HostPort, ReplicationTask, ServersMap};
+use backpack_shared::model::{HostPort, Name, NameError, ReplicationTask, ServersMap};
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::Stream;
+use http_body_util::{BodyExt, BodyStream, StreamBody};
+use hyper::StatusCode;
+use hyper::body::{Frame, Incoming};
+use hyper::header::CONTENT_LENGTH;
 use rand::seq::SliceRandom;
-use reqwest::StatusCode;
-use reqwest::header::CONTENT_LENGTH;
 
-use crate::node::TIME_HEADER;
+use crate::node_client::{NodeClient, TIME_HEADER, answered};
 
 /// How long to wait for a TCP connection to a node.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long one read may stall (headers or body) before the copy fails.
+/// How long a copy may make no progress (an answer, a piece of the body)
+/// before it fails.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The HTTP client of a replicator (and of the benchmark's plain copy).
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .http1_only()
-        // Storage nodes are addressed directly; an HTTP_PROXY in the
-        // environment must not reroute them.
-        .no_proxy()
-        .tcp_nodelay(true)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(usize::MAX)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        // Only TLS or resolver set-up can fail, and we use neither.
-        .unwrap_or_else(|_| reqwest::Client::new())
+pub fn client() -> NodeClient {
+    NodeClient::new(CONNECT_TIMEOUT)
 }
 
 /// Why one copy from one source failed.
@@ -77,9 +73,9 @@ pub enum TaskError {
     #[error("the task lists no source node")]
     NoSources,
     #[error(
-        "name {0:?} cannot be sent verbatim through the HTTP client (it would be normalized); copy it by hand"
+        "the task's path {path:?} is not a file name our coordinator accepts ({error}); it was not queued by it (an original coordinator or backpack-replicator-push?): copy it by hand if it must be kept"
     )]
-    Unrepresentable(String),
+    BadName { path: String, error: NameError },
     #[error("{0}")]
     Destination(CopyError),
     #[error("no source could give the file: {}", .0.join("; "))]
@@ -92,45 +88,47 @@ impl TaskError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            TaskError::Undecodable(_) | TaskError::NoSources | TaskError::Unrepresentable(_)
+            TaskError::Undecodable(_) | TaskError::NoSources | TaskError::BadName { .. }
         )
     }
 }
 
-/// The URL of `path` on `node`, refused when the URL parser would change
-/// the name (dot segments, characters it escapes): the destination must
-/// store the file under exactly the name the source has.
-pub fn file_url(node: &HostPort, path: &str) -> Option<reqwest::Url> {
-    if !path.starts_with('/') {
-        return None;
-    }
-    let url = reqwest::Url::parse(&format!("{}{path}", node.url())).ok()?;
-    let (p, q) = (url.path(), url.query());
-    let same = match path.split_once('?') {
-        Some((rp, rq)) => p == rp && q == Some(rq),
-        None => p == path && q.is_none(),
-    };
-    (same && url.fragment().is_none()).then_some(url)
+/// Where a copy stands, shared by the body stream and the watchdog.
+#[derive(Default)]
+struct Progress {
+    /// Milliseconds from the copy's start of the last progress.
+    last_ms: AtomicU64,
+    /// Waiting on the source for the next piece (its own timer runs).
+    on_source: AtomicBool,
+    /// What the source did wrong, if it did.
+    fault: Mutex<Option<String>>,
 }
 
-/// Where the counting stream noticed the source misbehave.
-type SourceFault = Arc<Mutex<Option<String>>>;
-
 /// The source's body, counted: errors when it ends short of or runs past
-/// the announced length, and records the source-side fault so the failed
-/// PUT is blamed on the right node.
+/// the announced length, or stalls; records the source's fault so the
+/// failed PUT is blamed on the right node.
 struct Counted {
-    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    inner: BodyStream<Incoming>,
     expected: u64,
     got: u64,
-    fault: SourceFault,
+    started: Instant,
+    progress: Arc<Progress>,
+    stall: Pin<Box<tokio::time::Sleep>>,
     done: bool,
 }
 
 impl Counted {
-    fn fail(&mut self, why: String) -> Poll<Option<std::io::Result<Bytes>>> {
+    fn moved(&mut self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.progress.last_ms.store(ms, Ordering::Relaxed);
+        self.stall
+            .as_mut()
+            .reset(tokio::time::Instant::now() + READ_TIMEOUT);
+    }
+
+    fn fail(&mut self, why: String) -> Poll<Option<std::io::Result<Frame<Bytes>>>> {
         self.done = true;
-        if let Ok(mut f) = self.fault.lock() {
+        if let Ok(mut f) = self.progress.fault.lock() {
             *f = Some(why.clone());
         }
         Poll::Ready(Some(Err(std::io::Error::other(why))))
@@ -138,15 +136,32 @@ impl Counted {
 }
 
 impl Stream for Counted {
-    type Item = std::io::Result<Bytes>;
+    type Item = std::io::Result<Frame<Bytes>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.done {
             return Poll::Ready(None);
         }
-        match self.inner.poll_next_unpin(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(chunk))) => {
+        let polled = Pin::new(&mut self.inner).poll_next(cx);
+        self.progress
+            .on_source
+            .store(polled.is_pending(), Ordering::Relaxed);
+        match polled {
+            Poll::Pending => {
+                if self.stall.as_mut().poll(cx).is_ready() {
+                    let got = self.got;
+                    return self.fail(format!(
+                        "body stalled for {READ_TIMEOUT:?} after {got} bytes"
+                    ));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                self.moved();
+                let Ok(chunk) = frame.into_data() else {
+                    // Trailers: nothing to count or send.
+                    return self.poll_next(cx);
+                };
                 self.got += chunk.len() as u64;
                 if self.got > self.expected {
                     let (got, expected) = (self.got, self.expected);
@@ -154,13 +169,14 @@ impl Stream for Counted {
                         "sent more than its Content-Length ({got} > {expected} bytes)"
                     ));
                 }
-                Poll::Ready(Some(Ok(chunk)))
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
             Poll::Ready(Some(Err(e))) => {
                 let got = self.got;
                 self.fail(format!("body broken after {got} bytes: {e}"))
             }
             Poll::Ready(None) => {
+                self.moved();
                 if self.got < self.expected {
                     let (got, expected) = (self.got, self.expected);
                     return self.fail(format!("body ended after {got} of {expected} bytes"));
@@ -172,37 +188,28 @@ impl Stream for Counted {
     }
 }
 
-fn describe(e: &reqwest::Error) -> String {
-    // reqwest's Display hides the cause ("error sending request"); the
-    // chain says "connection refused" or "operation timed out".
-    let mut s = e.to_string();
-    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
-async fn error_body(resp: reqwest::Response) -> String {
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    let text: String = text.trim().chars().take(200).collect();
-    if text.is_empty() {
-        status.to_string()
-    } else {
-        format!("{status}: {text}")
+/// Resolves when the copy made no progress for [`READ_TIMEOUT`] while not
+/// waiting on the source: the destination stopped taking the body or
+/// answering.
+async fn destination_stalled(progress: &Progress, started: Instant) {
+    loop {
+        tokio::time::sleep(READ_TIMEOUT / 4).await;
+        let idle = started.elapsed().saturating_sub(Duration::from_millis(
+            progress.last_ms.load(Ordering::Relaxed),
+        ));
+        if idle >= READ_TIMEOUT && !progress.on_source.load(Ordering::Relaxed) {
+            return;
+        }
     }
 }
 
-/// Copies `path` from `src` to `dst`; returns the bytes copied. `src_name`
+/// Copies `name` from `src` to `dst`; returns the bytes copied. `src_name`
 /// and `dst_name` label the nodes in errors (e.g. `1 (one:10001)`).
 pub async fn copy_file(
-    client: &reqwest::Client,
+    client: &NodeClient,
     (src_name, src): (&str, &HostPort),
     (dst_name, dst): (&str, &HostPort),
-    path: &str,
+    name: &Name,
 ) -> Result<u64, CopyError> {
     let source = |detail: String| CopyError::Source {
         node: src_name.to_string(),
@@ -212,15 +219,10 @@ pub async fn copy_file(
         node: dst_name.to_string(),
         detail,
     };
-    let get_url = file_url(src, path).ok_or_else(|| source("name not representable".into()))?;
-    let put_url =
-        file_url(dst, path).ok_or_else(|| destination("name not representable".into()))?;
-
-    let resp = client
-        .get(get_url)
-        .send()
-        .await
-        .map_err(|e| source(describe(&e)))?;
+    let resp = match tokio::time::timeout(READ_TIMEOUT, client.get(src, name, false)).await {
+        Ok(r) => r.map_err(|e| source(e.detail))?,
+        Err(_) => return Err(source(format!("no answer within {READ_TIMEOUT:?}"))),
+    };
     match resp.status() {
         StatusCode::OK => {}
         StatusCode::NOT_FOUND => {
@@ -228,36 +230,49 @@ pub async fn copy_file(
                 node: src_name.to_string(),
             });
         }
-        _ => return Err(source(error_body(resp).await)),
+        status => {
+            let text = tokio::time::timeout(Duration::from_secs(1), resp.into_body().collect())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(source(answered(status, &text)));
+        }
     }
     let len = resp
-        .content_length()
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
         .ok_or_else(|| source("answer has no Content-Length".into()))?;
     let time = resp.headers().get(TIME_HEADER).cloned();
-    let fault: SourceFault = Arc::default();
+    let started = Instant::now();
+    let progress = Arc::new(Progress::default());
     let body = Counted {
-        inner: Box::pin(resp.bytes_stream()),
+        inner: BodyStream::new(resp.into_body()),
         expected: len,
         got: 0,
-        fault: fault.clone(),
+        started,
+        progress: progress.clone(),
+        stall: Box::pin(tokio::time::sleep(READ_TIMEOUT)),
         done: false,
     };
-    let mut put = client
-        .put(put_url)
-        .header(CONTENT_LENGTH, len)
-        .body(reqwest::Body::wrap_stream(body));
-    if let Some(t) = time {
-        put = put.header(TIME_HEADER, t);
-    }
-    let sent = put.send().await;
-    let source_fault = fault.lock().ok().and_then(|f| f.clone());
+    let put = client.put(dst, name, len, time, StreamBody::new(body).boxed_unsync());
+    let sent = tokio::select! {
+        r = put => Some(r),
+        _ = destination_stalled(&progress, started) => None,
+    };
+    let source_fault = progress.fault.lock().ok().and_then(|f| f.clone());
     if let Some(why) = source_fault {
         return Err(source(why));
     }
-    let resp = sent.map_err(|e| destination(describe(&e)))?;
-    match resp.status() {
-        StatusCode::CREATED | StatusCode::NO_CONTENT => Ok(len),
-        _ => Err(destination(error_body(resp).await)),
+    match sent {
+        Some(Ok(())) => Ok(len),
+        Some(Err(e)) => Err(destination(e.detail)),
+        None => Err(destination(format!(
+            "took no part of the body or gave no answer for {READ_TIMEOUT:?}"
+        ))),
     }
 }
 
@@ -269,18 +284,19 @@ fn label(id: &str, addr: &HostPort) -> String {
 /// Carries out a task: a random source first, the others after it when a
 /// source fails; a failing destination ends the attempt.
 pub async fn replicate(
-    client: &reqwest::Client,
+    client: &NodeClient,
     servers: &ServersMap,
     task: &ReplicationTask,
 ) -> Result<u64, TaskError> {
+    let name = Name::parse(task.path.as_bytes()).map_err(|error| TaskError::BadName {
+        path: task.path.clone(),
+        error,
+    })?;
     let dst = servers
         .get(&task.to)
         .ok_or_else(|| TaskError::UnknownDestination(task.to.clone()))?;
     if task.from.is_empty() {
         return Err(TaskError::NoSources);
-    }
-    if file_url(dst, &task.path).is_none() {
-        return Err(TaskError::Unrepresentable(task.path.clone()));
     }
     let dst_label = label(&task.to, dst);
     let mut sources: Vec<&String> = task.from.iter().collect();
@@ -291,14 +307,7 @@ pub async fn replicate(
             errors.push(format!("{id}: unknown server id (not in servers-map)"));
             continue;
         };
-        match copy_file(
-            client,
-            (&label(id, src), src),
-            (&dst_label, dst),
-            &task.path,
-        )
-        .await
-        {
+        match copy_file(client, (&label(id, src), src), (&dst_label, dst), &name).await {
             Ok(n) => return Ok(n),
             Err(e) if e.is_destination() => return Err(TaskError::Destination(e)),
             Err(e) => errors.push(e.to_string()),
@@ -312,42 +321,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_go_through_verbatim_or_not_at_all() {
-        let node = HostPort {
-            host: "127.0.0.1".into(),
-            port: 10001,
-        };
-        fn check(node: &HostPort, path: &str, verbatim: bool) {
-            assert_eq!(file_url(node, path).is_some(), verbatim, "{path}");
-        }
-        check(&node, "/hi.txt", true);
-        check(&node, "/photos/2026/11/a8f3.jpg", true);
-        check(&node, "/a%20b?x=1&y=%22", true);
-        check(&node, "/x?", true);
-        check(&node, "/a/../b", false);
-        check(&node, "/a/./b", false);
-        check(&node, "/%2e%2e/b", false);
-        check(&node, "/a b", false);
-        check(&node, "/a#b", false);
-        check(&node, "no-slash", false);
-    }
-
-    #[test]
-    fn ipv6_nodes() {
-        let node = HostPort {
-            host: "::1".into(),
-            port: 8080,
-        };
-        assert_eq!(
-            file_url(&node, "/f").map(|u| u.to_string()),
-            Some("http://[::1]:8080/f".into())
-        );
-    }
-
-    #[test]
     fn permanent_errors() {
         assert!(TaskError::Undecodable("x".into()).is_permanent());
-        assert!(TaskError::Unrepresentable("/a/../b".into()).is_permanent());
+        let bad = TaskError::BadName {
+            path: "/a/../b".into(),
+            error: NameError::DotSegment,
+        };
+        assert!(bad.is_permanent());
+        assert!(
+            bad.to_string()
+                .contains("not a file name our coordinator accepts")
+        );
         assert!(!TaskError::UnknownDestination("4".into()).is_permanent());
         assert!(!TaskError::AllSourcesFailed(vec![]).is_permanent());
     }

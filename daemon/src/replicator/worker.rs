@@ -37,7 +37,7 @@ use super::stats::Stats;
 /// What every worker shares.
 pub(crate) struct Ctx {
     pub zk: Zk,
-    pub client: reqwest::Client,
+    pub client: crate::node_client::NodeClient,
     pub config: ReplicatorConfig,
     pub stats: Arc<Stats>,
     pub active: watch::Receiver<Option<Arc<Active>>>,

@@ -3,6 +3,7 @@
 
 mod choice;
 mod maps;
+pub mod name;
 mod size;
 mod task;
 
@@ -11,6 +12,7 @@ pub use maps::{
     HostPort, ModelError, QueueInfo, Server, ServersMap, Shard, ShardSize, ShardsMap, parse_json,
     to_json,
 };
+pub use name::{Name, NameError};
 pub use size::{SizeError, format_size, parse_size};
 pub use task::ReplicationTask;
 

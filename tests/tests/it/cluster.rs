@@ -1,105 +1,12 @@
 //! Whole-cluster pieces: nginx in front of the storage nodes with the
 //! configuration `backpack-coordinator-nginx-config` prints.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use backpack_shared::model::HostPort;
-use backpack_shared::ops::MapOp;
-use backpack_tests::{bin, free_port, require, shared_zk, unique_root, wait_until};
+use backpack_tests::{bin, free_port, require, shared_zk, unique_root};
 
-use crate::common::{TestNode, eventually, init_root};
-
-/// Two storage nodes, servers 1 and 2, making up shard 1 (read-only).
-async fn two_node_shard(zk: &backpack_shared::zk::Zk) -> (TestNode, TestNode) {
-    let (a, b) = (TestNode::start().await, TestNode::start().await);
-    for (id, n) in [("1", &a), ("2", &b)] {
-        let addr = HostPort {
-            host: "127.0.0.1".into(),
-            port: n.addr.port(),
-        };
-        zk.apply(&MapOp::AddServer {
-            id: id.into(),
-            addr,
-            replace: false,
-        })
-        .await
-        .unwrap();
-    }
-    let nodes = vec!["1".into(), "2".into()];
-    zk.apply(&MapOp::AddShard {
-        id: "1".into(),
-        nodes,
-        capacity: 1 << 30,
-        replace: false,
-    })
-    .await
-    .unwrap();
-    (a, b)
-}
-
-fn nginx() -> Option<&'static str> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-}
-
-/// nginx on a free port with the generated configuration included.
-struct Nginx {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    /// `generated` must listen on 127.0.0.1:`port`.
-    fn start(program: &str, generated: &str, port: u16) -> Nginx {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
-        std::fs::write(dir.path().join("backpack.conf"), generated).unwrap();
-        let user = if Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| o.stdout == b"0\n")
-            .unwrap_or(false)
-        {
-            "user root;"
-        } else {
-            ""
-        };
-        let conf = format!(
-            "{user}\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  include {d}/backpack.conf;\n}}\n"
-        );
-        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let child = Command::new(program)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut n = Nginx { child, dir };
-        let up = wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        if !up {
-            let log = std::fs::read_to_string(n.dir.path().join("error.log")).unwrap_or_default();
-            let _ = n.child.kill();
-            panic!("nginx did not start: {log}\nconfig:\n{generated}");
-        }
-        n
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::common::{Nginx, eventually, init_root, nginx, two_node_shard};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_serves_a_shard_with_one_node_down() {

@@ -7,6 +7,7 @@
 mod cluster;
 mod common;
 mod coordinator;
+mod names;
 mod queue;
 mod replicator;
 mod seed;
