@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use backpack_tests::{bin, free_port, require, shared_zk, unique_root};
 
-use crate::common::{Nginx, eventually, init_root, nginx, two_node_shard};
+use crate::common::{Nginx, eventually, init_root, nginx, start_coordinator, two_node_shard};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_serves_a_shard_with_one_node_down() {
@@ -139,7 +139,6 @@ fn systemd_units_verify() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_coordinator_serves_reads_from_any_node_of_the_shard() {
-    use backpack_daemon::coordinator::{self, CoordinatorConfig};
     let Some(zks) = shared_zk() else { return };
     let Some(redis) = backpack_tests::shared_redis() else {
         return;
@@ -148,16 +147,7 @@ async fn the_coordinator_serves_reads_from_any_node_of_the_shard() {
     let zk = init_root(&zks.addr(), &root, "readq", &[redis.addr()]).await;
     let (mut a, b) = two_node_shard(&zk).await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let c = coordinator::start(
-        listener,
-        CoordinatorConfig::default(),
-        zk.config().clone(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
-    assert!(c.wait_ready().await);
+    let c = start_coordinator(&zk, stop.clone()).await;
     let front = format!("http://{}", c.local_addr());
     let http = reqwest::Client::new();
 

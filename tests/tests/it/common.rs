@@ -206,3 +206,23 @@ impl Drop for Nginx {
         let _ = self.child.wait();
     }
 }
+
+/// A coordinator in-process on a free loopback port with the default
+/// settings, once it has read the configuration.
+pub async fn start_coordinator(
+    zk: &Zk,
+    stop: CancellationToken,
+) -> backpack_daemon::coordinator::Coordinator {
+    use backpack_daemon::coordinator::{self, CoordinatorConfig};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let c = coordinator::start(
+        listener,
+        CoordinatorConfig::default(),
+        zk.config().clone(),
+        stop,
+    )
+    .await
+    .unwrap();
+    assert!(c.wait_ready().await);
+    c
+}

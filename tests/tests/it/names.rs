@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use backpack_daemon::coordinator::{self, Coordinator, CoordinatorConfig};
+use backpack_daemon::coordinator::{Coordinator, CoordinatorConfig};
 use backpack_daemon::replicator::{Replicator, ReplicatorConfig};
 use backpack_shared::model::{Name, QueueInfo, ReplicationTask, paths};
 use backpack_shared::ops::MapOp;
@@ -24,7 +24,9 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Nginx, TestNode, eventually, init_root, nginx, two_node_shard};
+use crate::common::{
+    Nginx, TestNode, eventually, init_root, nginx, start_coordinator, two_node_shard,
+};
 
 // ---------------------------------------------------------------- fixtures
 
@@ -59,16 +61,7 @@ impl Cluster {
         let queue = Queue::new(&info, &RedisPool::new(), zk.clone());
 
         let stop = CancellationToken::new();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let coordinator = coordinator::start(
-            listener,
-            CoordinatorConfig::default(),
-            zk.config().clone(),
-            stop.clone(),
-        )
-        .await
-        .unwrap();
-        assert!(coordinator.wait_ready().await);
+        let coordinator = start_coordinator(&zk, stop.clone()).await;
 
         static N: AtomicU64 = AtomicU64::new(0);
         let mut config = ReplicatorConfig::new(4);
