@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use backpack_tests::{bin, free_port, require, shared_zk, unique_root};
 
-use crate::common::{Nginx, eventually, init_root, nginx, start_coordinator, two_node_shard};
+use crate::common::{
+    Nginx, eventually, init_root, nginx, nginx_config, start_coordinator, two_node_shard,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_serves_a_shard_with_one_node_down() {
@@ -23,23 +25,12 @@ async fn nginx_serves_a_shard_with_one_node_down() {
     let (mut a, b) = two_node_shard(&zk).await;
 
     let port = free_port();
-    let out = Command::new(bin("backpack-coordinator-nginx-config"))
-        .args([
-            &zks.addr(),
-            &root,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--server-name",
-            "one",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let listen = format!("127.0.0.1:{port}");
+    let generated = nginx_config(
+        &zks.addr(),
+        &root,
+        &["--listen", &listen, "--server-name", "one"],
     );
-    let generated = String::from_utf8(out.stdout).unwrap();
     assert!(
         generated.contains(&format!("server {}", a.addr))
             && generated.contains(&format!("server {}", b.addr))

@@ -226,3 +226,19 @@ pub async fn start_coordinator(
     assert!(c.wait_ready().await);
     c
 }
+
+/// What `backpack-coordinator-nginx-config <zk> <root> <args>` prints (it
+/// must succeed).
+pub fn nginx_config(zk_addr: &str, root: &str, args: &[&str]) -> String {
+    let out = Command::new(backpack_tests::bin("backpack-coordinator-nginx-config"))
+        .args([zk_addr, root])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
-    Nginx, TestNode, eventually, init_root, nginx, start_coordinator, two_node_shard,
+    Nginx, TestNode, eventually, init_root, nginx, nginx_config, start_coordinator, two_node_shard,
 };
 
 // ---------------------------------------------------------------- fixtures
@@ -85,16 +85,11 @@ impl Cluster {
             .expect("replicator started");
 
         let port = free_port();
-        let out = Command::new(bin("backpack-coordinator-nginx-config"))
-            .args([&zks.addr(), &root, "--listen", &format!("127.0.0.1:{port}")])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let generated = nginx_config(
+            &zks.addr(),
+            &root,
+            &["--listen", &format!("127.0.0.1:{port}")],
         );
-        let generated = String::from_utf8(out.stdout).unwrap();
         let nginx = Nginx::start(program?, &generated, port);
         Some(Cluster {
             zk,
