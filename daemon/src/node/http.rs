@@ -536,7 +536,7 @@ impl Conn {
 
     async fn put(&mut self, req: &Request) -> Result<Next, ApiError> {
         let started = Instant::now();
-        Self::name(req)?;
+        // The same rules as the coordinator's, the length limit included.
         let name = Name::parse(req.target.as_bytes())
             .map_err(ApiError::BadName)?
             .into_string();

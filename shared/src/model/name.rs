@@ -168,21 +168,6 @@ impl Name {
         &self.0
     }
 
-    /// Bytes in the name.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Never true: a name has at least `/` and one byte.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The path part (before the first `?`).
-    pub fn path(&self) -> &str {
-        path_part(&self.0)
-    }
-
     /// The read path of this name on `shard`: `/<shard>:<name without its
     /// leading />`, e.g. `/1:photos/a.jpg` for `/photos/a.jpg`.
     pub fn read_target(&self, shard: &str) -> String {
@@ -199,24 +184,6 @@ impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-impl AsRef<str> for Name {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<&str> for Name {
-    type Error = NameError;
-    fn try_from(s: &str) -> Result<Name, NameError> {
-        Name::parse(s.as_bytes())
-    }
-}
-
-/// The path part of a request target (before the first `?`).
-pub fn path_part(target: &str) -> &str {
-    target.split_once('?').map_or(target, |(p, _)| p)
 }
 
 /// Splits a read path `/<shard>:<rest>` into the shard id and the stored
