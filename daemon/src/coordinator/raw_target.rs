@@ -5,32 +5,38 @@
 //! us as `/photo`), and a target it cannot parse (raw bytes from 0x80,
 //! `<`, a space) is answered `400` with an empty body before our code
 //! runs. A file's name is the target's bytes, so [`RawTargets`] sits
-//! between the socket and hyper: it reads each request head first, keeps
-//! the target's bytes, and hands hyper the same head with the target
-//! replaced by `/<n>`, the request's number on the connection. The service
-//! takes the bytes back by that number ([`Lines::take`]) and judges them
-//! itself, so every refusal is ours, with its JSON error.
+//! between the socket and hyper and sees every request head first: it
+//! keeps the target's bytes and overwrites them, in hyper's own read
+//! buffer, with a placeholder of the same length (`/aaaa`) that hyper
+//! always accepts. HTTP/1.1 answers requests in order, so the service
+//! takes the raw targets in order ([`Lines::take`], which also checks the
+//! placeholder's length) and judges them itself: every refusal is ours,
+//! with its JSON error.
 //!
-//! To find the next head it follows the framing: a body of Content-Length
-//! bytes passes through uncopied when it can. A request with
-//! Transfer-Encoding (which the API refuses anyway) ends the watch: its
-//! answer closes the connection. A head that cannot be read (no three-part
-//! request line, a header hyper would refuse, over [`MAX_HEAD`] bytes) is
-//! replaced by a bodiless stand-in whose answer is our 400 (or 431) and
-//! closes the connection; nothing after it is read.
+//! Bytes are read straight into hyper's buffer (no copy, no extra read);
+//! only a head split across reads is held back until it is whole. To find
+//! the next head it follows the framing: Content-Length bytes of body pass
+//! through. A request with Transfer-Encoding (which the API refuses
+//! anyway) ends the watch: its answer closes the connection. A head that
+//! cannot be read (no three-part request line, a header hyper would refuse,
+//! over [`MAX_HEAD`] bytes) is replaced by a bodiless stand-in whose answer
+//! is our 400 (or 431) and closes the connection; nothing after it is read.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::io::poll_read_buf;
 
 /// Largest request head (request line and headers), in bytes.
 pub const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
+/// Room made for each read while a head is held back.
+const READ_CHUNK: usize = 4 * 1024;
 
 /// What the service learns about one request from its raw head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +48,8 @@ pub struct RawRequest {
     pub close: bool,
     /// Why the head is refused as a whole (it was replaced by a stand-in).
     pub refused: Option<HeadError>,
+    /// Length of the placeholder target hyper was given for it.
+    placeholder: usize,
 }
 
 /// A request head the coordinator cannot take.
@@ -57,31 +65,36 @@ pub enum HeadError {
     Malformed(String),
 }
 
-/// The raw heads of one connection's requests, by number.
+/// The raw heads of one connection's requests, in order.
 #[derive(Debug, Default)]
 pub struct Lines {
-    pending: Mutex<HashMap<u64, RawRequest>>,
+    pending: Mutex<VecDeque<RawRequest>>,
 }
 
 impl Lines {
-    /// The raw head behind hyper's target `/<n>`; `None` when the target
-    /// is not one of ours (never, unless the framing was lost).
+    /// The raw head of the next request, whose target hyper parsed as
+    /// `hyper_target`; `None` when that is not its placeholder (never,
+    /// unless the framing was lost).
     pub fn take(&self, hyper_target: &str) -> Option<RawRequest> {
-        let n: u64 = hyper_target.strip_prefix('/')?.parse().ok()?;
-        self.lock().remove(&n)
+        let next = self.lock().pop_front()?;
+        let ours = hyper_target.len() == next.placeholder
+            && hyper_target.starts_with('/')
+            && hyper_target.bytes().skip(1).all(|b| b == b'a');
+        ours.then_some(next)
     }
 
-    fn put(&self, n: u64, req: RawRequest) {
-        self.lock().insert(n, req);
+    fn put(&self, req: RawRequest) {
+        self.lock().push_back(req);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, RawRequest>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<RawRequest>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// Reading a request head into `head`.
+    /// At the start of a request head.
     Head,
     /// This many body bytes still to pass through.
     Body(u64),
@@ -97,11 +110,11 @@ pub struct RawTargets<S> {
     inner: S,
     lines: Arc<Lines>,
     state: State,
-    /// Bytes read but not yet judged (a partial head, or what followed it).
-    head: BytesMut,
-    /// Bytes for hyper (a rewritten head, or body bytes read with a head).
+    /// A head begun but not complete, held back from hyper.
+    held: BytesMut,
+    /// Bytes for hyper before anything else (a held head once whole, with
+    /// what followed it, or a stand-in).
     out: Bytes,
-    next: u64,
 }
 
 impl<S> RawTargets<S> {
@@ -111,115 +124,134 @@ impl<S> RawTargets<S> {
             inner,
             lines: lines.clone(),
             state: State::Head,
-            head: BytesMut::new(),
+            held: BytesMut::new(),
             out: Bytes::new(),
-            next: 0,
         };
         (me, lines)
     }
 
-    /// Judges a complete head (`len` bytes at the front of `head`).
-    fn take_head(&mut self, len: usize) {
-        let raw = self.head.split_to(len);
-        let n = self.next;
-        self.next += 1;
-        match rewrite(&raw, n) {
-            Ok((mut rewritten, target, framing)) => {
-                let close = matches!(framing, Framing::Unknown);
-                // The body's first bytes go with the head in one read:
-                // hyper shrinks its read buffer after two short reads in
-                // a row, and would then take the rest of the body in
-                // small pieces.
-                let framing = match framing {
-                    Framing::Length(len) => {
-                        let first = (self.head.len() as u64).min(len) as usize;
-                        rewritten.extend_from_slice(&self.head.split_to(first));
-                        Framing::Length(len - first as u64)
+    /// Walks `bytes` (just read, about to reach hyper): passes bodies,
+    /// rewrites whole heads in place. Returns how many bytes hyper may
+    /// have; the rest is an unfinished head to hold back, or, after a
+    /// refused head (state `Ended`, stand-in in `out`), to drop.
+    fn scan(&mut self, bytes: &mut [u8]) -> usize {
+        let mut at = 0;
+        loop {
+            match self.state {
+                State::Through => return bytes.len(),
+                State::Ended => return at,
+                State::Body(left) => {
+                    let n = ((bytes.len() - at) as u64).min(left);
+                    at += n as usize;
+                    self.state = if n == left {
+                        State::Head
+                    } else {
+                        State::Body(left - n)
+                    };
+                    if at == bytes.len() {
+                        return at;
                     }
-                    Framing::Unknown => Framing::Unknown,
-                };
-                self.lines.put(
-                    n,
-                    RawRequest {
-                        target,
-                        close,
-                        refused: None,
-                    },
-                );
-                self.out = rewritten.into();
-                self.state = match framing {
-                    Framing::Length(len) => State::Body(len),
-                    Framing::Unknown => State::Through,
-                };
+                }
+                State::Head => {
+                    // Blank lines before a request are allowed (RFC 9112
+                    // 2.2); hyper skips them too.
+                    while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
+                        at += 1;
+                    }
+                    let rest = &mut bytes[at..];
+                    if rest.is_empty() {
+                        return at;
+                    }
+                    let Some(len) = head_len(rest) else {
+                        if rest.len() > MAX_HEAD {
+                            let target = rest
+                                .split(|&b| b == b' ')
+                                .nth(1)
+                                .map(|t| t[..t.len().min(1024)].to_vec())
+                                .unwrap_or_default();
+                            self.stand_in(target, HeadError::TooLarge);
+                        }
+                        return at;
+                    };
+                    match judge(&mut rest[..len]) {
+                        Ok((target, framing)) => {
+                            let close = framing.is_none();
+                            self.lines.put(RawRequest {
+                                placeholder: target.len().max(1),
+                                target,
+                                close,
+                                refused: None,
+                            });
+                            self.state = match framing {
+                                Some(0) => State::Head,
+                                Some(n) => State::Body(n),
+                                None => State::Through,
+                            };
+                            at += len;
+                        }
+                        Err((target, error)) => {
+                            self.stand_in(target, error);
+                            return at;
+                        }
+                    }
+                }
             }
-            Err((target, error)) => self.stand_in(n, target, error),
         }
     }
 
-    /// Replaces a head we refuse by a bodiless request hyper will pass to
-    /// the service, which answers with `error`; then ends the input.
-    fn stand_in(&mut self, n: u64, target: Vec<u8>, error: HeadError) {
-        self.lines.put(
-            n,
-            RawRequest {
-                target,
-                close: true,
-                refused: Some(error),
-            },
-        );
-        self.out = Bytes::from(format!(
-            "GET /{n} HTTP/1.1\r\nhost: coordinator\r\nconnection: close\r\n\r\n"
-        ));
-        self.head.clear();
+    /// Queues a bodiless request hyper will pass to the service, which
+    /// answers with `error`; nothing after it is read.
+    fn stand_in(&mut self, target: Vec<u8>, error: HeadError) {
+        self.lines.put(RawRequest {
+            target,
+            close: true,
+            refused: Some(error),
+            placeholder: 1,
+        });
+        self.out =
+            Bytes::from_static(b"GET / HTTP/1.1\r\nhost: coordinator\r\nconnection: close\r\n\r\n");
+        self.held.clear();
         self.state = State::Ended;
     }
 }
 
-enum Framing {
-    Length(u64),
-    Unknown,
-}
-
-/// `(head with the target replaced by /n, the target, the body's framing)`,
-/// or the target (as far as known) and why the head is refused.
+/// Judges a whole head: keeps its target and overwrites it with the
+/// placeholder; returns the target and the body's length (`None`: not
+/// followed, Transfer-Encoding), or the target and why the head is refused.
 #[allow(clippy::type_complexity)]
-fn rewrite(raw: &[u8], n: u64) -> Result<(Vec<u8>, Vec<u8>, Framing), (Vec<u8>, HeadError)> {
-    let line_end = raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len());
-    let line = raw[..line_end]
+fn judge(head: &mut [u8]) -> Result<(Vec<u8>, Option<u64>), (Vec<u8>, HeadError)> {
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line = head[..line_end]
         .strip_suffix(b"\r")
-        .unwrap_or(&raw[..line_end]);
+        .unwrap_or(&head[..line_end]);
     let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
     let [method, target, version] = parts[..] else {
         // A space inside the target gives four parts: keep what we can.
         let target = parts.get(1).map(|t| t.to_vec()).unwrap_or_default();
         return Err((target, HeadError::RequestLine));
     };
+    let target = target.to_vec();
     if method.is_empty() || target.is_empty() || !version.starts_with(b"HTTP/") {
-        return Err((target.to_vec(), HeadError::RequestLine));
+        return Err((target, HeadError::RequestLine));
     }
-    let mut out = Vec::with_capacity(raw.len());
-    out.extend_from_slice(method);
-    out.extend_from_slice(format!(" /{n} ").as_bytes());
-    out.extend_from_slice(version);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&raw[(line_end + 1).min(raw.len())..]);
+    let start = method.len() + 1;
+    let placeholder = &mut head[start..start + target.len()];
+    placeholder[0] = b'/';
+    placeholder[1..].fill(b'a');
 
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
-    match parsed.parse(&out) {
+    match parsed.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => {
-            return Err((
-                target.to_vec(),
-                HeadError::Malformed("incomplete head".into()),
-            ));
+            return Err((target, HeadError::Malformed("incomplete head".into())));
         }
-        Err(e) => return Err((target.to_vec(), HeadError::Malformed(e.to_string()))),
+        Err(e) => return Err((target, HeadError::Malformed(e.to_string()))),
     }
     let mut length: Option<u64> = None;
     for h in parsed.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Ok((out, target.to_vec(), Framing::Unknown));
+            return Ok((target, None));
         }
         if h.name.eq_ignore_ascii_case("content-length") {
             let value = std::str::from_utf8(h.value)
@@ -230,14 +262,14 @@ fn rewrite(raw: &[u8], n: u64) -> Result<(Vec<u8>, Vec<u8>, Framing), (Vec<u8>, 
                 (Some(v), Some(prev)) if v == prev => {}
                 _ => {
                     return Err((
-                        target.to_vec(),
+                        target,
                         HeadError::Malformed("Content-Length must be one number of bytes".into()),
                     ));
                 }
             }
         }
     }
-    Ok((out, target.to_vec(), Framing::Length(length.unwrap_or(0))))
+    Ok((target, Some(length.unwrap_or(0))))
 }
 
 /// The length of the head at the front of `buf` (through its blank line),
@@ -270,77 +302,53 @@ impl<S: AsyncRead + Unpin> AsyncRead for RawTargets<S> {
             }
             match me.state {
                 State::Ended => return Poll::Ready(Ok(())),
-                State::Through => {
-                    if !me.head.is_empty() {
-                        me.out = me.head.split().freeze();
-                        continue;
-                    }
+                State::Through if me.held.is_empty() => {
                     return Pin::new(&mut me.inner).poll_read(cx, buf);
                 }
-                State::Body(0) => me.state = State::Head,
-                State::Body(left) => {
-                    if !me.head.is_empty() {
-                        let n = (me.head.len() as u64).min(left) as usize;
-                        me.out = me.head.split_to(n).freeze();
-                        me.state = State::Body(left - n as u64);
-                        continue;
-                    }
-                    if (buf.remaining() as u64) <= left {
-                        // Straight into hyper's buffer: it cannot hold
-                        // more than the body.
-                        let before = buf.filled().len();
-                        ready!(Pin::new(&mut me.inner).poll_read(cx, buf))?;
-                        let n = buf.filled().len() - before;
-                        me.state = State::Body(left - n as u64);
-                        return Poll::Ready(Ok(()));
-                    }
-                    // The body's tail: a window of `left` bytes of hyper's
-                    // buffer, so the next head stays ours to read. (Only
-                    // here: making the window zeroes it, 10 µs a 100 KB.)
-                    let room = left as usize;
-                    let mut window = ReadBuf::new(buf.initialize_unfilled_to(room));
-                    ready!(Pin::new(&mut me.inner).poll_read(cx, &mut window))?;
-                    let n = window.filled().len();
-                    buf.advance(n);
-                    me.state = State::Body(left - n as u64);
-                    return Poll::Ready(Ok(()));
-                }
-                State::Head => {
-                    // Blank lines between requests are allowed (RFC 9112 2.2).
-                    let blank = me
-                        .head
-                        .iter()
-                        .take_while(|&&b| b == b'\r' || b == b'\n')
-                        .count();
-                    me.head.advance(blank);
-                    if let Some(len) = head_len(&me.head) {
-                        me.take_head(len);
-                        continue;
-                    }
-                    if me.head.len() > MAX_HEAD {
-                        let n = me.next;
-                        me.next += 1;
-                        let target = me.head[..]
-                            .split(|&b| b == b' ')
-                            .nth(1)
-                            .map(|t| t[..t.len().min(1024)].to_vec())
-                            .unwrap_or_default();
-                        me.stand_in(n, target, HeadError::TooLarge);
-                        continue;
-                    }
-                    let mut tmp = [0u8; 8192];
-                    let mut more = ReadBuf::new(&mut tmp);
-                    ready!(Pin::new(&mut me.inner).poll_read(cx, &mut more))?;
-                    if more.filled().is_empty() {
-                        // End of input: hand over what there is (hyper
-                        // closes on a partial head) and end.
-                        me.out = me.head.split().freeze();
-                        me.state = State::Ended;
-                        continue;
-                    }
-                    me.head.extend_from_slice(more.filled());
-                }
+                _ => {}
             }
+            if !me.held.is_empty() {
+                // An unfinished head: read more of it here, hyper gets it
+                // once it is whole (with whatever followed it).
+                me.held.reserve(READ_CHUNK);
+                let n = ready!(poll_read_buf(Pin::new(&mut me.inner), cx, &mut me.held))?;
+                if n == 0 {
+                    // End of input: hand over what there is (hyper closes
+                    // on a partial head) and end.
+                    me.out = me.held.split().freeze();
+                    me.state = State::Ended;
+                    continue;
+                }
+                let mut held = std::mem::take(&mut me.held);
+                let pass = me.scan(&mut held);
+                if me.state != State::Ended {
+                    me.held = held.split_off(pass);
+                }
+                held.truncate(pass);
+                // What passed, then a stand-in if the scan made one.
+                held.extend_from_slice(&std::mem::take(&mut me.out));
+                me.out = held.freeze();
+                continue;
+            }
+            // Straight into hyper's buffer.
+            let start = buf.filled().len();
+            ready!(Pin::new(&mut me.inner).poll_read(cx, buf))?;
+            let end = buf.filled().len();
+            if end == start {
+                return Poll::Ready(Ok(()));
+            }
+            let pass = me.scan(&mut buf.filled_mut()[start..end]);
+            if pass < end - start {
+                if me.state != State::Ended {
+                    me.held.extend_from_slice(&buf.filled()[start + pass..end]);
+                }
+                buf.set_filled(start + pass);
+            }
+            if pass > 0 {
+                return Poll::Ready(Ok(()));
+            }
+            // Nothing for hyper yet (an unfinished head, or a stand-in):
+            // go on from what is held.
         }
     }
 }
@@ -381,19 +389,42 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
-    /// Everything hyper would read from `input`, and the raw requests.
-    async fn through(input: &[u8]) -> (Vec<u8>, Vec<RawRequest>) {
-        let (mut guarded, lines) = RawTargets::new(input);
+    /// Gives its input `step` bytes a read, as a slow client's packets.
+    struct Trickle<'a> {
+        input: &'a [u8],
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let n = self.step.min(self.input.len()).min(buf.remaining());
+            buf.put_slice(&self.input[..n]);
+            self.input = &self.input[n..];
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Everything hyper would read from `input` given `step` bytes at a
+    /// time, and the raw requests in order.
+    async fn through(input: &[u8], step: usize) -> (String, Vec<RawRequest>) {
+        let (mut guarded, lines) = RawTargets::new(Trickle { input, step });
         let mut seen = Vec::new();
         guarded.read_to_end(&mut seen).await.unwrap();
-        let mut raws = Vec::new();
-        for n in 0.. {
-            match lines.take(&format!("/{n}")) {
-                Some(r) => raws.push(r),
-                None => break,
-            }
+        let raws = lines.lock().drain(..).collect();
+        (String::from_utf8_lossy(&seen).into_owned(), raws)
+    }
+
+    /// Every way of cutting `input` into reads gives the same result.
+    async fn check(input: &[u8], seen: &str, raws: &[RawRequest]) {
+        for step in [1, 2, 3, 7, 16, 64, 4096, 1 << 20] {
+            let (s, r) = through(input, step).await;
+            assert_eq!(s, seen, "step {step}");
+            assert_eq!(r, raws, "step {step}");
         }
-        (seen, raws)
     }
 
     fn ok(target: &[u8], close: bool) -> RawRequest {
@@ -401,47 +432,61 @@ mod tests {
             target: target.to_vec(),
             close,
             refused: None,
+            placeholder: target.len(),
         }
     }
 
+    fn refused(target: &[u8], error: HeadError) -> RawRequest {
+        RawRequest {
+            target: target.to_vec(),
+            close: true,
+            refused: Some(error),
+            placeholder: 1,
+        }
+    }
+
+    const STAND_IN: &str = "GET / HTTP/1.1\r\nhost: coordinator\r\nconnection: close\r\n\r\n";
+
     #[tokio::test]
-    async fn targets_are_kept_and_replaced_by_their_number() {
-        let input = b"PUT /a#b\"<\xc3\xa9 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\r\nGET /1:x HTTP/1.1\r\n\r\n";
-        let (seen, raws) = through(input).await;
-        assert_eq!(
-            String::from_utf8_lossy(&seen),
-            "PUT /0 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /1 HTTP/1.1\r\n\r\n"
-        );
-        assert_eq!(
-            raws,
-            vec![ok(b"/a#b\"<\xc3\xa9", false), ok(b"/1:x", false)]
-        );
+    async fn targets_are_kept_and_replaced_by_a_placeholder_of_their_length() {
+        check(
+            b"PUT /a#b\"<\xc3\xa9 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\r\nGET /1:x HTTP/1.1\r\n\r\n",
+            "PUT /aaaaaaa HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\r\nGET /aaa HTTP/1.1\r\n\r\n",
+            &[ok(b"/a#b\"<\xc3\xa9", false), ok(b"/1:x", false)],
+        )
+        .await;
     }
 
     #[tokio::test]
     async fn a_body_that_looks_like_a_head_is_a_body() {
-        let body = b"GET /evil HTTP/1.1\r\n\r\n";
-        let mut input =
-            format!("PUT /x HTTP/1.1\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
-        input.extend_from_slice(body);
-        input.extend_from_slice(b"GET /y HTTP/1.1\n\n");
-        let (seen, raws) = through(&input).await;
-        assert!(seen.windows(body.len()).any(|w| w == body));
-        assert_eq!(raws, vec![ok(b"/x", false), ok(b"/y", false)]);
+        let body = "GET /evil HTTP/1.1\r\n\r\n";
+        let input = format!(
+            "PUT /x HTTP/1.1\r\ncontent-length: {}\r\n\r\n{body}GET /y HTTP/1.1\n\n",
+            body.len()
+        );
+        let seen = input.replace("/x", "/a").replace("/y", "/a");
+        check(
+            input.as_bytes(),
+            &seen,
+            &[ok(b"/x", false), ok(b"/y", false)],
+        )
+        .await;
     }
 
     #[tokio::test]
     async fn chunked_ends_the_watch_and_closes() {
-        let input =
-            b"PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nGET /a HTTP/1.1\r\n\r\n";
-        let (seen, raws) = through(input).await;
-        assert!(seen.ends_with(b"5\r\nGET /a HTTP/1.1\r\n\r\n"));
-        assert_eq!(raws, vec![ok(b"/x", true)]);
+        check(
+            b"PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nGET /a#b HTTP/1.1\r\n\r\n",
+            "PUT /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nGET /a#b HTTP/1.1\r\n\r\n",
+            &[ok(b"/x", true)],
+        )
+        .await;
     }
 
     #[tokio::test]
     async fn unreadable_heads_get_a_stand_in_and_nothing_after() {
-        for (input, target, error) in [
+        let first = "GET /ok HTTP/1.1\r\n\r\n";
+        for (bad, target, error) in [
             (
                 &b"PUT /a b HTTP/1.1\r\n\r\nGET /x HTTP/1.1\r\n\r\n"[..],
                 &b"/a"[..],
@@ -463,19 +508,14 @@ mod tests {
                 HeadError::Malformed("invalid header name".into()),
             ),
         ] {
-            let (seen, raws) = through(input).await;
-            assert_eq!(
-                String::from_utf8_lossy(&seen),
-                "GET /0 HTTP/1.1\r\nhost: coordinator\r\nconnection: close\r\n\r\n"
-            );
-            assert_eq!(
-                raws,
-                vec![RawRequest {
-                    target: target.to_vec(),
-                    close: true,
-                    refused: Some(error)
-                }]
-            );
+            let mut input = first.as_bytes().to_vec();
+            input.extend_from_slice(bad);
+            check(
+                &input,
+                &format!("{}{STAND_IN}", first.replace("/ok", "/aa")),
+                &[ok(b"/ok", false), refused(target, error)],
+            )
+            .await;
         }
     }
 
@@ -483,10 +523,21 @@ mod tests {
     async fn a_huge_head_is_refused() {
         let mut input = b"GET /x HTTP/1.1\r\n".to_vec();
         input.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
-        let (_, raws) = through(&input).await;
-        assert_eq!(raws.len(), 1);
-        assert_eq!(raws[0].refused, Some(HeadError::TooLarge));
-        assert_eq!(raws[0].target, b"/x");
+        for step in [1000, 1 << 20] {
+            let (seen, raws) = through(&input, step).await;
+            assert_eq!(seen, STAND_IN);
+            assert_eq!(raws, [refused(b"/x", HeadError::TooLarge)]);
+        }
+    }
+
+    #[test]
+    fn the_service_takes_targets_in_order_by_placeholder() {
+        let lines = Lines::default();
+        lines.put(ok(b"/a#b", false));
+        lines.put(ok(b"/c", false));
+        assert_eq!(lines.take("/aaa"), Some(ok(b"/a#b", false)));
+        // Not the placeholder of the next one: the framing was lost.
+        assert_eq!(lines.take("/aaa"), None);
     }
 
     #[test]
