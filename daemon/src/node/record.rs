@@ -20,6 +20,11 @@
 //! 32+n+d  4   record_crc  crc32 of header (as written), name and data
 //! ```
 //!
+//! Every later version keeps bytes 0..16 as they are (magic, version, kind,
+//! flags, name length, header checksum), so that a binary meeting a record
+//! it does not know can tell it from damage: recovery then refuses to start
+//! rather than cut a newer release's records ([`unknown_format`]).
+//!
 //! Two checksums: the header's lets a scan trust `name_len`/`data_len` (and
 //! so find the next record) before it has read the data; the record's covers
 //! everything and is what proves a record complete after a crash. The trailer
@@ -39,7 +44,11 @@ pub const TRAILER_LEN: usize = 4;
 pub const MAX_NAME_LEN: usize = backpack_shared::model::Name::MAX_LEN;
 
 const MAGIC: [u8; 4] = *b"BKPK";
-const VERSION: u8 = 1;
+/// The record format version this binary writes and reads.
+pub const VERSION: u8 = 1;
+/// Highest version byte taken for a newer release's record rather than
+/// damage (versions are expected to grow one at a time).
+const LAST_PLAUSIBLE_VERSION: u8 = 15;
 
 /// Flag bit: `time_ms` came from the client's `X-Backpack-Time`.
 pub const FLAG_CLIENT_TIME: u16 = 1;
@@ -160,13 +169,38 @@ pub fn record_len(name_len: usize, data_len: u64) -> u64 {
     (HEADER_LEN + name_len + TRAILER_LEN) as u64 + data_len
 }
 
+/// What a header of a format this binary does not know is (`format version
+/// 2`, `kind 3`), when the bytes say it was written by a newer release: our
+/// magic with a later version, or our version with an unknown kind whose
+/// header checksum holds (`name` is the name its header announces, if it
+/// could be read). `None` for our own records and for damage.
+pub fn unknown_format(b: &[u8; HEADER_LEN], name: Option<&[u8]>) -> Option<String> {
+    if b[0..4] != MAGIC {
+        return None;
+    }
+    match b[4] {
+        v if v > VERSION && v <= LAST_PLAUSIBLE_VERSION => Some(format!("format version {v}")),
+        VERSION if Kind::from_code(b[5]).is_none() => {
+            let name = name?;
+            (header_crc(b, name) == u32::from_le_bytes([b[12], b[13], b[14], b[15]]))
+                .then(|| format!("kind {}", b[5]))
+        }
+        _ => None,
+    }
+}
+
+/// The name length a header announces, whatever its version (bytes 8..12).
+pub fn announced_name_len(b: &[u8; HEADER_LEN]) -> usize {
+    u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize
+}
+
 /// Reads the trailer's stored checksum.
 pub fn trailer_crc(t: &[u8; TRAILER_LEN]) -> u32 {
     u32::from_le_bytes(*t)
 }
 
 /// crc32 of the header with its checksum field zeroed, then the name.
-fn header_crc(b: &[u8; HEADER_LEN], name: &[u8]) -> u32 {
+pub(crate) fn header_crc(b: &[u8; HEADER_LEN], name: &[u8]) -> u32 {
     let mut h = Hasher::new();
     h.update(&b[0..12]);
     h.update(&[0u8; 4]);

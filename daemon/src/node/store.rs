@@ -63,6 +63,8 @@ pub enum StoreError {
     Locked(PathBuf),
     #[error("{context}: {cause}")]
     Io { context: String, cause: io::Error },
+    #[error("{0}")]
+    UnknownRecord(String),
     #[error("no space left on the data disk ({0}); free space or add a node")]
     NoSpace(PathBuf),
     #[error(
@@ -250,8 +252,12 @@ impl Store {
                     path: path.clone(),
                     cause,
                 })?;
-            last_tail = scan_volume(&file, id, &path, &mut index)
-                .map_err(io_err(format!("cannot read volume {}", path.display())))?;
+            last_tail = scan_volume(&file, id, &path, &mut index).map_err(|e| {
+                match e.get_ref().and_then(|i| i.downcast_ref::<UnknownRecord>()) {
+                    Some(u) => StoreError::UnknownRecord(u.to_string()),
+                    None => io_err(format!("cannot read volume {}", path.display()))(e),
+                }
+            })?;
             let slot = id as usize;
             if volumes.len() <= slot {
                 volumes.resize(slot + 1, None);
@@ -908,7 +914,11 @@ fn scan_volume(file: &File, id: u32, path: &Path, index: &mut Index) -> io::Resu
                     read_exact(&mut r, &mut name)?;
                     Header::verify(&fixed, &name).ok().map(|_| h)
                 }
-                _ => None,
+                Ok(_) => None,
+                Err(_) => {
+                    refuse_unknown(file, &fixed, pos, len, path)?;
+                    None
+                }
             }
         };
         let Some(h) = header else {
@@ -985,6 +995,49 @@ fn scan_volume(file: &File, id: u32, path: &Path, index: &mut Index) -> io::Resu
     Ok(valid_end)
 }
 
+/// A record of a format this binary does not know, at `pos`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "volume {path} holds a record of {what} at offset {offset}, which this backpack-node (record format {known}) does not know: it was written by a newer release. Nothing was changed; run that release on this data directory (or, if no newer release ever ran here, the record is damaged: move the volume aside and restore it from the shard's other nodes)"
+)]
+pub struct UnknownRecord {
+    pub path: String,
+    pub offset: u64,
+    pub what: String,
+    pub known: u8,
+}
+
+/// Fails the scan if the header at `pos` (which this binary cannot parse)
+/// is a newer release's record rather than damage: cutting it would delete
+/// that release's files.
+fn refuse_unknown(
+    file: &File,
+    fixed: &[u8; HEADER_LEN],
+    pos: u64,
+    len: u64,
+    path: &Path,
+) -> io::Result<()> {
+    let n = record::announced_name_len(fixed);
+    let mut name = vec![0u8; n.min(MAX_NAME_LEN)];
+    let readable = n <= MAX_NAME_LEN
+        && pos + (HEADER_LEN + n) as u64 <= len
+        && file
+            .read_exact_at(&mut name, pos + HEADER_LEN as u64)
+            .is_ok();
+    match record::unknown_format(fixed, readable.then_some(&name[..])) {
+        Some(what) => Err(io::Error::new(
+            ErrorKind::InvalidData,
+            UnknownRecord {
+                path: path.display().to_string(),
+                offset: pos,
+                what,
+                known: record::VERSION,
+            },
+        )),
+        None => Ok(()),
+    }
+}
+
 fn read_exact(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<()> {
     r.read_exact(buf)
 }
@@ -1008,6 +1061,17 @@ fn find_next_header(file: &File, from: u64, len: u64) -> io::Result<Option<u64>>
             let mut fixed = [0u8; HEADER_LEN];
             file.read_exact_at(&mut fixed, cand)?;
             let Ok(h) = Header::parse(&fixed) else {
+                // A newer release's record after the damage: stop here, so
+                // the scan meets it (and refuses) instead of cutting it.
+                let n = record::announced_name_len(&fixed).min(MAX_NAME_LEN);
+                let mut name = vec![0u8; n];
+                let readable = cand + (HEADER_LEN + n) as u64 <= len
+                    && file
+                        .read_exact_at(&mut name, cand + HEADER_LEN as u64)
+                        .is_ok();
+                if record::unknown_format(&fixed, readable.then_some(&name[..])).is_some() {
+                    return Ok(Some(cand));
+                }
                 continue;
             };
             if cand + h.record_len() > len || h.name_len as usize > MAX_NAME_LEN {
@@ -1085,6 +1149,72 @@ mod tests {
         }
         // Nothing in the middle was cut.
         assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes.len() as u64);
+    }
+
+    /// A volume with `/a`, `/b`, `/c`, closed; its path and bytes, and
+    /// the length of one record.
+    fn three_records(dir: &Path) -> (PathBuf, Vec<u8>, usize) {
+        let rt = rt();
+        let store = Arc::new(Store::open(dir, 1 << 30).unwrap());
+        for n in ["/a", "/b", "/c"] {
+            put(&store, &rt, n, b"data");
+        }
+        store.close();
+        let path = volume_path(dir, 1);
+        let bytes = std::fs::read(&path).unwrap();
+        (path, bytes, record::record_len(2, 4) as usize)
+    }
+
+    fn refuses_without_a_change(dir: &Path, path: &Path, volume: &[u8], says: &str) {
+        std::fs::write(path, volume).unwrap();
+        match Store::open(dir, 1 << 30) {
+            Err(StoreError::UnknownRecord(m)) => {
+                assert!(m.contains(says) && m.contains("newer release"), "{m}")
+            }
+            Err(e) => panic!("another error: {e}"),
+            Ok(_) => panic!("opened a volume with a record it does not know"),
+        }
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            volume,
+            "the volume was changed"
+        );
+    }
+
+    #[test]
+    fn records_of_a_newer_format_are_refused_never_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, bytes, rec) = three_records(dir.path());
+
+        // The last record as a later format version wrote it.
+        let mut v2 = bytes.clone();
+        v2[2 * rec + 4] = 2;
+        refuses_without_a_change(dir.path(), &path, &v2, "format version 2");
+
+        // A kind this binary does not know, its header checksum right.
+        let mut kind = bytes.clone();
+        let at = 2 * rec;
+        kind[at + 5] = 3;
+        let mut fixed = [0u8; HEADER_LEN];
+        fixed.copy_from_slice(&kind[at..at + HEADER_LEN]);
+        let crc = record::header_crc(&fixed, &kind[at + HEADER_LEN..at + HEADER_LEN + 2]);
+        kind[at + 12..at + 16].copy_from_slice(&crc.to_le_bytes());
+        refuses_without_a_change(dir.path(), &path, &kind, "kind 3");
+
+        // After damage in the middle, the resync stops at it too.
+        let mut after_damage = v2.clone();
+        after_damage[rec] = b'X';
+        refuses_without_a_change(dir.path(), &path, &after_damage, "format version 2");
+
+        // An unknown kind whose checksum fails is damage, as before: the
+        // torn tail is cut and the rest served.
+        let mut damaged = bytes.clone();
+        damaged[2 * rec + 5] = 3;
+        std::fs::write(&path, &damaged).unwrap();
+        let store = Store::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(get(&store, "/a").unwrap(), b"data");
+        assert_eq!(get(&store, "/c"), None);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * rec as u64);
     }
 
     #[test]
