@@ -20,6 +20,16 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// period instead of one per request.
 const DOWN_FOR: Duration = Duration::from_secs(1);
 
+/// Whether a call failed on a connection that broke (the server restarted,
+/// closed an idle client, `CLIENT KILL`) rather than on the server: worth
+/// one more try at once, on the fresh connection the manager makes. Every
+/// command we send is safe to repeat (set adds and removes, scripts that
+/// check before they write; a repeated `HINCRBY` of a task's tries counts
+/// one failure twice at worst).
+fn broke<T>(r: &Result<redis::RedisResult<T>, tokio::time::error::Elapsed>) -> bool {
+    matches!(r, Ok(Err(e)) if e.is_connection_dropped() || (e.is_io_error() && !e.is_connection_refusal()))
+}
+
 #[derive(Clone)]
 pub(crate) struct Server {
     pub addr: HostPort,
@@ -31,7 +41,10 @@ pub(crate) struct Server {
 impl Server {
     pub async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
         let mut conn = self.usable()?;
-        let r = tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<T>(&mut conn)).await;
+        let mut r = tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<T>(&mut conn)).await;
+        if broke(&r) {
+            r = tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<T>(&mut conn)).await;
+        }
         self.record(r)
     }
 
@@ -40,7 +53,10 @@ impl Server {
         pipe: &redis::Pipeline,
     ) -> Result<T, String> {
         let mut conn = self.usable()?;
-        let r = tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<T>(&mut conn)).await;
+        let mut r = tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<T>(&mut conn)).await;
+        if broke(&r) {
+            r = tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<T>(&mut conn)).await;
+        }
         self.record(r)
     }
 

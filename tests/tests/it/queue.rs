@@ -248,3 +248,50 @@ async fn no_server_answering_is_an_error_not_an_empty_queue() {
     );
     zk.close();
 }
+
+/// Runs a command on `server` through a connection of its own.
+async fn redis_cmd(server: &RedisServer, args: &[&str]) {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port)).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let _: redis::Value = cmd.query_async(&mut c).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_after_a_broken_connection_is_taken_at_once() {
+    let root = unique_root("qbroken");
+    let Some(zk) = zk(&root).await else { return };
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let q = Queue::new(&info("k", &[&redis]), &RedisPool::new(), zk.clone());
+    q.push(&task("/before")).await.unwrap();
+
+    // The server restarted (empty): the next pushes find it back at once.
+    redis.restart();
+    for i in 0..3 {
+        q.push(&task(&format!("/after-restart-{i}"))).await.unwrap();
+    }
+    // Our connection killed by CLIENT KILL.
+    redis_cmd(
+        &redis,
+        &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"],
+    )
+    .await;
+    q.push(&task("/after-client-kill")).await.unwrap();
+    // Idle connections closed by Redis's own `timeout`, after a lull.
+    redis_cmd(&redis, &["CONFIG", "SET", "timeout", "1"]).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    q.push(&task("/after-idle-timeout")).await.unwrap();
+
+    let mut want: Vec<String> = (0..3)
+        .map(|i| task(&format!("/after-restart-{i}")))
+        .chain([task("/after-client-kill"), task("/after-idle-timeout")])
+        .collect();
+    want.sort();
+    assert_eq!(smembers(&redis, "k").await, want);
+    zk.close();
+}
