@@ -105,6 +105,7 @@ impl Queue {
                 claims = kept;
             }
             if !claims.is_empty() {
+                self.read_pushes(&mut claims).await;
                 return Ok(claims);
             }
         }
@@ -123,6 +124,7 @@ impl Queue {
             item: item.clone(),
             lock_path: self.inner.zk.path(&lock_name(&self.inner.key, item)),
             session,
+            pushes: Vec::new(),
         };
         // Items this queue holds itself are not asked about.
         let mut free = candidates
@@ -286,8 +288,7 @@ impl Queue {
         if mine.is_empty() {
             return Ok(held);
         }
-        let items: Vec<&str> = mine.iter().map(|c| c.item.as_str()).collect();
-        self.remove_done(&items).await;
+        self.remove_done(&mine).await;
         let mine: Vec<Claim> = mine.into_iter().cloned().collect();
         self.unlock_many(&mine).await;
         Ok(held)

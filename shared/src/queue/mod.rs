@@ -18,7 +18,14 @@
 //! - `<key>:errors` hash, item → last error;
 //! - `<key>:dead`   set of items that failed too often (dead letters);
 //! - `<key>:wake`   pub/sub channel, published after each push so idle
-//!   replicators wake at once instead of polling fast.
+//!   replicators wake at once instead of polling fast;
+//! - `<key>:pushes` hash, item → pushes so far (`HINCRBY` at push). A claim
+//!   reads it after taking the lock; done removes the item only where the
+//!   count is still the one read (a Lua script per server), so an item
+//!   pushed again while its copy was in flight (the file uploaded again)
+//!   stays queued and is copied once more. An original replicator's done
+//!   removes unconditionally, and an original coordinator's push does not
+//!   count: in a mixed cluster such a re-push can still be lost.
 //!
 //! Items finished by an original replicator leave stale entries in
 //! `<key>:first`; readers check membership and clean them.
@@ -72,6 +79,26 @@ fn describe(errors: &[(HostPort, String)]) -> String {
         .join("; ")
 }
 
+/// Done on one server: `KEYS` = key, first, tries, errors, pushes; `ARGV`
+/// = item, push count read at claim (`""`: none), item, count, ... Removes
+/// an item only if its count is unchanged; returns how many it removed.
+const REMOVE_DONE: &str = r#"
+local removed = 0
+for i = 1, #ARGV, 2 do
+  local item, want = ARGV[i], ARGV[i + 1]
+  local have = redis.call('HGET', KEYS[5], item)
+  if (have == false and want == '') or have == want then
+    redis.call('SREM', KEYS[1], item)
+    redis.call('ZREM', KEYS[2], item)
+    redis.call('HDEL', KEYS[3], item)
+    redis.call('HDEL', KEYS[4], item)
+    redis.call('HDEL', KEYS[5], item)
+    removed = removed + 1
+  end
+end
+return removed
+"#;
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -90,6 +117,10 @@ pub struct Claim {
     pub item: String,
     lock_path: String,
     session: i64,
+    /// Per server (in the queue's order), the item's push count read
+    /// after locking: `Some("")` none (an original daemon's push), `None`
+    /// unknown (the server did not answer; done leaves the item there).
+    pushes: Vec<Option<String>>,
 }
 
 impl Claim {
@@ -207,10 +238,12 @@ impl Queue {
         let key = &self.inner.key;
         let first = self.k("first");
         let wake = self.k("wake");
+        let pushes = self.k("pushes");
         let results = futures::future::join_all(self.inner.servers.iter().map(|s| {
             let mut p = redis::pipe();
             for item in items {
                 p.cmd("SADD").arg(key).arg(item).ignore();
+                p.cmd("HINCRBY").arg(&pushes).arg(item).arg(1).ignore();
                 p.cmd("ZADD")
                     .arg(&first)
                     .arg("NX")
@@ -270,6 +303,9 @@ impl Queue {
                         self.unlock(&claim).await;
                         continue;
                     }
+                    let mut claims = [claim];
+                    self.read_pushes(&mut claims).await;
+                    let [claim] = claims;
                     return Ok(Some(claim));
                 }
             }
@@ -307,6 +343,7 @@ impl Queue {
                     item: item.to_string(),
                     lock_path: path,
                     session,
+                    pushes: Vec::new(),
                 }))
             }
             Err(ZkError::Request {
@@ -380,35 +417,76 @@ impl Queue {
         if !self.holds(claim).await? {
             return Err(QueueError::LockLost);
         }
-        self.remove_done(&[claim.item.as_str()]).await;
+        self.remove_done(&[claim]).await;
         self.unlock(claim).await;
         Ok(())
     }
 
+    /// Reads each claim's push count on every server (after its lock is
+    /// taken: a push after this read is copied again).
+    pub(super) async fn read_pushes(&self, claims: &mut [Claim]) {
+        if claims.is_empty() {
+            return;
+        }
+        let pushes = self.k("pushes");
+        let per_server = futures::future::join_all(self.inner.servers.iter().map(|s| {
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(&pushes);
+            for c in claims.iter() {
+                cmd.arg(&c.item);
+            }
+            async move { s.cmd::<Vec<Option<String>>>(&cmd).await }
+        }))
+        .await;
+        for (i, c) in claims.iter_mut().enumerate() {
+            c.pushes = per_server
+                .iter()
+                .map(|r| match r {
+                    Ok(v) => Some(v.get(i).cloned().flatten().unwrap_or_default()),
+                    Err(_) => None,
+                })
+                .collect();
+        }
+    }
+
     /// Removes finished items, with what we kept on them, from every
-    /// server. A server that misses it gives the items back later, and they
-    /// are copied once more: harmless.
-    async fn remove_done(&self, items: &[&str]) {
-        let (key, first, tries, errs) = (
-            &self.inner.key,
+    /// server where no push came after the claim read its count. A server
+    /// that misses it gives the items back later, and they are copied once
+    /// more: harmless.
+    async fn remove_done(&self, claims: &[&Claim]) {
+        let keys = [
+            self.inner.key.clone(),
             self.k("first"),
             self.k("tries"),
             self.k("errors"),
-        );
-        let results = futures::future::join_all(self.inner.servers.iter().map(|s| {
-            let mut p = redis::pipe();
-            for item in items {
-                p.cmd("SREM").arg(key).arg(item).ignore();
-                p.cmd("ZREM").arg(&first).arg(item).ignore();
-                p.cmd("HDEL").arg(&tries).arg(item).ignore();
-                p.cmd("HDEL").arg(&errs).arg(item).ignore();
-            }
-            async move { (s.addr.clone(), s.pipe::<()>(&p).await) }
-        }))
-        .await;
+            self.k("pushes"),
+        ];
+        let results =
+            futures::future::join_all(self.inner.servers.iter().enumerate().map(|(i, s)| {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(REMOVE_DONE).arg(keys.len()).arg(&keys[..]);
+                let mut any = false;
+                for c in claims {
+                    if let Some(Some(count)) = c.pushes.get(i) {
+                        cmd.arg(&c.item).arg(count);
+                        any = true;
+                    }
+                }
+                async move {
+                    let r = if any { s.cmd::<u64>(&cmd).await } else { Ok(0) };
+                    (s.addr.clone(), r)
+                }
+            }))
+            .await;
         for (addr, r) in results {
-            if let Err(error) = r {
-                tracing::warn!(%addr, %error, items = items.len(), "queue Redis server missed removals of done items");
+            match r {
+                Ok(removed) if (removed as usize) < claims.len() => {
+                    tracing::debug!(%addr, kept = claims.len() - removed as usize, "items pushed again during their copy stay queued");
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%addr, %error, items = claims.len(), "queue Redis server missed removals of done items");
+                }
             }
         }
     }
@@ -520,6 +598,9 @@ impl Queue {
                     }
                     Ok(false) => {
                         let _ = s.cmd::<()>(redis::cmd("ZREM").arg(&first).arg(&item)).await;
+                        let _ = s
+                            .cmd::<()>(redis::cmd("HDEL").arg(self.k("pushes")).arg(&item))
+                            .await;
                     }
                     Err(_) => break,
                 }

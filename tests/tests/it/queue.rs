@@ -295,3 +295,52 @@ async fn a_push_after_a_broken_connection_is_taken_at_once() {
     assert_eq!(smembers(&redis, "k").await, want);
     zk.close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_during_the_copy_is_copied_again_never_dropped() {
+    let root = unique_root("qrepush");
+    let Some(zk) = zk(&root).await else { return };
+    let (Some(a), Some(b)) = (RedisServer::start(), RedisServer::start()) else {
+        return;
+    };
+    let q = Queue::new(&info("k", &[&a, &b]), &RedisPool::new(), zk.clone());
+    let x = task("/x");
+    q.push(&x).await.unwrap();
+    // A replicator takes it; the file is uploaded again meanwhile (same
+    // task, pushed again); then the first copy finishes.
+    let first = q.pop().await.unwrap().expect("queued");
+    q.push(&x).await.unwrap();
+    q.done(&first).await.unwrap();
+    for s in [&a, &b] {
+        assert_eq!(
+            smembers(s, "k").await,
+            std::slice::from_ref(&x),
+            "the re-push was dropped"
+        );
+    }
+    // Copied again, then gone.
+    let batch = q.pop_many(4).await.unwrap();
+    assert_eq!(batch.len(), 1);
+    assert_eq!(q.done_many(&batch).await.unwrap(), [true]);
+    for s in [&a, &b] {
+        assert!(smembers(s, "k").await.is_empty());
+        assert!(smembers_of_hash(s, "k:pushes").await.is_empty());
+    }
+
+    // An item an original coordinator pushed (no count) is done as before.
+    sadd(&a, "k", &task("/old")).await;
+    let c = q.pop().await.unwrap().expect("queued");
+    q.done(&c).await.unwrap();
+    assert!(smembers(&a, "k").await.is_empty());
+    zk.close();
+}
+
+async fn smembers_of_hash(server: &RedisServer, key: &str) -> Vec<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port)).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("HKEYS")
+        .arg(key)
+        .query_async(&mut c)
+        .await
+        .unwrap()
+}
