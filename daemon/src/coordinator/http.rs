@@ -98,14 +98,16 @@ pub enum ApiError {
         name: String,
         attempts: Vec<Attempt>,
     },
-    #[error("method {0} is not supported; use PUT /<name>, or GET /stats, /metrics, /health")]
+    #[error(
+        "method {0} is not supported; use PUT /<name>, GET or HEAD /<shard>:<name>, or GET /stats, /metrics, /health"
+    )]
     Method(Method),
 }
 
 /// A name's refusal; a long one names the flag that sets the limit.
 fn bad_name(e: &NameError) -> String {
     match e {
-        NameError::TooLong { .. } => format!("{e} (--max-name-len)"),
+        NameError::TooLong { .. } => format!("{e} (the coordinator's --max-name-len)"),
         _ => e.to_string(),
     }
 }

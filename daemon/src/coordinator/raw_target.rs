@@ -56,10 +56,12 @@ pub struct RawRequest {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeadError {
     #[error(
-        "the request line must be `METHOD /<name> HTTP/1.1` with single spaces; a space in a file name must be sent percent-encoded as %20"
+        "the request line must be `METHOD /<name> HTTP/1.1`, three parts separated by single spaces (a space in a file name is sent percent-encoded as %20)"
     )]
     RequestLine,
-    #[error("the request head is over {MAX_HEAD} bytes; send shorter headers")]
+    #[error(
+        "the request line and headers are over {MAX_HEAD} bytes; send shorter headers (a file name is at most 255 bytes by default)"
+    )]
     TooLarge,
     #[error("malformed request head: {0}")]
     Malformed(String),

@@ -671,7 +671,11 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, ApiError> {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(ApiError::HeadTooLarge),
-        Err(e) => return Err(ApiError::BadRequest(format!("malformed request: {e}"))),
+        Err(e) => {
+            return Err(ApiError::BadRequest(format!(
+                "malformed request ({e}): a request line is `METHOD /<name> HTTP/1.1`, and a file name holds only printable ASCII (percent-encode other bytes)"
+            )));
+        }
     };
     let method = parsed.method.unwrap_or("").to_owned();
     let target = parsed.path.unwrap_or("").to_owned();

@@ -52,7 +52,7 @@ pub enum NameError {
     Empty,
     #[error("the request target must start with / (send the path, not an absolute URL)")]
     NotOrigin,
-    #[error("the file name has {len} bytes, over the limit of {max} bytes")]
+    #[error("the file name has {len} bytes, over the limit of {max} bytes; use a shorter name")]
     TooLong { len: usize, max: usize },
     #[error(
         "the file name has {} at byte {at}: {}; percent-encode it as %{byte:02X}",
