@@ -23,10 +23,22 @@ pub struct Args {
     /// Copies running at once
     #[arg(default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub concurrency: u16,
-    /// Failed attempts after which a task moves to the dead-letter set
-    /// (see backpack-replicator-dead); 0 keeps retrying forever
+    /// Failed attempts after which a task whose file is on none of its
+    /// source nodes (404 everywhere) moves to the dead-letter set (see
+    /// backpack-replicator-dead); 0 turns dead letters off entirely
     #[arg(long, env = "BACKPACK_REPLICATOR_MAX_ATTEMPTS", default_value_t = 10)]
     pub max_attempts: u64,
+    /// How long a task that fails for reasons that can heal (a node down or
+    /// unreachable) keeps being retried, counted from when it was first
+    /// queued: a number with s, m, h or d (e.g. 90m, 24h)
+    #[arg(
+        long,
+        env = "BACKPACK_REPLICATOR_MAX_AGE",
+        default_value = "24h",
+        value_parser = parse_age,
+        value_name = "AGE"
+    )]
+    pub max_age: Duration,
     /// Serve Prometheus metrics on http://<host:port>/metrics
     #[arg(
         long,
@@ -53,10 +65,32 @@ pub struct Args {
     pub zk_timeout: u64,
 }
 
+/// `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
+fn parse_age(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not an age; write a number with s, m, h or d, like 24h"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?}; use s, m, h or d, like 24h"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
+}
+
 impl Args {
     pub fn config(&self) -> ReplicatorConfig {
         let mut c = ReplicatorConfig::new(usize::from(self.concurrency));
         c.max_attempts = self.max_attempts;
+        c.max_age = self.max_age;
         c.shutdown_deadline = Duration::from_secs(self.shutdown_deadline);
         c
     }
@@ -111,5 +145,17 @@ mod tests {
         assert!(a.is_err());
         let a = Args::try_parse_from(["backpack-replicator", "zk:2181"]);
         assert!(a.is_err());
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("24h"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_age("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_age("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_age("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_age("1w").is_err_and(|e| e.contains("unknown unit")));
+        assert!(parse_age("soon").is_err_and(|e| e.contains("like 24h")));
+        let a = Args::try_parse_from(["backpack-replicator", "zk", "/b", "--max-age", "3h"]);
+        assert!(matches!(a, Ok(ref a) if a.config().max_age == Duration::from_secs(3 * 3600)));
     }
 }

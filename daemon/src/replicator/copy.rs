@@ -78,11 +78,27 @@ pub enum TaskError {
     BadName { path: String, error: NameError },
     #[error("{0}")]
     Destination(CopyError),
-    #[error("no source could give the file: {}", .0.join("; "))]
-    AllSourcesFailed(Vec<String>),
+    #[error("no source could give the file: {}", .errors.join("; "))]
+    AllSourcesFailed {
+        errors: Vec<String>,
+        /// Every source answered 404: the file is on none of them.
+        missing_everywhere: bool,
+    },
 }
 
 impl TaskError {
+    /// The file is on no source: retried `max_attempts` times (it may be a
+    /// task for a file that was never stored), then a dead letter.
+    pub fn missing_everywhere(&self) -> bool {
+        matches!(
+            self,
+            TaskError::AllSourcesFailed {
+                missing_everywhere: true,
+                ..
+            }
+        )
+    }
+
     /// Errors that no retry can fix: the task goes to the dead-letter set
     /// at once.
     pub fn is_permanent(&self) -> bool {
@@ -302,18 +318,26 @@ pub async fn replicate(
     let mut sources: Vec<&String> = task.from.iter().collect();
     sources.shuffle(&mut rand::rng());
     let mut errors = Vec::new();
+    let mut missing_everywhere = true;
     for id in sources {
         let Some(src) = servers.get(id) else {
             errors.push(format!("{id}: unknown server id (not in servers-map)"));
+            missing_everywhere = false;
             continue;
         };
         match copy_file(client, (&label(id, src), src), (&dst_label, dst), &name).await {
             Ok(n) => return Ok(n),
             Err(e) if e.is_destination() => return Err(TaskError::Destination(e)),
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => {
+                missing_everywhere &= matches!(e, CopyError::NotFound { .. });
+                errors.push(e.to_string());
+            }
         }
     }
-    Err(TaskError::AllSourcesFailed(errors))
+    Err(TaskError::AllSourcesFailed {
+        errors,
+        missing_everywhere,
+    })
 }
 
 #[cfg(test)]
@@ -333,6 +357,12 @@ mod tests {
                 .contains("not a file name our coordinator accepts")
         );
         assert!(!TaskError::UnknownDestination("4".into()).is_permanent());
-        assert!(!TaskError::AllSourcesFailed(vec![]).is_permanent());
+        assert!(
+            !TaskError::AllSourcesFailed {
+                errors: vec![],
+                missing_everywhere: true
+            }
+            .is_permanent()
+        );
     }
 }

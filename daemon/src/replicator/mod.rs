@@ -55,9 +55,18 @@ pub use stats::{Announcement, Counters, Stats};
 pub struct ReplicatorConfig {
     /// Workers copying at once.
     pub concurrency: usize,
-    /// Failed attempts after which a task moves to the dead-letter set
-    /// (0: never).
+    /// Failed attempts after which a task whose file is on none of its
+    /// sources moves to the dead-letter set (0: no dead letters at all).
     pub max_attempts: u64,
+    /// Age (from first queued) after which a task that keeps failing for
+    /// reasons that can heal (a node down, unreachable, unknown) moves to
+    /// the dead-letter set.
+    pub max_age: Duration,
+    /// Pause before a failed task is tried again: doubles with each failed
+    /// attempt from `retry_min` up to `retry_max` (with jitter). The task
+    /// waits in the queue meanwhile, without a lock.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
     /// How long shutdown lets in-flight copies finish.
     pub shutdown_deadline: Duration,
     /// Fallback poll of an empty queue (original coordinators publish no
@@ -77,6 +86,9 @@ impl ReplicatorConfig {
         ReplicatorConfig {
             concurrency: concurrency.max(1),
             max_attempts: 10,
+            max_age: Duration::from_secs(24 * 3600),
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
             shutdown_deadline: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             backoff_min: Duration::from_millis(250),

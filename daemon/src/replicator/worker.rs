@@ -513,23 +513,67 @@ async fn finish(ctx: &Ctx, active: &Active, batch: &[Finished]) {
     }
 }
 
+/// Whether a task that just failed with `e` goes to the dead-letter set,
+/// after `attempts` failed attempts and at `age`: at once for an error no
+/// retry can fix, after `max_attempts` when the file is on no source,
+/// after `max_age` otherwise (a node down for maintenance heals).
+/// `max_attempts` 0 turns dead letters off.
+pub(crate) fn dead_letter(
+    config: &ReplicatorConfig,
+    e: &TaskError,
+    attempts: u64,
+    age: Option<Duration>,
+) -> bool {
+    if config.max_attempts == 0 {
+        return false;
+    }
+    if e.is_permanent() {
+        return true;
+    }
+    if e.missing_everywhere() {
+        return attempts >= config.max_attempts;
+    }
+    age.is_some_and(|a| a >= config.max_age)
+}
+
+/// The pause before another try after `attempts` failed ones: doubling
+/// from `retry_min` to `retry_max`, with up to 25% jitter so that tasks
+/// failed together do not come back together.
+pub(crate) fn retry_in(config: &ReplicatorConfig, attempts: u64) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(32) as u32;
+    let base = config
+        .retry_min
+        .saturating_mul(2u32.saturating_pow(doublings))
+        .min(config.retry_max);
+    let jitter = base.as_millis() as u64 / 4;
+    base + Duration::from_millis(if jitter > 0 {
+        rand::random::<u64>() % jitter
+    } else {
+        0
+    })
+}
+
 /// Records a failed attempt (and the error) on the task and unlocks it;
-/// after `max_attempts` the queue moves it to the dead-letter set.
+/// the task waits out its backoff in the queue, or becomes a dead letter
+/// (see [`dead_letter`]).
 async fn fail(ctx: &Ctx, p: &Popped, task: Option<&ReplicationTask>, e: TaskError) {
-    let max = ctx.config.max_attempts;
-    // An error no retry can fix goes to the dead-letter set at once
-    // (unless dead-lettering is off).
-    let max = if e.is_permanent() && max > 0 { 1 } else { max };
     let msg = e.to_string();
     let (path, to) = task.map_or(("?", "?"), |t| (t.path.as_str(), t.to.as_str()));
-    match p.active.queue.failed(&p.claim, &msg, max).await {
+    let config = &ctx.config;
+    let failed = p.active.queue.failed(
+        &p.claim,
+        &msg,
+        |attempts| retry_in(config, attempts),
+        |attempts, age| dead_letter(config, &e, attempts, age),
+    );
+    match failed.await {
         Ok(FailOutcome::Retry { attempts }) => {
             ctx.stats.failed(false);
-            warn!(%path, %to, attempts, error = %msg, "copy failed; the task stays queued for another try");
+            warn!(%path, %to, attempts, error = %msg, "copy failed; the task stays queued and is tried again after its backoff");
         }
         Ok(FailOutcome::Dead { attempts }) => {
             ctx.stats.failed(true);
-            error!(%path, %to, attempts, error = %msg, item = %p.claim.item, "copy failed too often; task moved to the dead-letter set (see backpack-replicator-dead)");
+            error!(%path, %to, attempts, error = %msg, item = %p.claim.item, "copy cannot succeed (or kept failing past --max-age); task moved to the dead-letter set (see backpack-replicator-dead)");
         }
         Err(qe) => {
             ctx.stats.failed(false);
@@ -542,6 +586,52 @@ async fn fail(ctx: &Ctx, p: &Popped, task: Option<&ReplicationTask>, e: TaskErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use super::super::copy::CopyError;
+
+    #[test]
+    fn dead_letters_only_for_what_cannot_heal() {
+        let c = ReplicatorConfig::new(1);
+        let hour = Some(Duration::from_secs(3600));
+        let day = Some(c.max_age);
+        let down = TaskError::Destination(CopyError::Destination {
+            node: "4".into(),
+            detail: "connection refused".into(),
+        });
+        // A node down: retried whatever the attempts, until max_age.
+        assert!(!dead_letter(&c, &down, 1000, hour));
+        assert!(!dead_letter(&c, &down, 1000, None));
+        assert!(dead_letter(&c, &down, 3, day));
+        // The file on no source: after max_attempts.
+        let nowhere = TaskError::AllSourcesFailed {
+            errors: vec![],
+            missing_everywhere: true,
+        };
+        assert!(!dead_letter(&c, &nowhere, 9, hour));
+        assert!(dead_letter(&c, &nowhere, 10, hour));
+        // Cannot ever work: at once.
+        assert!(dead_letter(&c, &TaskError::NoSources, 1, hour));
+        // Dead letters off.
+        let off = ReplicatorConfig {
+            max_attempts: 0,
+            ..c
+        };
+        assert!(!dead_letter(&off, &TaskError::NoSources, 1, day));
+    }
+
+    #[test]
+    fn retries_back_off_per_task_up_to_the_cap() {
+        let c = ReplicatorConfig::new(1);
+        let within = |d: Duration, base: u64| {
+            d >= Duration::from_secs(base) && d <= Duration::from_millis(base * 1250)
+        };
+        assert!(within(retry_in(&c, 1), 1));
+        assert!(within(retry_in(&c, 2), 2));
+        assert!(within(retry_in(&c, 5), 16));
+        assert!(within(retry_in(&c, 9), 256));
+        assert!(within(retry_in(&c, 10), 300));
+        assert!(within(retry_in(&c, 1000), 300));
+    }
 
     #[test]
     fn backoff_grows_caps_and_resets() {

@@ -75,10 +75,7 @@ impl Queue {
         // until the next poll.
         let want = ((2 * max).max(16) + self.held_count()).min(MAX_SAMPLE);
         for server in self.shuffled() {
-            let candidates: Vec<String> = match server
-                .cmd(redis::cmd("SRANDMEMBER").arg(key).arg(want))
-                .await
-            {
+            let candidates = match self.due_candidates(server, want).await {
                 Ok(v) => v,
                 Err(e) => {
                     errors.push((server.addr.clone(), e));

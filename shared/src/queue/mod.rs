@@ -19,6 +19,12 @@
 //! - `<key>:dead`   set of items that failed too often (dead letters);
 //! - `<key>:wake`   pub/sub channel, published after each push so idle
 //!   replicators wake at once instead of polling fast;
+//! - `<key>:due`    sorted set, item → when it may be tried next (ms):
+//!   the push time, then after each failure the time its backoff ends.
+//!   Claims take due items only (a Lua script per server picks them at a
+//!   random place among the due ones, and adopts items an original
+//!   daemon pushed), so tasks waiting out a node's outage cost neither
+//!   locks nor the copy rate of the others;
 //! - `<key>:pushes` hash, item → pushes so far (`HINCRBY` at push). A claim
 //!   reads it after taking the lock; done removes the item only where the
 //!   count is still the one read (a Lua script per server), so an item
@@ -79,7 +85,7 @@ fn describe(errors: &[(HostPort, String)]) -> String {
         .join("; ")
 }
 
-/// Done on one server: `KEYS` = key, first, tries, errors, pushes; `ARGV`
+/// Done on one server: `KEYS` = key, first, tries, errors, pushes, due; `ARGV`
 /// = item, push count read at claim (`""`: none), item, count, ... Removes
 /// an item only if its count is unchanged; returns how many it removed.
 const REMOVE_DONE: &str = r#"
@@ -93,10 +99,40 @@ for i = 1, #ARGV, 2 do
     redis.call('HDEL', KEYS[3], item)
     redis.call('HDEL', KEYS[4], item)
     redis.call('HDEL', KEYS[5], item)
+    redis.call('ZREM', KEYS[6], item)
     removed = removed + 1
   end
 end
 return removed
+"#;
+
+/// Up to `ARGV[3]` items of `KEYS[1]` (the queue set) that are due by
+/// `ARGV[1]` (ms) in `KEYS[2]` (the due times), from a random place
+/// (`ARGV[2]` in 0..1) among the due ones so that workers spread out.
+/// Due entries of items no longer queued (done by an original replicator)
+/// are dropped; when too few are due, a sample of the set adopts items
+/// without a due time (pushed by an original daemon) as due now.
+const DUE_CANDIDATES: &str = r#"
+local now, want = tonumber(ARGV[1]), tonumber(ARGV[3])
+local n = redis.call('ZCOUNT', KEYS[2], '-inf', now)
+local off = math.floor(tonumber(ARGV[2]) * math.max(0, n - want))
+local out = {}
+for _, item in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', off, want)) do
+  if redis.call('SISMEMBER', KEYS[1], item) == 1 then
+    table.insert(out, item)
+  else
+    redis.call('ZREM', KEYS[2], item)
+  end
+end
+if #out < want then
+  for _, item in ipairs(redis.call('SRANDMEMBER', KEYS[1], want)) do
+    if redis.call('ZSCORE', KEYS[2], item) == false then
+      redis.call('ZADD', KEYS[2], now, item)
+      table.insert(out, item)
+    end
+  end
+end
+return out
 "#;
 
 fn now_ms() -> u64 {
@@ -239,11 +275,18 @@ impl Queue {
         let first = self.k("first");
         let wake = self.k("wake");
         let pushes = self.k("pushes");
+        let due = self.k("due");
         let results = futures::future::join_all(self.inner.servers.iter().map(|s| {
             let mut p = redis::pipe();
             for item in items {
                 p.cmd("SADD").arg(key).arg(item).ignore();
                 p.cmd("HINCRBY").arg(&pushes).arg(item).arg(1).ignore();
+                p.cmd("ZADD")
+                    .arg(&due)
+                    .arg("NX")
+                    .arg(now)
+                    .arg(item)
+                    .ignore();
                 p.cmd("ZADD")
                     .arg(&first)
                     .arg("NX")
@@ -284,14 +327,13 @@ impl Queue {
         let mut errors = Vec::new();
         let mut answered = false;
         for server in self.shuffled() {
-            let candidates: Vec<String> =
-                match server.cmd(redis::cmd("SRANDMEMBER").arg(key).arg(16)).await {
-                    Ok(v) => v,
-                    Err(e) => {
-                        errors.push((server.addr.clone(), e));
-                        continue;
-                    }
-                };
+            let candidates = match self.due_candidates(server, 16).await {
+                Ok(v) => v,
+                Err(e) => {
+                    errors.push((server.addr.clone(), e));
+                    continue;
+                }
+            };
             answered = true;
             for item in candidates {
                 if let Some(claim) = self.lock(&item).await? {
@@ -422,6 +464,23 @@ impl Queue {
         Ok(())
     }
 
+    /// Up to `want` items of `server` due now (see [`DUE_CANDIDATES`]).
+    pub(super) async fn due_candidates(
+        &self,
+        server: &Server,
+        want: usize,
+    ) -> Result<Vec<String>, String> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(DUE_CANDIDATES)
+            .arg(2)
+            .arg(&self.inner.key)
+            .arg(self.k("due"))
+            .arg(now_ms())
+            .arg(rand::random::<f64>())
+            .arg(want);
+        server.cmd(&cmd).await
+    }
+
     /// Reads each claim's push count on every server (after its lock is
     /// taken: a push after this read is copied again).
     pub(super) async fn read_pushes(&self, claims: &mut [Claim]) {
@@ -460,6 +519,7 @@ impl Queue {
             self.k("tries"),
             self.k("errors"),
             self.k("pushes"),
+            self.k("due"),
         ];
         let results =
             futures::future::join_all(self.inner.servers.iter().enumerate().map(|(i, s)| {
@@ -491,15 +551,25 @@ impl Queue {
         }
     }
 
-    /// Records a failed attempt and unlocks. After `max_attempts` failed
-    /// attempts (0 = never) the item moves to the dead-letter set.
+    /// Records a failed attempt and unlocks. The item moves to the
+    /// dead-letter set when `dead` says so, given the attempts so far and
+    /// its age (from its first-queued time, or first sight for an item an
+    /// original daemon pushed); otherwise it is not tried again before
+    /// `retry_in(attempts)` has passed.
     pub async fn failed(
         &self,
         claim: &Claim,
         error: &str,
-        max_attempts: u64,
+        retry_in: impl Fn(u64) -> Duration,
+        dead: impl Fn(u64, Option<Duration>) -> bool,
     ) -> Result<FailOutcome, QueueError> {
-        let (tries, errs) = (self.k("tries"), self.k("errors"));
+        let (tries, errs, first, due) = (
+            self.k("tries"),
+            self.k("errors"),
+            self.k("first"),
+            self.k("due"),
+        );
+        let now = now_ms();
         let results = futures::future::join_all(self.inner.servers.iter().map(|s| {
             let mut p = redis::pipe();
             p.cmd("HINCRBY").arg(&tries).arg(&claim.item).arg(1);
@@ -508,26 +578,44 @@ impl Queue {
                 .arg(&claim.item)
                 .arg(error)
                 .ignore();
-            async move { s.pipe::<(u64,)>(&p).await.map(|(n,)| n) }
+            // First sight, for items an original daemon pushed.
+            p.cmd("ZADD")
+                .arg(&first)
+                .arg("NX")
+                .arg(now)
+                .arg(&claim.item)
+                .ignore();
+            p.cmd("ZSCORE").arg(&first).arg(&claim.item);
+            async move { s.pipe::<(u64, Option<f64>)>(&p).await }
         }))
         .await;
-        let attempts = results
+        let answers: Vec<(u64, Option<f64>)> = results.into_iter().filter_map(Result::ok).collect();
+        let attempts = answers.iter().map(|a| a.0).max().unwrap_or(0);
+        let age = answers
             .iter()
-            .filter_map(|r| r.as_ref().ok())
-            .copied()
-            .max()
-            .unwrap_or(0);
-        let outcome = if max_attempts > 0 && attempts >= max_attempts && self.holds(claim).await? {
-            let (key, dead) = (&self.inner.key, self.k("dead"));
+            .filter_map(|a| a.1)
+            .map(|f| f as u64)
+            .min()
+            .map(|t| Duration::from_millis(now.saturating_sub(t)));
+        let outcome = if dead(attempts, age) && self.holds(claim).await? {
+            let (key, dead_set) = (&self.inner.key, self.k("dead"));
             futures::future::join_all(self.inner.servers.iter().map(|s| {
                 let mut p = redis::pipe();
-                p.cmd("SADD").arg(&dead).arg(&claim.item).ignore();
+                p.cmd("SADD").arg(&dead_set).arg(&claim.item).ignore();
                 p.cmd("SREM").arg(key).arg(&claim.item).ignore();
+                p.cmd("ZREM").arg(&due).arg(&claim.item).ignore();
                 async move { s.pipe::<()>(&p).await }
             }))
             .await;
             FailOutcome::Dead { attempts }
         } else {
+            let next = now + retry_in(attempts).as_millis() as u64;
+            futures::future::join_all(self.inner.servers.iter().map(|s| {
+                let mut p = redis::pipe();
+                p.cmd("ZADD").arg(&due).arg(next).arg(&claim.item).ignore();
+                async move { s.pipe::<()>(&p).await }
+            }))
+            .await;
             FailOutcome::Retry { attempts }
         };
         self.unlock(claim).await;
@@ -574,33 +662,38 @@ impl Queue {
         let (key, first) = (&self.inner.key, self.k("first"));
         let mut oldest: Option<u64> = None;
         for s in &self.inner.servers {
-            // Skip (and clean) entries of items finished by original daemons.
+            // Skip the entries of dead letters (they keep their
+            // first-queued time), and clean those of items finished by
+            // original daemons.
+            let mut at = 0;
             for _ in 0..20 {
                 let head: Result<Vec<(String, f64)>, String> = s
                     .cmd(
                         redis::cmd("ZRANGE")
                             .arg(&first)
-                            .arg(0)
-                            .arg(0)
+                            .arg(at)
+                            .arg(at)
                             .arg("WITHSCORES"),
                     )
                     .await;
                 let Ok(Some((item, score))) = head.map(|v| v.into_iter().next()) else {
                     break;
                 };
-                match s
-                    .cmd::<bool>(redis::cmd("SISMEMBER").arg(key).arg(&item))
-                    .await
-                {
-                    Ok(true) => {
+                let mut p = redis::pipe();
+                p.cmd("SISMEMBER").arg(key).arg(&item);
+                p.cmd("SISMEMBER").arg(self.k("dead")).arg(&item);
+                match s.pipe::<(bool, bool)>(&p).await {
+                    Ok((true, _)) => {
                         oldest = Some(oldest.map_or(score as u64, |o| o.min(score as u64)));
                         break;
                     }
-                    Ok(false) => {
-                        let _ = s.cmd::<()>(redis::cmd("ZREM").arg(&first).arg(&item)).await;
-                        let _ = s
-                            .cmd::<()>(redis::cmd("HDEL").arg(self.k("pushes")).arg(&item))
-                            .await;
+                    Ok((false, true)) => at += 1,
+                    Ok((false, false)) => {
+                        let mut p = redis::pipe();
+                        p.cmd("ZREM").arg(&first).arg(&item).ignore();
+                        p.cmd("HDEL").arg(self.k("pushes")).arg(&item).ignore();
+                        p.cmd("ZREM").arg(self.k("due")).arg(&item).ignore();
+                        let _ = s.pipe::<()>(&p).await;
                     }
                     Err(_) => break,
                 }
@@ -655,12 +748,13 @@ impl Queue {
     /// Moves a dead-letter item back into the queue with a fresh attempt
     /// count. Returns whether any server had it.
     pub async fn requeue(&self, item: &str) -> Result<bool, QueueError> {
-        let (key, dead, tries, first, wake) = (
+        let (key, dead, tries, first, wake, due) = (
             &self.inner.key,
             self.k("dead"),
             self.k("tries"),
             self.k("first"),
             self.k("wake"),
+            self.k("due"),
         );
         let now = now_ms();
         self.on_every(|p| {
@@ -673,6 +767,7 @@ impl Queue {
                 .arg(now)
                 .arg(item)
                 .ignore();
+            p.cmd("ZADD").arg(&due).arg(now).arg(item).ignore();
             p.cmd("PUBLISH").arg(&wake).arg(1).ignore();
         })
         .await

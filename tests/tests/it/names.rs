@@ -67,6 +67,7 @@ impl Cluster {
         let mut config = ReplicatorConfig::new(4);
         config.backoff_min = Duration::from_millis(50);
         config.backoff_max = Duration::from_millis(300);
+        config.retry_min = Duration::from_millis(50);
         config.name = format!(
             "{}-names-{}",
             worker_id(),

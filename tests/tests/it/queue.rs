@@ -54,6 +54,11 @@ async fn sadd(server: &RedisServer, key: &str, item: &str) {
         .unwrap();
 }
 
+/// Retry at once (no backoff).
+fn now(_attempts: u64) -> Duration {
+    Duration::ZERO
+}
+
 fn task(path: &str) -> String {
     ReplicationTask {
         from: vec!["1".into()],
@@ -109,7 +114,9 @@ async fn push_pop_lock_done_failed_across_two_servers_one_killed() {
 
     // failed: unlocked, still queued, attempt counted with its error.
     assert_eq!(
-        q.failed(&claim, "source 1 answered 404", 3).await.unwrap(),
+        q.failed(&claim, "source 1 answered 404", now, |n, _| n >= 3)
+            .await
+            .unwrap(),
         FailOutcome::Retry { attempts: 1 }
     );
     assert!(zk.get(&lock).await.unwrap().is_none());
@@ -199,7 +206,10 @@ async fn a_task_failing_too_often_goes_to_the_dead_letters() {
     q.push(&task("/lost")).await.unwrap();
     for attempt in 1..=3 {
         let c = q.pop().await.unwrap().expect("item");
-        let outcome = q.failed(&c, "no source has it", 3).await.unwrap();
+        let outcome = q
+            .failed(&c, "no source has it", now, |n, _| n >= 3)
+            .await
+            .unwrap();
         if attempt < 3 {
             assert_eq!(outcome, FailOutcome::Retry { attempts: attempt });
         } else {
@@ -215,7 +225,7 @@ async fn a_task_failing_too_often_goes_to_the_dead_letters() {
     assert!(q.requeue(&task("/lost")).await.unwrap());
     assert_eq!(q.dead_len().await.overall, Some(0));
     let c = q.pop().await.unwrap().expect("requeued");
-    q.failed(&c, "still lost", 1).await.unwrap();
+    q.failed(&c, "still lost", now, |_, _| true).await.unwrap();
     assert!(q.drop_dead(&task("/lost")).await.unwrap());
     assert_eq!(
         (q.len().await.overall, q.dead_len().await.overall),
@@ -343,4 +353,54 @@ async fn smembers_of_hash(server: &RedisServer, key: &str) -> Vec<String> {
         .query_async(&mut c)
         .await
         .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_task_waits_out_its_backoff_without_a_lock() {
+    let root = unique_root("qbackoff");
+    let Some(zk) = zk(&root).await else { return };
+    let Some(a) = RedisServer::start() else {
+        return;
+    };
+    let q = Queue::new(&info("k", &[&a]), &RedisPool::new(), zk.clone());
+    let (waits, ready) = (task("/waits"), task("/ready"));
+    q.push_many(&[waits.clone(), ready.clone()]).await.unwrap();
+    // Take /waits (and let /ready go), fail it with an hour of backoff.
+    let mut claims = q.pop_many(2).await.unwrap();
+    claims.sort_by(|x, y| x.item.cmp(&y.item));
+    assert_eq!(claims.len(), 2);
+    q.release(&claims[0]).await;
+    let hour = |_: u64| Duration::from_secs(3600);
+    let outcome = q
+        .failed(&claims[1], "destination down", hour, |_, age| {
+            age.is_some_and(|a| a > Duration::from_secs(86400))
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, FailOutcome::Retry { attempts: 1 });
+    // Only /ready is handed out; /waits stays queued, unlocked.
+    for _ in 0..5 {
+        let batch = q.pop_many(8).await.unwrap();
+        let items: Vec<&str> = batch.iter().map(|c| c.item.as_str()).collect();
+        assert_eq!(items, [ready.as_str()]);
+        assert_eq!(q.locks().await.unwrap().len(), 1);
+        for c in &batch {
+            q.release(c).await;
+        }
+    }
+    assert_eq!(smembers(&a, "k").await.len(), 2);
+    // An item an original coordinator pushed (no due time) is adopted.
+    sadd(&a, "k", &task("/original")).await;
+    let got: Vec<String> = q
+        .pop_many(8)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.item)
+        .collect();
+    assert!(
+        got.contains(&task("/original")) && !got.contains(&waits),
+        "{got:?}"
+    );
+    zk.close();
 }

@@ -201,6 +201,8 @@ fn config(concurrency: usize) -> ReplicatorConfig {
     let mut c = ReplicatorConfig::new(concurrency);
     c.backoff_min = Duration::from_millis(50);
     c.backoff_max = Duration::from_millis(300);
+    c.retry_min = Duration::from_millis(50);
+    c.retry_max = Duration::from_millis(300);
     c.announce_every = Duration::from_millis(200);
     c.shutdown_deadline = Duration::from_secs(5);
     c.name = format!("{}-{}", worker_id(), N.fetch_add(1, Ordering::Relaxed));
@@ -671,22 +673,30 @@ async fn node_down_then_back(source_down: bool) {
     let down = if source_down { &mut n1 } else { &mut n2 };
     down.down().await;
 
-    let mut c = config(2);
-    c.max_attempts = 0;
+    // Dead letters on as by default: a node down through more than
+    // max_attempts failed attempts is not a reason to give up.
+    let c = config(2);
+    let attempts = c.max_attempts + 2;
     let r = Running::start(&env, c, None).await;
+    let pushed = Instant::now();
     env.queue
         .push(&task(&[&n1], &n2, "/down.jpg"))
         .await
         .unwrap();
     eventually(
-        Duration::from_secs(10),
-        "failed attempts recorded",
+        Duration::from_secs(20),
+        "failed attempts recorded, the task still queued",
         || async {
             let s = env.queue.sample(1).await;
-            s.len() == 1 && s[0].attempts >= 2
+            s.len() == 1 && s[0].attempts >= attempts
         },
     )
     .await;
+    assert!(env.queue.dead(1).await.is_empty());
+    // Each attempt waited out the task's backoff (50 ms doubling to
+    // 300 ms): never the hot loop that used up ten attempts in a second.
+    let least = Duration::from_millis(50 + 100 + 200 + 300 * (attempts - 4));
+    assert!(pushed.elapsed() >= least, "{:?}", pushed.elapsed());
     let info = &env.queue.sample(1).await[0];
     let error = info.last_error.clone().unwrap();
     let expected = if source_down {
