@@ -87,12 +87,17 @@ impl Queue {
             if claims.is_empty() {
                 continue;
             }
-            // Another worker may have finished some between our read and lock.
+            // Another worker may have finished some between our read and
+            // lock; the push counts are read in the same round trip.
             let mut p = redis::pipe();
             for c in &claims {
                 p.cmd("SISMEMBER").arg(key).arg(&c.item);
             }
-            if let Ok(still) = server.pipe::<Vec<bool>>(&p).await {
+            let (still, ()) = tokio::join!(
+                server.pipe::<Vec<bool>>(&p),
+                self.read_pushes(&mut claims)
+            );
+            if let Ok(still) = still {
                 let mut stale = Vec::new();
                 let mut kept = Vec::new();
                 for (c, member) in claims.into_iter().zip(still) {
@@ -102,7 +107,6 @@ impl Queue {
                 claims = kept;
             }
             if !claims.is_empty() {
-                self.read_pushes(&mut claims).await;
                 return Ok(claims);
             }
         }
