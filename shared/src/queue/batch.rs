@@ -93,10 +93,8 @@ impl Queue {
             for c in &claims {
                 p.cmd("SISMEMBER").arg(key).arg(&c.item);
             }
-            let (still, ()) = tokio::join!(
-                server.pipe::<Vec<bool>>(&p),
-                self.read_pushes(&mut claims)
-            );
+            let (still, ()) =
+                tokio::join!(server.pipe::<Vec<bool>>(&p), self.read_pushes(&mut claims));
             if let Ok(still) = still {
                 let mut stale = Vec::new();
                 let mut kept = Vec::new();
