@@ -92,6 +92,11 @@ pub struct Args {
         default_value_t = 10
     )]
     pub statsd_interval: u64,
+    /// Accept uploads while a queue Redis may evict queued copies
+    /// (maxmemory-policy allkeys-*); by default they are refused with 503
+    /// until the policy is noeviction.
+    #[arg(long, env = "BACKPACK_COORDINATOR_ALLOW_EVICTING_QUEUE")]
+    pub allow_evicting_queue: bool,
     /// ZooKeeper session timeout in seconds.
     #[arg(long, env = "BACKPACK_ZK_SESSION_TIMEOUT", default_value_t = 10)]
     pub zk_session_timeout: u64,
@@ -148,11 +153,13 @@ impl Args {
             node_retry_after: Duration::from_secs(self.node_retry_after),
             flush_interval: Duration::from_millis(self.flush_interval_ms.max(10)),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+            allow_evicting_queue: self.allow_evicting_queue,
             announce_as: self.announce_as.clone(),
             announce_every: d.announce_every,
             statsd: self.statsd.clone(),
             statsd_prefix: self.statsd_prefix.clone(),
             statsd_every: Duration::from_secs(self.statsd_interval.max(1)),
+            queue_check_every: d.queue_check_every,
         }
     }
 

@@ -86,6 +86,10 @@ pub enum ApiError {
         "the file is on node {node} only: cannot queue its replication ({error}); retry the upload"
     )]
     QueuePush { node: String, error: String },
+    #[error(
+        "the queue Redis {0} may evict queued copies (maxmemory-policy allkeys-*), so an upload's copies could vanish: set maxmemory-policy noeviction there (CONFIG SET and redis.conf), or start the coordinator with --allow-evicting-queue"
+    )]
+    QueueEvicts(String),
     #[error("{0} is not served here: upload with PUT /<name>, read with GET /<shard>:<name>")]
     NotFound(String),
     #[error("shard {0} does not exist; the upload answered the shard id to read from")]
@@ -139,7 +143,8 @@ impl ApiError {
             | ApiError::ShuttingDown
             | ApiError::NoWritableShard { .. }
             | ApiError::QueueUnconfigured { .. }
-            | ApiError::QueuePush { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::QueuePush { .. }
+            | ApiError::QueueEvicts(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::AllNodesFailed { .. } | ApiError::ReadFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -343,6 +348,7 @@ async fn stats(app: &App, head: bool) -> Response<Body> {
         view: &view,
         queue_length,
         queue_oldest,
+        queue_servers: app.queue_check.servers(),
         pending_fill: app.fill.pending_total(),
         zk_connected: app.zk_connected(),
     });
@@ -357,6 +363,7 @@ async fn metrics(app: &App, head: bool) -> Response<Body> {
         view: &view,
         queue_length,
         queue_oldest,
+        queue_servers: app.queue_check.servers(),
         pending_fill: app.fill.pending_total(),
         zk_connected: app.zk_connected(),
     });
@@ -374,10 +381,15 @@ async fn metrics(app: &App, head: bool) -> Response<Body> {
 fn health(app: &App, head: bool) -> Response<Body> {
     let ready = app.view.borrow().ready;
     let shutting_down = app.shutting_down.is_cancelled();
-    let (status, text) = match (ready, shutting_down) {
-        (_, true) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
-        (true, false) => (StatusCode::OK, "ok"),
-        (false, false) => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+    let evicting = app.queue_evicting();
+    let (status, text) = match (ready, shutting_down, &evicting) {
+        (_, true, _) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        (true, false, None) => (StatusCode::OK, "ok"),
+        (true, false, Some(_)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "uploads refused: a queue Redis may evict queued copies",
+        ),
+        (false, false, _) => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
     };
     json_response(
         status,
@@ -385,6 +397,7 @@ fn health(app: &App, head: bool) -> Response<Body> {
             "status": text,
             "ready": ready,
             "zookeeper_connected": app.zk_connected(),
+            "queue_evicting": evicting,
         }),
         head,
     )

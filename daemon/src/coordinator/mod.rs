@@ -31,6 +31,7 @@ pub mod cli;
 pub mod fill;
 pub mod http;
 pub mod nodes;
+pub mod queue_check;
 pub mod raw_target;
 pub mod read;
 pub mod stats;
@@ -88,6 +89,11 @@ pub struct CoordinatorConfig {
     /// listening address, with the host name for a wildcard address).
     pub announce_as: Option<String>,
     pub announce_every: Duration,
+    /// Accept uploads while a queue Redis may evict queued copies
+    /// (`maxmemory-policy allkeys-*`); refused (503) otherwise.
+    pub allow_evicting_queue: bool,
+    /// How often the queue servers' settings are read again.
+    pub queue_check_every: Duration,
     /// Statsd server `host:port`, if any.
     pub statsd: Option<String>,
     /// Prefix of every statsd metric name (e.g. `backpack.`).
@@ -110,6 +116,8 @@ impl Default for CoordinatorConfig {
             node_retry_after: Duration::from_secs(5),
             flush_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(30),
+            allow_evicting_queue: false,
+            queue_check_every: Duration::from_secs(30),
             announce_as: None,
             announce_every: Duration::from_secs(5),
             statsd: None,
@@ -170,11 +178,21 @@ pub struct App {
     pub(crate) statsd: Option<statsd::Statsd>,
     /// Cancelled when shutdown begins: new uploads are refused.
     pub(crate) shutting_down: CancellationToken,
+    pub(crate) queue_check: Arc<queue_check::QueueCheck>,
 }
 
 impl App {
     pub(crate) fn zk_connected(&self) -> bool {
         self.zk.state().borrow().is_connected()
+    }
+
+    /// Why uploads are refused for the queue's sake: a server that may
+    /// evict queued copies (unless allowed).
+    pub(crate) fn queue_evicting(&self) -> Option<String> {
+        if self.config.allow_evicting_queue {
+            return None;
+        }
+        self.queue_check.evicting()
     }
 }
 
@@ -277,8 +295,15 @@ pub async fn start(
         upload_slots: Semaphore::new(config.max_uploads.max(1)),
         statsd: statsd_client,
         shutting_down: shutdown.child_token(),
+        queue_check: Arc::default(),
         config,
     });
+    queue_check::spawn(
+        Arc::downgrade(&app),
+        app.queue_check.clone(),
+        app.config.queue_check_every,
+        background.clone(),
+    );
     let announced_as = announce::announce_name(app.config.announce_as.as_deref(), addr);
     let flusher = fill::spawn_flusher(fill.clone(), app.config.flush_interval, background.clone());
     let announcer = announce::spawn(

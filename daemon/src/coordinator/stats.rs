@@ -214,6 +214,8 @@ pub struct Snapshot<'a> {
     pub view: &'a View,
     pub queue_length: Option<u64>,
     pub queue_oldest: Option<Duration>,
+    /// The last reading of the queue servers' settings.
+    pub queue_servers: Vec<backpack_shared::queue::Keeping>,
     pub pending_fill: u64,
     pub zk_connected: bool,
 }
@@ -473,6 +475,31 @@ pub fn metrics_text(s: &Snapshot<'_>) -> String {
             &one(format!("{:.3}", age.as_secs_f64())),
         );
     }
+    let per_server = |value: &dyn Fn(&backpack_shared::queue::Keeping) -> Option<bool>| {
+        s.queue_servers
+            .iter()
+            .filter_map(|k| {
+                value(k).map(|v| {
+                    (
+                        format!("{{server=\"{}\"}}", k.addr),
+                        u8::from(v).to_string(),
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    metric(
+        "queue_redis_evicting",
+        "gauge",
+        "1 while a queue Redis server's maxmemory-policy may evict queued copies (uploads are refused unless --allow-evicting-queue).",
+        &per_server(&|k| k.policy.as_ref().map(|_| k.evicts())),
+    );
+    metric(
+        "queue_redis_appendonly",
+        "gauge",
+        "1 when a queue Redis server persists its data across a restart (appendonly yes).",
+        &per_server(&|k| k.appendonly),
+    );
     out
 }
 
@@ -544,6 +571,7 @@ mod tests {
             view: &v,
             queue_length: Some(3),
             queue_oldest: None,
+            queue_servers: Vec::new(),
             pending_fill: 0,
             zk_connected: true,
         });

@@ -53,6 +53,9 @@ pub async fn upload(
     if !app.view.borrow().ready {
         return Err(ApiError::NotReady);
     }
+    if let Some(servers) = app.queue_evicting() {
+        return Err(ApiError::QueueEvicts(servers));
+    }
     // Before reading the body: refuse at once what cannot be placed.
     if pick_shard(app, len).is_none() {
         return Err(ApiError::NoWritableShard { len });

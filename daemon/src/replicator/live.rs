@@ -57,7 +57,9 @@ pub fn follow(
                             let servers_list: Vec<String> =
                                 info.servers.iter().map(|s| s.to_string()).collect();
                             tracing::info!(key = %info.key, servers = %servers_list.join(","), "replication queue configured");
-                            (Queue::new(info, &pool, zk.clone()), listener.notify)
+                            let queue = Queue::new(info, &pool, zk.clone());
+                            tokio::spawn(warn_if_evicting(queue.clone()));
+                            (queue, listener.notify)
                         }
                     };
                     if servers_changed {
@@ -88,4 +90,17 @@ pub fn follow(
         }
     });
     rx
+}
+
+/// Says so, loudly, when a queue Redis may evict queued copies. The
+/// replicator still drains such a queue (stopping would leave more files
+/// on one node); the coordinators refuse uploads to it.
+async fn warn_if_evicting(queue: Queue) {
+    for k in queue.keeping().await {
+        if k.evicts() {
+            tracing::error!(server = %k.addr, policy = ?k.policy, "queue Redis may evict queued copies under memory pressure; set maxmemory-policy noeviction on it");
+        } else if k.appendonly == Some(false) {
+            tracing::warn!(server = %k.addr, "queue Redis does not persist (appendonly no): a restart empties it and its queued copies are lost; set appendonly yes");
+        }
+    }
 }

@@ -191,6 +191,32 @@ pub struct Lock {
     pub worker: String,
 }
 
+/// How one queue Redis server keeps items, read with `CONFIG GET`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keeping {
+    pub addr: HostPort,
+    /// `maxmemory-policy`, when the server answered.
+    pub policy: Option<String>,
+    /// `appendonly` (persistence across a restart), when it answered.
+    pub appendonly: Option<bool>,
+    /// Why it could not be read (server down, `CONFIG` renamed).
+    pub error: Option<String>,
+}
+
+impl Keeping {
+    /// The server may evict queue items under memory pressure.
+    pub fn evicts(&self) -> bool {
+        self.policy.as_deref().is_some_and(evicting_policy)
+    }
+}
+
+/// Whether a `maxmemory-policy` may evict the queue's keys. Ours never
+/// carry a TTL, so the `volatile-*` policies leave them alone; the
+/// `allkeys-*` ones evict any key, the queue's included.
+pub fn evicting_policy(policy: &str) -> bool {
+    policy.starts_with("allkeys-")
+}
+
 /// What happened to a failed item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailOutcome {
@@ -462,6 +488,31 @@ impl Queue {
         self.remove_done(&[claim]).await;
         self.unlock(claim).await;
         Ok(())
+    }
+
+    /// How each server keeps items (see [`Keeping`]), read at once.
+    pub async fn keeping(&self) -> Vec<Keeping> {
+        futures::future::join_all(self.inner.servers.iter().map(|s| async move {
+            let mut p = redis::pipe();
+            p.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
+            p.cmd("CONFIG").arg("GET").arg("appendonly");
+            let value = |v: &[String]| v.get(1).cloned();
+            match s.pipe::<(Vec<String>, Vec<String>)>(&p).await {
+                Ok((policy, aof)) => Keeping {
+                    addr: s.addr.clone(),
+                    policy: value(&policy),
+                    appendonly: value(&aof).map(|a| a == "yes"),
+                    error: None,
+                },
+                Err(e) => Keeping {
+                    addr: s.addr.clone(),
+                    policy: None,
+                    appendonly: None,
+                    error: Some(e),
+                },
+            }
+        }))
+        .await
     }
 
     /// Up to `want` items of `server` due now (see [`DUE_CANDIDATES`]).

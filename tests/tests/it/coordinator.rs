@@ -1036,3 +1036,117 @@ async fn session_expiry_mid_run() {
     eprintln!("{during} uploads while ZooKeeper was paused");
     r.stop().await;
 }
+
+/// Sets a Redis server's `maxmemory-policy`.
+async fn set_policy(redis: &backpack_tests::RedisServer, policy: &str) {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port)).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg(policy)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_redis_that_may_evict_is_refused_until_fixed_or_allowed() {
+    let Some(zk) = shared_zk() else { return };
+    let Some(cluster) = Cluster::new("coord-evict", &zk.addr(), 2).await else {
+        return;
+    };
+    let Some(redis) = backpack_tests::RedisServer::start() else {
+        return;
+    };
+    cluster.add_shard("1", &["1", "2"], 1 << 30, true).await;
+    cluster
+        .zk
+        .apply(&MapOp::SetQueue(QueueInfo {
+            key: cluster.key.clone(),
+            servers: vec![HostPort {
+                host: "127.0.0.1".into(),
+                port: redis.port,
+            }],
+        }))
+        .await
+        .unwrap();
+    set_policy(&redis, "allkeys-lru").await;
+    let config = CoordinatorConfig {
+        queue_check_every: Duration::from_millis(100),
+        ..quick()
+    };
+    let r = cluster.start(config.clone()).await;
+    r.ready().await;
+    let client = reqwest::Client::new();
+    let health = || async {
+        let resp = reqwest::get(r.url("/health")).await.unwrap();
+        (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            health().await.0 == 503
+        })
+        .await,
+        "{:?}",
+        health().await
+    );
+    let (_, h) = health().await;
+    assert!(
+        h["queue_evicting"]
+            .as_str()
+            .unwrap()
+            .contains("allkeys-lru"),
+        "{h}"
+    );
+    let (status, v) = put(&client, &r, "/refused.jpg", b"x".to_vec()).await;
+    assert_eq!(status, 503, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains(&format!("127.0.0.1:{}", redis.port)) && e.contains("noeviction"),
+        "{e}"
+    );
+    let metrics = reqwest::get(r.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "backpack_coordinator_queue_redis_evicting{{server=\"127.0.0.1:{}\"}} 1",
+            redis.port
+        )),
+        "{metrics}"
+    );
+    // Nothing reached a node or the queue.
+    assert!(cluster.tasks().await.is_empty());
+
+    // Fixed on the server: uploads are taken again without a restart.
+    set_policy(&redis, "noeviction").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            health().await.0 == 200
+        })
+        .await
+    );
+    assert_eq!(put(&client, &r, "/taken.jpg", b"x".to_vec()).await.0, 200);
+
+    // With the flag, an evicting policy is accepted (and still reported).
+    set_policy(&redis, "allkeys-random").await;
+    let allowed = cluster
+        .start(CoordinatorConfig {
+            allow_evicting_queue: true,
+            ..config
+        })
+        .await;
+    allowed.ready().await;
+    assert_eq!(
+        put(&client, &allowed, "/allowed.jpg", b"x".to_vec())
+            .await
+            .0,
+        200
+    );
+    r.stop().await;
+    allowed.stop().await;
+}
