@@ -51,7 +51,13 @@ pub enum CopyError {
     #[error("GET from {node} failed: {detail}")]
     Source { node: String, detail: String },
     #[error("PUT to {node} failed: {detail}")]
-    Destination { node: String, detail: String },
+    Destination {
+        node: String,
+        detail: String,
+        /// The node is to blame (unreachable, 5xx, stalled), not this
+        /// task: its other tasks would fail too.
+        down: bool,
+    },
 }
 
 impl CopyError {
@@ -87,6 +93,14 @@ pub enum TaskError {
 }
 
 impl TaskError {
+    /// The destination node itself failed (see [`CopyError::Destination`]).
+    pub fn destination_down(&self) -> bool {
+        matches!(
+            self,
+            TaskError::Destination(CopyError::Destination { down: true, .. })
+        )
+    }
+
     /// The file is on no source: retried `max_attempts` times (it may be a
     /// task for a file that was never stored), then a dead letter.
     pub fn missing_everywhere(&self) -> bool {
@@ -231,9 +245,10 @@ pub async fn copy_file(
         node: src_name.to_string(),
         detail,
     };
-    let destination = |detail: String| CopyError::Destination {
+    let destination = |detail: String, down: bool| CopyError::Destination {
         node: dst_name.to_string(),
         detail,
+        down,
     };
     let resp = match tokio::time::timeout(READ_TIMEOUT, client.get(src, name, false)).await {
         Ok(r) => r.map_err(|e| source(e.detail))?,
@@ -285,10 +300,11 @@ pub async fn copy_file(
     }
     match sent {
         Some(Ok(())) => Ok(len),
-        Some(Err(e)) => Err(destination(e.detail)),
-        None => Err(destination(format!(
-            "took no part of the body or gave no answer for {READ_TIMEOUT:?}"
-        ))),
+        Some(Err(e)) => Err(destination(e.detail, e.node_fault)),
+        None => Err(destination(
+            format!("took no part of the body or gave no answer for {READ_TIMEOUT:?}"),
+            true,
+        )),
     }
 }
 

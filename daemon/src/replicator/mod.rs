@@ -32,6 +32,7 @@ pub mod bench;
 pub mod cli;
 pub mod copy;
 pub mod dead;
+mod destinations;
 pub mod live;
 pub mod metrics;
 pub mod stats;
@@ -67,6 +68,9 @@ pub struct ReplicatorConfig {
     /// waits in the queue meanwhile, without a lock.
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// Longest pause of a destination node that keeps failing: its tasks
+    /// are postponed, unlocked, until it ends (see `destinations`).
+    pub destination_retry_max: Duration,
     /// How long shutdown lets in-flight copies finish.
     pub shutdown_deadline: Duration,
     /// Fallback poll of an empty queue (original coordinators publish no
@@ -89,6 +93,7 @@ impl ReplicatorConfig {
             max_age: Duration::from_secs(24 * 3600),
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
+            destination_retry_max: Duration::from_secs(30),
             shutdown_deadline: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             backoff_min: Duration::from_millis(250),
@@ -211,6 +216,10 @@ impl Replicator {
                 wake,
                 shutdown: shutdown.clone(),
                 hard_stop: hard_stop.clone(),
+                destinations: destinations::Destinations::new(
+                    config.retry_min,
+                    config.destination_retry_max,
+                ),
             });
             // Claimed ahead: twice the copiers, so batches of claims arrive
             // before the copiers run dry; as many waiting to be marked done

@@ -47,6 +47,8 @@ pub(crate) struct Ctx {
     pub shutdown: CancellationToken,
     /// The shutdown deadline passed: cut copies, release their locks.
     pub hard_stop: CancellationToken,
+    /// Destination nodes that are down: their tasks wait, unlocked.
+    pub destinations: super::destinations::Destinations,
 }
 
 /// Exponential backoff with jitter, reset by a success.
@@ -232,7 +234,6 @@ pub(crate) async fn copier(
     rx: Shared<Popped>,
     done: mpsc::Sender<Finished>,
 ) {
-    let mut backoff = Backoff::new(ctx.config.backoff_min, ctx.config.backoff_max);
     loop {
         let next = tokio::select! {
             p = async { rx.lock().await.recv().await } => p,
@@ -250,7 +251,7 @@ pub(crate) async fn copier(
         }
         match copy(&ctx, &popped).await {
             Copied::Ok { task, bytes } => {
-                backoff.reset();
+                ctx.destinations.ok(&task.to);
                 if let Err(e) = done
                     .send(Finished {
                         popped,
@@ -267,10 +268,17 @@ pub(crate) async fn copier(
                 }
             }
             Copied::Failed { task, error } => {
-                fail(&ctx, &popped, task.as_ref(), error).await;
-                if !ctx.pause(backoff.next()).await {
-                    break;
+                if let Some(t) = &task {
+                    if error.destination_down() {
+                        ctx.destinations.failed(&t.to);
+                    } else {
+                        ctx.destinations.unsettled(&t.to);
+                    }
                 }
+                // No pause here: the task waits out its own backoff in the
+                // queue, and a destination that is down holds back its
+                // other tasks, so this copier moves on to healthy work.
+                fail(&ctx, &popped, task.as_ref(), error).await;
             }
             Copied::Abandoned => {}
             Copied::Stopped => break,
@@ -375,7 +383,13 @@ async fn take(
             }
             continue;
         };
-        match active.queue.pop_many(max).await {
+        // Tasks for a destination that is down are postponed, not locked.
+        let later = |item: &str| {
+            ReplicationTask::decode(item)
+                .ok()
+                .and_then(|t| ctx.destinations.down_until(&t.to))
+        };
+        match active.queue.pop_many_where(max, later).await {
             Err(e) => {
                 let msg = e.to_string();
                 if last_error.as_deref() != Some(msg.as_str()) {
@@ -597,6 +611,7 @@ mod tests {
         let down = TaskError::Destination(CopyError::Destination {
             node: "4".into(),
             detail: "connection refused".into(),
+            down: true,
         });
         // A node down: retried whatever the attempts, until max_age.
         assert!(!dead_letter(&c, &down, 1000, hour));

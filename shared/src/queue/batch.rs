@@ -62,6 +62,19 @@ impl Queue {
     /// request for all the locks. Empty when every answering server looks
     /// empty or its items are locked by other workers.
     pub async fn pop_many(&self, max: usize) -> Result<Vec<Claim>, QueueError> {
+        self.pop_many_where(max, |_| None).await
+    }
+
+    /// [`Queue::pop_many`], except for the due items `later` gives a time
+    /// for (ms since the epoch): those are not locked but postponed to that
+    /// time (their due time moved, no lock taken), so that tasks waiting
+    /// for a node that is down cost neither locks nor room in the next
+    /// samples.
+    pub async fn pop_many_where(
+        &self,
+        max: usize,
+        later: impl Fn(&str) -> Option<u64>,
+    ) -> Result<Vec<Claim>, QueueError> {
         if self.inner.servers.is_empty() {
             return Err(QueueError::NoServers);
         }
@@ -83,6 +96,21 @@ impl Queue {
                 }
             };
             answered = true;
+            // `later` is asked once per item (it may let one probe through).
+            let mut postponed = Vec::new();
+            let candidates: Vec<String> = candidates
+                .into_iter()
+                .filter_map(|item| match later(&item) {
+                    Some(until) => {
+                        postponed.push((item, until));
+                        None
+                    }
+                    None => Some(item),
+                })
+                .collect();
+            if !postponed.is_empty() {
+                self.postpone(&postponed).await;
+            }
             let mut claims = self.lock_many(&candidates, max).await?;
             if claims.is_empty() {
                 continue;

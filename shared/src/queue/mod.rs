@@ -490,6 +490,31 @@ impl Queue {
         Ok(())
     }
 
+    /// Moves due times later (`item`, ms since the epoch), on every server
+    /// that has one for the item; best effort (a miss only means the item
+    /// is looked at again sooner).
+    pub(super) async fn postpone(&self, items: &[(String, u64)]) {
+        let due = self.k("due");
+        let results = futures::future::join_all(self.inner.servers.iter().map(|s| {
+            let mut p = redis::pipe();
+            for (item, until) in items {
+                p.cmd("ZADD")
+                    .arg(&due)
+                    .arg("XX")
+                    .arg(until)
+                    .arg(item)
+                    .ignore();
+            }
+            async move { (s.addr.clone(), s.pipe::<()>(&p).await) }
+        }))
+        .await;
+        for (addr, r) in results {
+            if let Err(error) = r {
+                tracing::debug!(%addr, %error, "could not postpone tasks");
+            }
+        }
+    }
+
     /// How each server keeps items (see [`Keeping`]), read at once.
     pub async fn keeping(&self) -> Vec<Keeping> {
         futures::future::join_all(self.inner.servers.iter().map(|s| async move {
@@ -529,7 +554,10 @@ impl Queue {
             .arg(now_ms())
             .arg(rand::random::<f64>())
             .arg(want);
-        server.cmd(&cmd).await
+        let mut items: Vec<String> = server.cmd(&cmd).await?;
+        // Workers reading the same window lock different items first.
+        items.shuffle(&mut rand::rng());
+        Ok(items)
     }
 
     /// Reads each claim's push count on every server (after its lock is

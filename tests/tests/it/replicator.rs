@@ -1172,3 +1172,61 @@ async fn cli_errors_are_one_clear_line() {
     let (code, _, err) = tokio::task::block_in_place(|| run(&[&zks.addr(), &root, "0"]));
     assert_ne!(code, Some(0), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_down_holds_back_only_its_own_tasks() {
+    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
+        return;
+    };
+    let (n1, n2, mut n3) = (
+        Node::start("1").await,
+        Node::start("2").await,
+        Node::start("3").await,
+    );
+    let env = env(&zks.addr(), "repl-dest", &[&n1, &n2, &n3], &[redis.port]).await;
+    n3.down().await;
+    let mut c = config(4);
+    c.destination_retry_max = Duration::from_secs(2);
+    let r = Running::start(&env, c, None).await;
+    let (mut to2, mut to3) = (Vec::new(), Vec::new());
+    for i in 0..200 {
+        let path = format!("/dest/{i}");
+        put(n1.port, &path, content(i, 1000)).await;
+        to2.push(task(&[&n1], &n2, &path));
+        to3.push(task(&[&n1], &n3, &path));
+    }
+    env.queue.push_many(&to3).await.unwrap();
+    env.queue.push_many(&to2).await.unwrap();
+    // The healthy destination gets all of its copies while node 3 is down.
+    eventually(Duration::from_secs(30), "every copy to node 2", || async {
+        r.stats.snapshot().copies_done == 200
+    })
+    .await;
+    // Node 3's tasks were mostly postponed, not tried one by one: a probe
+    // per backoff window (and the first batch that found it down).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let failed = r.stats.snapshot().copies_failed;
+    assert!(
+        failed < 60,
+        "{failed} failed attempts for 200 tasks to a node that is down"
+    );
+    assert!(env.queue.dead(1).await.is_empty());
+    assert_eq!(env.queue.len().await.overall, Some(200));
+
+    n3.up().await;
+    eventually(
+        Duration::from_secs(30),
+        "every copy to node 3 once it is back",
+        || async { queue_empty(&env.queue).await },
+    )
+    .await;
+    for i in [0, 99, 199] {
+        assert_eq!(
+            get(n3.port, &format!("/dest/{i}")).await.unwrap().0,
+            content(i, 1000)
+        );
+    }
+    assert!(env.queue.dead(1).await.is_empty());
+    r.shutdown().await;
+    env.zk.close();
+}
