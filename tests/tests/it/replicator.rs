@@ -203,6 +203,7 @@ fn config(concurrency: usize) -> ReplicatorConfig {
     c.backoff_max = Duration::from_millis(300);
     c.retry_min = Duration::from_millis(50);
     c.retry_max = Duration::from_millis(300);
+    c.destination_retry_max = Duration::from_millis(300);
     c.announce_every = Duration::from_millis(200);
     c.shutdown_deadline = Duration::from_secs(5);
     c.name = format!("{}-{}", worker_id(), N.fetch_add(1, Ordering::Relaxed));
