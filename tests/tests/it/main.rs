@@ -6,6 +6,7 @@
 
 mod cluster;
 mod common;
+mod convergence;
 mod coordinator;
 mod names;
 mod queue;
