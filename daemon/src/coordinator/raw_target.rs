@@ -164,7 +164,11 @@ impl<S> RawTargets<S> {
                     if rest.is_empty() {
                         return at;
                     }
-                    let Some(len) = head_len(rest) else {
+                    let complete = head_len(rest);
+                    let Some(len) = complete.filter(|&len| len <= MAX_HEAD) else {
+                        // Unfinished, or finished but too large (it may
+                        // have arrived in one read): refused either way
+                        // once over the limit.
                         if rest.len() > MAX_HEAD {
                             let target = rest
                                 .split(|&b| b == b' ')
@@ -523,12 +527,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_huge_head_is_refused() {
-        let mut input = b"GET /x HTTP/1.1\r\n".to_vec();
-        input.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
-        for step in [1000, 1 << 20] {
-            let (seen, raws) = through(&input, step).await;
-            assert_eq!(seen, STAND_IN);
-            assert_eq!(raws, [refused(b"/x", HeadError::TooLarge)]);
+        let mut unfinished = b"GET /x HTTP/1.1\r\nx-big: ".to_vec();
+        unfinished.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
+        let mut whole = unfinished.clone();
+        whole.extend_from_slice(b"\r\n\r\n");
+        for input in [unfinished, whole] {
+            for step in [1000, 1 << 20] {
+                let (seen, raws) = through(&input, step).await;
+                assert_eq!(seen, STAND_IN, "step {step}");
+                assert_eq!(raws, [refused(b"/x", HeadError::TooLarge)]);
+            }
         }
     }
 
