@@ -1,21 +1,24 @@
 //! Writing an upload to the storage nodes of its shard, and reading a
 //! file from them, through the one [`NodeClient`].
 //!
-//! Nodes are tried in random order until one answers 201 or 204; a node
-//! that failed (no connection, 5xx, timeout) in the last few seconds goes
-//! to the end of the order, so one dead node costs one failed attempt per
-//! few seconds instead of one per upload.
+//! Nodes are tried in the name's rendezvous order
+//! ([`backpack_shared::model::rendezvous_order`]) until one answers 201 or
+//! 204, so that uploads of one name through any coordinator meet on one
+//! node, which gives each a version later than the copy it holds (the
+//! coordinator sends none: its clock does not matter). A node that failed
+//! (no connection, 5xx, timeout) in the last few seconds goes to the end
+//! of the order, so one dead node costs one failed attempt per few seconds
+//! instead of one per upload. Reads use the same order: the first node is
+//! the one most likely to hold the newest copy.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backpack_shared::model::{HostPort, Name};
+use backpack_shared::model::{HostPort, Name, rendezvous_order};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
-use hyper::header::HeaderValue;
-use rand::seq::SliceRandom;
 
 use super::body::Held;
 use crate::node_client::{NodeBody, NodeClient};
@@ -58,16 +61,21 @@ impl Nodes {
         self.failed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Random order, nodes that failed lately last.
-    pub fn order(&self, mut nodes: Vec<(String, HostPort)>) -> Vec<(String, HostPort)> {
-        nodes.shuffle(&mut rand::rng());
+    /// The name's rendezvous order, nodes that failed lately last.
+    pub fn order(&self, name: &Name, nodes: Vec<(String, HostPort)>) -> Vec<(String, HostPort)> {
+        let mut ids: Vec<String> = nodes.iter().map(|(id, _)| id.clone()).collect();
+        rendezvous_order(name.as_str(), &mut ids);
+        let mut nodes: Vec<(String, HostPort)> = ids
+            .iter()
+            .filter_map(|id| nodes.iter().find(|(n, _)| n == id).cloned())
+            .collect();
         let failed = self.failed_lock();
         let recent = |addr: &HostPort| {
             failed
                 .get(addr)
                 .is_some_and(|t| t.elapsed() < self.retry_after)
         };
-        // Stable: keeps the random order within each group.
+        // Stable: keeps the rendezvous order within each group.
         nodes.sort_by_key(|(_, addr)| recent(addr));
         nodes
     }
@@ -79,18 +87,13 @@ impl Nodes {
         nodes: Vec<(String, HostPort)>,
         name: &Name,
         body: &Held,
-        time_ms: u64,
         on_fail: impl Fn(&Attempt),
     ) -> Result<String, Vec<Attempt>> {
         let mut attempts = Vec::new();
-        for (id, addr) in self.order(nodes) {
-            let put = self.client.put(
-                &addr,
-                name,
-                body.len(),
-                Some(HeaderValue::from(time_ms)),
-                node_body(body),
-            );
+        for (id, addr) in self.order(name, nodes) {
+            let put = self
+                .client
+                .put(&addr, name, body.len(), None, node_body(body));
             let result = match tokio::time::timeout(self.timeout, put).await {
                 Ok(r) => r.map_err(|e| (e.detail, e.node_fault)),
                 Err(_) => Err((

@@ -34,7 +34,7 @@ pub async fn read(app: &App, shard: &str, name: &Name, head: bool) -> Response<B
         .filter_map(|id| view.node(id).map(|addr| (id.clone(), addr.clone())))
         .collect();
     let mut failures = Vec::new();
-    for (id, addr) in app.nodes.order(known) {
+    for (id, addr) in app.nodes.order(name, known) {
         match app.nodes.get(&addr, name, head).await {
             Ok(resp) if resp.status() == hyper::StatusCode::OK => {
                 let mut out = Response::builder().status(hyper::StatusCode::OK);

@@ -6,7 +6,8 @@
 //! 2. Hold the body (memory or a temporary file, see [`super::body`]).
 //! 3. Pick a writable shard with room, weighted by free bytes (counting
 //!    the increments not yet flushed), and write the body to its nodes in
-//!    random order until one takes it (502 when none does).
+//!    the name's rendezvous order until one takes it (502 when none does);
+//!    that node gives the copy its version.
 //! 4. Count the bytes in the shard's fill level (batched, see
 //!    [`super::fill`]).
 //! 5. Queue one replication task per other node of the shard, in one push
@@ -22,7 +23,6 @@ use hyper::body::Incoming;
 
 use super::App;
 use super::http::ApiError;
-use super::stats::now_ms;
 
 /// What a successful upload answers with.
 pub struct Uploaded {
@@ -73,7 +73,6 @@ pub async fn upload(
     if held.spilled() {
         app.stats.spilled();
     }
-    let time_ms = now_ms();
 
     let view = app.view.borrow().clone();
     let Some(shard_id) = pick_shard(app, len) else {
@@ -89,7 +88,7 @@ pub async fn upload(
         .collect();
     let writer = app
         .nodes
-        .write(targets, &name, &held, time_ms, |failed| {
+        .write(targets, &name, &held, |failed| {
             app.stats.node_write_failed();
             tracing::warn!(shard = %shard_id, node = %failed.id, addr = %failed.addr, error = %failed.error, name = %name, "node write failed; trying the next node");
         })

@@ -57,6 +57,50 @@ struct App {
     gets: OpStats,
     puts: OpStats,
     put_slots: Semaphore,
+    versions: Arc<VersionLocks>,
+}
+
+/// One lock per name being written with a version this node assigns, so
+/// that two uploads of one name arriving at once get distinct versions
+/// (the later one the higher) instead of equal ones that two nodes could
+/// order differently. Entries live only while someone holds them.
+#[derive(Default)]
+struct VersionLocks {
+    held: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A held version lock; releasing it drops the entry when unused.
+struct VersionGuard {
+    locks: Arc<VersionLocks>,
+    name: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl VersionLocks {
+    async fn lock(self: &Arc<Self>, name: &str) -> VersionGuard {
+        let entry = {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            held.entry(name.to_string()).or_default().clone()
+        };
+        VersionGuard {
+            locks: self.clone(),
+            name: name.to_string(),
+            guard: Some(entry.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for VersionGuard {
+    fn drop(&mut self) {
+        self.guard = None;
+        let mut held = self.locks.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held
+            .get(&self.name)
+            .is_some_and(|e| Arc::strong_count(e) == 1)
+        {
+            held.remove(&self.name);
+        }
+    }
 }
 
 /// An error answered to the client.
@@ -215,6 +259,7 @@ pub async fn serve(
         gets: OpStats::default(),
         puts: OpStats::default(),
         put_slots: Semaphore::new(MAX_PUTS_IN_FLIGHT),
+        versions: Arc::default(),
     });
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, data_dir = %config.data_dir.display(), "backpack-node listening");
@@ -571,12 +616,20 @@ impl Conn {
                 .map_err(io_error)?;
         }
         let app = self.app.clone();
+        // An upload without a version gets one from this node, held until
+        // it is stored: later than the current copy's, even if the clock
+        // stepped back, and distinct from a concurrent upload's.
+        let _version = match client_time {
+            None => Some(app.versions.lock(&name).await),
+            Some(_) => None,
+        };
         let current = app.store.lookup(&name);
         let (time_ms, from_client) = match client_time {
             Some(t) => (t, true),
-            // Without a client time the new copy must win: never older than
-            // the current one, even if the clock stepped back.
-            None => (now_ms().max(current.map_or(0, |c| c.time_ms)), false),
+            None => (
+                now_ms().max(current.map_or(0, |c| c.time_ms.saturating_add(1))),
+                false,
+            ),
         };
         let older = matches!((client_time, current), (Some(t), Some(cur)) if t < cur.time_ms);
         if older {

@@ -162,3 +162,66 @@ mod tests {
         assert!((2240..2760).contains(&a), "{a}");
     }
 }
+
+/// Orders a shard's node ids for one file name by rendezvous hashing
+/// (highest `md5(name, 0, id)` first): every coordinator, whatever its
+/// build, tries the nodes of a shard in the same order for a name, so
+/// uploads of one name meet on one node, which orders them (it gives
+/// each a version later than the copy it holds). Names spread evenly
+/// over the nodes.
+pub fn rendezvous_order(name: &str, ids: &mut [String]) {
+    use md5::{Digest, Md5};
+    let score = |id: &str| {
+        let mut h = Md5::new();
+        h.update(name.as_bytes());
+        h.update([0u8]);
+        h.update(id.as_bytes());
+        let d = h.finalize();
+        u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+    };
+    ids.sort_by_cached_key(|id| std::cmp::Reverse(score(id)));
+}
+
+#[cfg(test)]
+mod rendezvous_tests {
+    use super::rendezvous_order;
+
+    fn order(name: &str, ids: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        rendezvous_order(name, &mut v);
+        v
+    }
+
+    #[test]
+    fn one_order_per_name_whatever_the_input_order() {
+        for name in ["/a.jpg", "/b.jpg", "/photos/1?x=2"] {
+            assert_eq!(order(name, &["1", "2", "3"]), order(name, &["3", "1", "2"]));
+        }
+    }
+
+    #[test]
+    fn names_spread_over_the_nodes() {
+        let mut first = std::collections::BTreeMap::<String, u32>::new();
+        for i in 0..3000 {
+            *first
+                .entry(order(&format!("/f{i}"), &["1", "4", "7"])[0].clone())
+                .or_default() += 1;
+        }
+        for (id, n) in first {
+            assert!(
+                (850..1150).contains(&n),
+                "node {id} first for {n} of 3000 names"
+            );
+        }
+    }
+
+    #[test]
+    fn removing_a_node_moves_only_its_names() {
+        for i in 0..500 {
+            let name = format!("/g{i}");
+            let all = order(&name, &["1", "2", "3"]);
+            let without: Vec<String> = all.iter().filter(|id| *id != "2").cloned().collect();
+            assert_eq!(order(&name, &["1", "3"]), without);
+        }
+    }
+}

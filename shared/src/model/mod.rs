@@ -7,7 +7,7 @@ pub mod name;
 mod size;
 mod task;
 
-pub use choice::{ShardChance, choose_shard, shard_chances};
+pub use choice::{ShardChance, choose_shard, rendezvous_order, shard_chances};
 pub use maps::{
     HostPort, ModelError, QueueInfo, Server, ServersMap, Shard, ShardSize, ShardsMap, parse_json,
     to_json,

@@ -133,3 +133,85 @@ async fn overwrites_through_faults_converge_on_the_last_answered_upload() {
     let _ = running.await;
     zk.close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_overwrites_through_two_coordinators_leave_one_copy_everywhere() {
+    let Some(zks) = shared_zk() else { return };
+    let Some(redis) = backpack_tests::shared_redis() else {
+        return;
+    };
+    let root = unique_root("converge-race");
+    let zk = init_root(&zks.addr(), &root, "rq", &[redis.addr()]).await;
+    let (a, b) = two_node_shard(&zk).await;
+    zk.apply(&MapOp::EnableShard { id: "1".into() })
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let fronts = [
+        start_coordinator(&zk, stop.clone()).await,
+        start_coordinator(&zk, stop.clone()).await,
+    ];
+    let mut config = ReplicatorConfig::new(8);
+    config.retry_min = Duration::from_millis(50);
+    config.retry_max = Duration::from_millis(300);
+    config.name = format!("{}-race", worker_id());
+    let replicator = Replicator::new(
+        config,
+        Zk::connect_initialized(ZkConfig::new(&zks.addr(), &root))
+            .await
+            .unwrap(),
+    );
+    let started = replicator.started();
+    let running = tokio::spawn(replicator.run(stop.clone()));
+    started.cancelled().await;
+
+    // Pairs of uploads of one name, one through each coordinator, at once.
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let pairs = 200;
+    for k in 0..pairs {
+        let name = format!("/race/{k}.jpg");
+        let (one, two) = (format!("{k} via 1"), format!("{k} via 2"));
+        let (x, y) = tokio::join!(
+            upload(&client, fronts[0].local_addr(), &name, one.as_bytes()),
+            upload(&client, fronts[1].local_addr(), &name, two.as_bytes()),
+        );
+        assert_eq!((x, y), (200, 200), "{name}");
+    }
+    let info = QueueInfo {
+        key: "rq".into(),
+        servers: vec![HostPort {
+            host: "127.0.0.1".into(),
+            port: redis.port,
+        }],
+    };
+    let queue = Queue::new(&info, &RedisPool::new(), zk.clone());
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            queue.len().await.overall == Some(0) && queue.locks().await.is_ok_and(|l| l.is_empty())
+        })
+        .await
+    );
+    let mut differ = Vec::new();
+    for k in 0..pairs {
+        let name = format!("/race/{k}.jpg");
+        let (on_a, on_b) = (
+            read(&client, a.addr, &name).await,
+            read(&client, b.addr, &name).await,
+        );
+        if on_a.is_none() || on_a != on_b {
+            differ.push((name, on_a, on_b));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{} of {pairs} names differ: {:?}",
+        differ.len(),
+        &differ[..differ.len().min(3)]
+    );
+    stop.cancel();
+    for f in fronts {
+        f.wait().await;
+    }
+    let _ = running.await;
+    zk.close();
+}
