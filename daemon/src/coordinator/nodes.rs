@@ -81,15 +81,20 @@ impl Nodes {
     }
 
     /// Writes the body to the first node that takes it; returns that
-    /// node's id, or every attempt's failure.
+    /// node's id and whether it is the first of the name's order (the
+    /// node that versions every upload of the name), or every attempt's
+    /// failure.
     pub async fn write(
         &self,
         nodes: Vec<(String, HostPort)>,
         name: &Name,
         body: &Held,
         on_fail: impl Fn(&Attempt),
-    ) -> Result<String, Vec<Attempt>> {
+    ) -> Result<(String, bool), Vec<Attempt>> {
         let mut attempts = Vec::new();
+        let mut ids: Vec<String> = nodes.iter().map(|(id, _)| id.clone()).collect();
+        rendezvous_order(name.as_str(), &mut ids);
+        let first = ids.first().cloned();
         for (id, addr) in self.order(name, nodes) {
             let put = self
                 .client
@@ -104,7 +109,8 @@ impl Nodes {
             match result {
                 Ok(()) => {
                     self.failed_lock().remove(&addr);
-                    return Ok(id);
+                    let on_first = first.as_ref() == Some(&id);
+                    return Ok((id, on_first));
                 }
                 Err((error, node_fault)) => {
                     if node_fault {

@@ -42,6 +42,7 @@ pub struct Stats {
     failed_uploads: AtomicU64,
     failed_bytes: AtomicU64,
     node_write_failures: AtomicU64,
+    off_first_node: AtomicU64,
     queue_push_failures: AtomicU64,
     tasks_queued: AtomicU64,
     spilled_uploads: AtomicU64,
@@ -80,6 +81,7 @@ impl Stats {
             failed_uploads: AtomicU64::new(0),
             failed_bytes: AtomicU64::new(0),
             node_write_failures: AtomicU64::new(0),
+            off_first_node: AtomicU64::new(0),
             queue_push_failures: AtomicU64::new(0),
             tasks_queued: AtomicU64::new(0),
             spilled_uploads: AtomicU64::new(0),
@@ -132,6 +134,11 @@ impl Stats {
 
     pub fn node_write_failed(&self) {
         self.node_write_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An upload stored on a node other than the first of its name's order.
+    pub fn off_first_node(&self) {
+        self.off_first_node.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn queue_push_failed(&self) {
@@ -241,6 +248,7 @@ pub fn stats_json(s: &Snapshot<'_>) -> serde_json::Value {
         "rejected_uploads": c.rejected_uploads,
         "rejected_bytes": c.rejected_bytes,
         "node_write_failures": s.stats.node_write_failures.load(Ordering::Relaxed),
+        "uploads_off_first_node": s.stats.off_first_node.load(Ordering::Relaxed),
         "queue_push_failures": s.stats.queue_push_failures.load(Ordering::Relaxed),
         "tasks_queued": s.stats.tasks_queued.load(Ordering::Relaxed),
         "spilled_uploads": s.stats.spilled_uploads.load(Ordering::Relaxed),
@@ -359,6 +367,12 @@ pub fn metrics_text(s: &Snapshot<'_>) -> String {
         "counter",
         "Writes to a storage node that failed (another node was tried).",
         &one(r(&st.node_write_failures).to_string()),
+    );
+    metric(
+        "uploads_off_first_node_total",
+        "counter",
+        "Uploads stored on a node other than the first of their name's order (it was down or failing): their order against other uploads of the name rests on that node's clock.",
+        &one(r(&st.off_first_node).to_string()),
     );
     metric(
         "queue_push_failures_total",

@@ -86,7 +86,7 @@ pub async fn upload(
         .iter()
         .filter_map(|id| view.node(id).map(|addr| (id.clone(), addr.clone())))
         .collect();
-    let writer = app
+    let (writer, on_first) = app
         .nodes
         .write(targets, &name, &held, |failed| {
             app.stats.node_write_failed();
@@ -97,6 +97,9 @@ pub async fn upload(
             shard: shard_id.clone(),
             attempts,
         })?;
+    if !on_first {
+        app.stats.off_first_node();
+    }
     drop(held);
     app.fill.add(&shard_id, len);
 

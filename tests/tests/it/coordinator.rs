@@ -1150,3 +1150,62 @@ async fn a_queue_redis_that_may_evict_is_refused_until_fixed_or_allowed() {
     r.stop().await;
     allowed.stop().await;
 }
+
+/// A name whose rendezvous order starts with `first` among `ids`.
+fn name_first_on(first: &str, ids: &[&str], tag: &str) -> String {
+    (0..)
+        .map(|i| format!("/{tag}/{i}.jpg"))
+        .find(|n| {
+            let mut v: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+            backpack_shared::model::rendezvous_order(n, &mut v);
+            v[0] == first
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_go_to_their_names_first_node_and_count_when_they_cannot() {
+    let Some(zk) = shared_zk() else { return };
+    let Some(mut cluster) = Cluster::new("coord-first", &zk.addr(), 2).await else {
+        return;
+    };
+    cluster.add_shard("1", &["1", "2"], 1 << 30, true).await;
+    let r = cluster.start(quick()).await;
+    r.ready().await;
+    let client = reqwest::Client::new();
+    let metric = || async {
+        let m = reqwest::get(r.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix("backpack_coordinator_uploads_off_first_node_total "))
+            .map(|v| v.to_string())
+    };
+    // Every upload of a name lands on its first node, whichever coordinator.
+    for k in 0..10 {
+        let name = name_first_on("1", &["1", "2"], &format!("on1-{k}"));
+        assert_eq!(put(&client, &r, &name, b"x".to_vec()).await.0, 200);
+        assert_eq!(
+            holders(&cluster, &name)
+                .await
+                .keys()
+                .next()
+                .map(|s| s.as_str()),
+            Some("1"),
+            "{name}"
+        );
+    }
+    assert_eq!(metric().await.as_deref(), Some("0"));
+    // Its first node down: stored on the other, and counted.
+    cluster.node("1").kill().await;
+    let name = name_first_on("1", &["1", "2"], "down");
+    assert_eq!(put(&client, &r, &name, b"x".to_vec()).await.0, 200);
+    assert_eq!(metric().await.as_deref(), Some("1"));
+    let other = name_first_on("2", &["1", "2"], "up");
+    assert_eq!(put(&client, &r, &other, b"x".to_vec()).await.0, 200);
+    assert_eq!(metric().await.as_deref(), Some("1"));
+    r.stop().await;
+}
