@@ -242,3 +242,38 @@ pub fn nginx_config(zk_addr: &str, root: &str, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A replicator in-process on its own session to `zk_addr`/`root`, with
+/// quick backoffs (50 ms doubling to 300 ms) and a name of its own; runs
+/// until `stop`. Returns once it has started.
+pub async fn start_replicator(
+    zk_addr: &str,
+    root: &str,
+    concurrency: usize,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<backpack_daemon::replicator::Counters> {
+    use backpack_daemon::replicator::{Replicator, ReplicatorConfig};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut config = ReplicatorConfig::new(concurrency);
+    config.backoff_min = Duration::from_millis(50);
+    config.backoff_max = Duration::from_millis(300);
+    config.retry_min = Duration::from_millis(50);
+    config.retry_max = Duration::from_millis(300);
+    config.destination_retry_max = Duration::from_millis(300);
+    config.name = format!(
+        "{}-common-{}",
+        backpack_shared::queue::worker_id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let zk = Zk::connect_initialized(ZkConfig::new(zk_addr, root))
+        .await
+        .unwrap();
+    let replicator = Replicator::new(config, zk);
+    let started = replicator.started();
+    let running = tokio::spawn(replicator.run(stop));
+    tokio::time::timeout(Duration::from_secs(10), started.cancelled())
+        .await
+        .expect("replicator started");
+    running
+}

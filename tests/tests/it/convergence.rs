@@ -10,15 +10,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use backpack_daemon::replicator::{Replicator, ReplicatorConfig};
 use backpack_shared::model::{HostPort, QueueInfo};
 use backpack_shared::ops::MapOp;
-use backpack_shared::queue::{Queue, RedisPool, worker_id};
-use backpack_shared::zk::{Zk, ZkConfig};
+use backpack_shared::queue::{Queue, RedisPool};
 use backpack_tests::{RedisServer, shared_zk, unique_root};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{eventually, init_root, start_coordinator, two_node_shard};
+use crate::common::{eventually, init_root, start_coordinator, start_replicator, two_node_shard};
 
 async fn upload(client: &reqwest::Client, front: SocketAddr, name: &str, body: &[u8]) -> u16 {
     match client
@@ -59,22 +57,7 @@ async fn overwrites_through_faults_converge_on_the_last_answered_upload() {
         start_coordinator(&zk, stop.clone()).await,
         start_coordinator(&zk, stop.clone()).await,
     ];
-    let mut config = ReplicatorConfig::new(4);
-    config.backoff_min = Duration::from_millis(50);
-    config.backoff_max = Duration::from_millis(300);
-    config.retry_min = Duration::from_millis(50);
-    config.retry_max = Duration::from_millis(300);
-    config.destination_retry_max = Duration::from_millis(300);
-    config.name = format!("{}-converge", worker_id());
-    let replicator = Replicator::new(
-        config,
-        Zk::connect_initialized(ZkConfig::new(&zks.addr(), &root))
-            .await
-            .unwrap(),
-    );
-    let started = replicator.started();
-    let running = tokio::spawn(replicator.run(stop.clone()));
-    started.cancelled().await;
+    let running = start_replicator(&zks.addr(), &root, 4, stop.clone()).await;
 
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let names: Vec<String> = (0..20).map(|i| format!("/c/{i}.jpg")).collect();
@@ -151,19 +134,7 @@ async fn simultaneous_overwrites_through_two_coordinators_leave_one_copy_everywh
         start_coordinator(&zk, stop.clone()).await,
         start_coordinator(&zk, stop.clone()).await,
     ];
-    let mut config = ReplicatorConfig::new(8);
-    config.retry_min = Duration::from_millis(50);
-    config.retry_max = Duration::from_millis(300);
-    config.name = format!("{}-race", worker_id());
-    let replicator = Replicator::new(
-        config,
-        Zk::connect_initialized(ZkConfig::new(&zks.addr(), &root))
-            .await
-            .unwrap(),
-    );
-    let started = replicator.started();
-    let running = tokio::spawn(replicator.run(stop.clone()));
-    started.cancelled().await;
+    let running = start_replicator(&zks.addr(), &root, 8, stop.clone()).await;
 
     // Pairs of uploads of one name, one through each coordinator, at once.
     let client = reqwest::Client::builder().no_proxy().build().unwrap();

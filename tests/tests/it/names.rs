@@ -13,11 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backpack_daemon::coordinator::{Coordinator, CoordinatorConfig};
-use backpack_daemon::replicator::{Replicator, ReplicatorConfig};
 use backpack_shared::model::{Name, QueueInfo, ReplicationTask, paths};
 use backpack_shared::ops::MapOp;
-use backpack_shared::queue::{Queue, RedisPool, worker_id};
-use backpack_shared::zk::{Zk, ZkConfig};
+use backpack_shared::queue::{Queue, RedisPool};
+use backpack_shared::zk::Zk;
 use backpack_tests::{bin, free_port, require, shared_redis, shared_zk, unique_root};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -25,7 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
-    Nginx, TestNode, eventually, init_root, nginx, nginx_config, start_coordinator, two_node_shard,
+    Nginx, TestNode, eventually, init_root, nginx, nginx_config, start_coordinator,
+    start_replicator, two_node_shard,
 };
 
 // ---------------------------------------------------------------- fixtures
@@ -63,27 +63,7 @@ impl Cluster {
         let stop = CancellationToken::new();
         let coordinator = start_coordinator(&zk, stop.clone()).await;
 
-        static N: AtomicU64 = AtomicU64::new(0);
-        let mut config = ReplicatorConfig::new(4);
-        config.backoff_min = Duration::from_millis(50);
-        config.backoff_max = Duration::from_millis(300);
-        config.retry_min = Duration::from_millis(50);
-        config.name = format!(
-            "{}-names-{}",
-            worker_id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let replicator = Replicator::new(
-            config,
-            Zk::connect_initialized(ZkConfig::new(&zks.addr(), &root))
-                .await
-                .unwrap(),
-        );
-        let started = replicator.started();
-        tokio::spawn(replicator.run(stop.clone()));
-        tokio::time::timeout(Duration::from_secs(10), started.cancelled())
-            .await
-            .expect("replicator started");
+        start_replicator(&zks.addr(), &root, 4, stop.clone()).await;
 
         let port = free_port();
         let generated = nginx_config(
