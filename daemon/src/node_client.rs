@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use backpack_shared::model::{HostPort, Name};
+use backpack_shared::model::{HostPort, Name, Version, parse_hash_hex};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
@@ -28,6 +28,26 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 /// Header carrying a copy's time (ms since the Unix epoch) to and from
 /// the node.
 pub const TIME_HEADER: &str = "x-backpack-time";
+
+/// Header on an upload to the node that versions it: the newest time (ms)
+/// the shard's other nodes hold for the name, which the new version must
+/// exceed (`shared::model::Version`; the coordinator's probe).
+pub const AFTER_HEADER: &str = "x-backpack-after";
+
+/// Header carrying a copy's content hash (16 hex digits of XXH3-64, see
+/// [`backpack_shared::model::Version`]) from the node, on GET, HEAD and 201.
+pub const HASH_HEADER: &str = "x-backpack-hash";
+
+/// How the node versions a PUT.
+#[derive(Debug, Clone)]
+pub enum Versioning {
+    /// A new upload: the node assigns the version, later than its own copy
+    /// and than `after` (ms), the newest time the shard's other nodes hold.
+    Assign { after: Option<u64> },
+    /// A copy of another node's file: its time (`X-Backpack-Time` as that
+    /// node gave it), kept as is.
+    Copy(HeaderValue),
+}
 
 /// A request body sent to a node.
 pub type NodeBody = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -63,27 +83,32 @@ impl NodeClient {
         NodeClient { client }
     }
 
-    /// `PUT http://<node>/<name>` with `len` bytes of `body` (and the
-    /// copy's time, when given); `Ok` on 201 or 204. The answer's body is
-    /// read so the connection goes back to the pool.
+    /// `PUT http://<node>/<name>` with `len` bytes of `body` and how to
+    /// version it; `Ok` on 201 or 204, with the version the
+    /// node holds after it (`None` from an original node, which does not
+    /// say). The answer's body is read so the connection goes back to the
+    /// pool.
     pub async fn put(
         &self,
         node: &HostPort,
         name: &Name,
         len: u64,
-        time: Option<HeaderValue>,
+        versioning: Versioning,
         body: NodeBody,
-    ) -> Result<(), NodeError> {
+    ) -> Result<Option<Version>, NodeError> {
         let mut req = Request::builder()
             .method(Method::PUT)
             .uri(uri(node, name)?)
             .header(header::CONTENT_LENGTH, HeaderValue::from(len));
-        if let Some(t) = time {
-            req = req.header(TIME_HEADER, t);
+        match versioning {
+            Versioning::Copy(t) => req = req.header(TIME_HEADER, t),
+            Versioning::Assign { after: Some(t) } => req = req.header(AFTER_HEADER, t),
+            Versioning::Assign { after: None } => {}
         }
         let req = req.body(body).map_err(cannot_make)?;
         let resp = self.client.request(req).await.map_err(failed)?;
         let status = resp.status();
+        let held = version_of(resp.headers());
         let text = resp
             .into_body()
             .collect()
@@ -91,7 +116,7 @@ impl NodeClient {
             .map(|b| b.to_bytes())
             .unwrap_or_default();
         match status {
-            StatusCode::CREATED | StatusCode::NO_CONTENT => Ok(()),
+            StatusCode::CREATED | StatusCode::NO_CONTENT => Ok(held),
             s => Err(NodeError {
                 detail: answered(s, &text),
                 node_fault: s.is_server_error(),
@@ -114,6 +139,16 @@ impl NodeClient {
             .map_err(cannot_make)?;
         self.client.request(req).await.map_err(failed)
     }
+}
+
+/// The version a node's answer names in `X-Backpack-Time` and
+/// `X-Backpack-Hash`, if it names both.
+pub fn version_of(headers: &hyper::HeaderMap) -> Option<Version> {
+    let text = |h| headers.get(h).and_then(|v: &HeaderValue| v.to_str().ok());
+    Some(Version {
+        time_ms: text(TIME_HEADER)?.parse().ok()?,
+        content_hash: parse_hash_hex(text(HASH_HEADER)?)?,
+    })
 }
 
 /// `answered 500 Internal Server Error: <the first 300 bytes of the body>`.

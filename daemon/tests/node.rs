@@ -646,9 +646,45 @@ async fn backpack_time_keeps_the_newer_copy() {
     // A late replication of an older upload: accepted, but the newer stays.
     assert_eq!(put("v100", Some(now + 100_000)).await, now + 200_000);
     assert_eq!(get().await, ("v200".into(), now + 200_000));
-    // Same time: the later write wins.
-    put("v200b", Some(now + 200_000)).await;
-    assert_eq!(get().await, ("v200b".into(), now + 200_000));
+    // Same time: the larger content hash wins, whichever came first.
+    let hash = |s: &str| backpack_shared::model::content_hash(s.as_bytes());
+    let (low, high) = if hash("v200") < hash("v200b") {
+        ("v200", "v200b")
+    } else {
+        ("v200b", "v200")
+    };
+    put(high, Some(now + 200_000)).await;
+    put(low, Some(now + 200_000)).await;
+    assert_eq!(get().await, (high.into(), now + 200_000));
+    let r = c.get(node.url("/t")).send().await.unwrap();
+    assert_eq!(
+        r.headers()["x-backpack-hash"].to_str().unwrap(),
+        format!("{:016x}", hash(high))
+    );
+    // After: the version exceeds the newest copy on other nodes.
+    let after = now + 250_000;
+    let r = c
+        .put(node.url("/t"))
+        .header("X-Backpack-After", after)
+        .body("after")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        r.headers()[node::TIME_HEADER].to_str().unwrap(),
+        (after + 1).to_string()
+    );
+    assert_eq!(get().await, ("after".into(), after + 1));
+    let r = c
+        .put(node.url("/t"))
+        .header("X-Backpack-After", "soon")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("X-Backpack-After"));
     put("v300", Some(now + 300_000)).await;
     assert_eq!(get().await, ("v300".into(), now + 300_000));
     // No header: the new copy wins even though the clock is "behind".

@@ -58,6 +58,16 @@ pub struct Args {
         default_value_t = 2000
     )]
     pub node_connect_timeout_ms: u64,
+    /// Milliseconds to wait for a storage node to say which version of a
+    /// name it holds, asked before each upload is written to another node
+    /// of its shard; without an answer the upload is stored anyway and
+    /// counted in /metrics (uploads_unordered_total).
+    #[arg(
+        long,
+        env = "BACKPACK_COORDINATOR_NODE_PROBE_TIMEOUT_MS",
+        default_value_t = 1000
+    )]
+    pub node_probe_timeout_ms: u64,
     /// Seconds a node that failed is tried last.
     #[arg(
         long,
@@ -150,6 +160,7 @@ impl Args {
             body_timeout: Duration::from_secs(self.body_timeout),
             node_connect_timeout: Duration::from_millis(self.node_connect_timeout_ms),
             node_timeout: Duration::from_secs(self.node_timeout),
+            node_probe_timeout: Duration::from_millis(self.node_probe_timeout_ms),
             node_retry_after: Duration::from_secs(self.node_retry_after),
             flush_interval: Duration::from_millis(self.flush_interval_ms.max(10)),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),

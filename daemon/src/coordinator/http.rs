@@ -28,8 +28,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use backpack_shared::model::Name;
 use backpack_shared::model::name::{NameError, split_read_target};
+use backpack_shared::model::{Name, hash_hex};
 
 use super::App;
 use super::body::BodyError;
@@ -37,6 +37,7 @@ use super::nodes::Attempt;
 use super::raw_target::{HeadError, Lines, RawRequest, RawTargets};
 use super::stats::{Snapshot, metrics_text, stats_json};
 use super::{read, upload};
+use crate::node_client::{HASH_HEADER, TIME_HEADER};
 
 /// Answers are small JSON documents or files streamed from a node.
 pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -311,14 +312,22 @@ async fn put(app: &App, target: &[u8], req: Request<Incoming>) -> Response<Body>
     let result = upload::upload(app, target, req, &mut len).await;
     let took = started.elapsed();
     let (status, resp) = match result {
-        Ok(done) => (
-            StatusCode::OK,
-            json_response(
+        Ok(done) => {
+            let mut resp = json_response(
                 StatusCode::OK,
                 &serde_json::json!({ "shard_id": done.shard }),
                 false,
-            ),
-        ),
+            );
+            // The stored copy's version, as the node said it.
+            if let Some(v) = done.version {
+                let h = resp.headers_mut();
+                h.insert(TIME_HEADER, HeaderValue::from(v.time_ms));
+                if let Ok(hash) = HeaderValue::from_str(&hash_hex(v.content_hash)) {
+                    h.insert(HASH_HEADER, hash);
+                }
+            }
+            (StatusCode::OK, resp)
+        }
         Err(e) => (e.status(), e.into_response(false)),
     };
     app.stats.upload(status.as_u16(), len, took);

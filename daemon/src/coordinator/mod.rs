@@ -79,6 +79,10 @@ pub struct CoordinatorConfig {
     pub node_connect_timeout: Duration,
     /// One write to a storage node, from sending to its answer.
     pub node_timeout: Duration,
+    /// One version probe of a storage node before a write (its copy's
+    /// time, see `nodes::Nodes::probe`); without an answer in time the
+    /// upload is stored without the ordering guarantee and counted.
+    pub node_probe_timeout: Duration,
     /// How long a node that failed goes to the back of the order.
     pub node_retry_after: Duration,
     /// Interval of the fill-level writes.
@@ -113,6 +117,7 @@ impl Default for CoordinatorConfig {
             body_timeout: Duration::from_secs(60),
             node_connect_timeout: Duration::from_secs(2),
             node_timeout: Duration::from_secs(60),
+            node_probe_timeout: Duration::from_millis(1000),
             node_retry_after: Duration::from_secs(5),
             flush_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(30),
@@ -282,6 +287,7 @@ pub async fn start(
         nodes: nodes::Nodes::new(
             config.node_connect_timeout,
             config.node_timeout,
+            config.node_probe_timeout,
             config.node_retry_after,
         ),
         holder: body::Holder {

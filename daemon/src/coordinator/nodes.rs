@@ -10,25 +10,60 @@
 //! of the order, so one dead node costs one failed attempt per few seconds
 //! instead of one per upload. Reads use the same order: the first node is
 //! the one most likely to hold the newest copy.
+//!
+//! Before a write, the other nodes of the shard are asked in parallel
+//! (HEAD, while the body is still arriving) which version they hold
+//! ([`Nodes::probe`]); the newest goes to the writing node in
+//! `X-Backpack-After`, so a copy that reached only another node (written
+//! while the first node was down, or with a clock ahead) is still
+//! overtaken by a later upload. An upload stored off the first node, or
+//! without an answer from every other node, is counted: it is ordered by
+//! node clocks only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backpack_shared::model::{HostPort, Name, rendezvous_order};
+use backpack_shared::model::{HostPort, Name, Version, rendezvous_order};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 
 use super::body::Held;
-use crate::node_client::{NodeBody, NodeClient};
+use crate::node_client::{NodeBody, NodeClient, Versioning, version_of};
 
 /// The client and what it remembers of failing nodes.
 pub struct Nodes {
     client: NodeClient,
     timeout: Duration,
+    probe_timeout: Duration,
     retry_after: Duration,
     failed: Mutex<HashMap<HostPort, Instant>>,
+}
+
+/// Where an upload was stored.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The node's id.
+    pub node: String,
+    /// It is the first of the name's order: the node that versions every
+    /// upload of the name, so this upload is ordered after every earlier
+    /// upload of the name that node answered.
+    pub on_first: bool,
+    /// The version the node assigned (`None` from an original node).
+    pub version: Option<Version>,
+}
+
+/// What the other nodes of a shard hold of a name, asked before a write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probe {
+    /// The nodes asked: all but the first of the order at the time.
+    pub asked: Vec<String>,
+    /// The newest time (ms) among their copies; `None` if none has one.
+    pub newest: Option<u64>,
+    /// Those that gave no version: down, failed lately (not asked), timed
+    /// out, answered 5xx, or an original node (no `X-Backpack-Time`).
+    pub unanswered: Vec<String>,
 }
 
 /// One failed attempt, for the 502 answer and the log.
@@ -46,12 +81,19 @@ impl std::fmt::Display for Attempt {
 }
 
 impl Nodes {
-    /// `timeout` bounds one attempt (send and answer); `retry_after` is how
-    /// long a failed node goes to the back of the order.
-    pub fn new(connect_timeout: Duration, timeout: Duration, retry_after: Duration) -> Nodes {
+    /// `timeout` bounds one attempt (send and answer); `probe_timeout` one
+    /// version probe; `retry_after` is how long a failed node goes to the
+    /// back of the order.
+    pub fn new(
+        connect_timeout: Duration,
+        timeout: Duration,
+        probe_timeout: Duration,
+        retry_after: Duration,
+    ) -> Nodes {
         Nodes {
             client: NodeClient::new(connect_timeout),
             timeout,
+            probe_timeout,
             retry_after,
             failed: Mutex::new(HashMap::new()),
         }
@@ -80,25 +122,69 @@ impl Nodes {
         nodes
     }
 
+    fn failed_lately(&self, addr: &HostPort) -> bool {
+        self.failed_lock()
+            .get(addr)
+            .is_some_and(|t| t.elapsed() < self.retry_after)
+    }
+
+    /// Asks every node of `nodes` but the first of the order (the one the
+    /// upload will go to) for the version it holds of `name`, in parallel,
+    /// each within the probe timeout. Nodes that failed lately are not
+    /// asked (they count as unanswered), and a failed probe does not mark a
+    /// node failed: the write decides that.
+    pub async fn probe(&self, name: &Name, nodes: Vec<(String, HostPort)>) -> Probe {
+        let others: Vec<_> = self.order(name, nodes).into_iter().skip(1).collect();
+        let asks = others.iter().map(|(id, addr)| async move {
+            if self.failed_lately(addr) {
+                return (id, Err(()));
+            }
+            let head = tokio::time::timeout(self.probe_timeout, self.client.get(addr, name, true));
+            let said = match head.await {
+                Ok(Ok(resp)) if resp.status() == hyper::StatusCode::NOT_FOUND => Ok(None),
+                Ok(Ok(resp)) if resp.status() == hyper::StatusCode::OK => {
+                    match version_of(resp.headers()) {
+                        Some(v) => Ok(Some(v.time_ms)),
+                        None => Err(()),
+                    }
+                }
+                _ => Err(()),
+            };
+            (id, said)
+        });
+        let mut probe = Probe::default();
+        for (id, said) in futures::future::join_all(asks).await {
+            probe.asked.push(id.clone());
+            match said {
+                Ok(t) => probe.newest = probe.newest.max(t),
+                Err(()) => probe.unanswered.push(id.clone()),
+            }
+        }
+        probe
+    }
+
     /// Writes the body to the first node that takes it; returns that
-    /// node's id and whether it is the first of the name's order (the
-    /// node that versions every upload of the name), or every attempt's
-    /// failure.
+    /// node, or every attempt's failure.
     pub async fn write(
         &self,
         nodes: Vec<(String, HostPort)>,
         name: &Name,
         body: &Held,
+        after: Option<u64>,
         on_fail: impl Fn(&Attempt),
-    ) -> Result<(String, bool), Vec<Attempt>> {
+    ) -> Result<Written, Vec<Attempt>> {
         let mut attempts = Vec::new();
         let mut ids: Vec<String> = nodes.iter().map(|(id, _)| id.clone()).collect();
         rendezvous_order(name.as_str(), &mut ids);
         let first = ids.first().cloned();
         for (id, addr) in self.order(name, nodes) {
-            let put = self
-                .client
-                .put(&addr, name, body.len(), None, node_body(body));
+            let put = self.client.put(
+                &addr,
+                name,
+                body.len(),
+                Versioning::Assign { after },
+                node_body(body),
+            );
             let result = match tokio::time::timeout(self.timeout, put).await {
                 Ok(r) => r.map_err(|e| (e.detail, e.node_fault)),
                 Err(_) => Err((
@@ -107,10 +193,14 @@ impl Nodes {
                 )),
             };
             match result {
-                Ok(()) => {
+                Ok(version) => {
                     self.failed_lock().remove(&addr);
                     let on_first = first.as_ref() == Some(&id);
-                    return Ok((id, on_first));
+                    return Ok(Written {
+                        node: id,
+                        on_first,
+                        version,
+                    });
                 }
                 Err((error, node_fault)) => {
                     if node_fault {

@@ -14,7 +14,7 @@ use backpack_shared::model::Name;
 use super::App;
 use super::http::{ApiError, Body};
 use super::nodes::Attempt;
-use crate::node_client::TIME_HEADER;
+use crate::node_client::{HASH_HEADER, TIME_HEADER};
 
 /// Headers of the node's answer passed on to the reader.
 const PASSED: [HeaderName; 3] = [
@@ -38,10 +38,10 @@ pub async fn read(app: &App, shard: &str, name: &Name, head: bool) -> Response<B
         match app.nodes.get(&addr, name, head).await {
             Ok(resp) if resp.status() == hyper::StatusCode::OK => {
                 let mut out = Response::builder().status(hyper::StatusCode::OK);
-                for h in PASSED
-                    .iter()
-                    .chain(std::iter::once(&HeaderName::from_static(TIME_HEADER)))
-                {
+                for h in PASSED.iter().chain(&[
+                    HeaderName::from_static(TIME_HEADER),
+                    HeaderName::from_static(HASH_HEADER),
+                ]) {
                     if let Some(v) = resp.headers().get(h) {
                         out = out.header(h, v);
                     }

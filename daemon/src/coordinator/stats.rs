@@ -31,6 +31,27 @@ pub enum Outcome {
     Failed,
 }
 
+/// Why an upload was stored without the ordering guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unordered {
+    /// Stored on a node other than the first of its name's order.
+    OffFirstNode = 0,
+    /// Another node of the shard did not say which version it holds.
+    PeerNotProbed = 1,
+}
+
+impl Unordered {
+    pub const ALL: [Unordered; 2] = [Unordered::OffFirstNode, Unordered::PeerNotProbed];
+
+    /// The name in `/stats` and the `reason` label in `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Unordered::OffFirstNode => "off_first_node",
+            Unordered::PeerNotProbed => "peer_not_probed",
+        }
+    }
+}
+
 /// Counters since start. Shared by every request; lock-free.
 pub struct Stats {
     started: Instant,
@@ -42,7 +63,7 @@ pub struct Stats {
     failed_uploads: AtomicU64,
     failed_bytes: AtomicU64,
     node_write_failures: AtomicU64,
-    off_first_node: AtomicU64,
+    unordered: [AtomicU64; Unordered::ALL.len()],
     queue_push_failures: AtomicU64,
     tasks_queued: AtomicU64,
     spilled_uploads: AtomicU64,
@@ -81,7 +102,7 @@ impl Stats {
             failed_uploads: AtomicU64::new(0),
             failed_bytes: AtomicU64::new(0),
             node_write_failures: AtomicU64::new(0),
-            off_first_node: AtomicU64::new(0),
+            unordered: std::array::from_fn(|_| AtomicU64::new(0)),
             queue_push_failures: AtomicU64::new(0),
             tasks_queued: AtomicU64::new(0),
             spilled_uploads: AtomicU64::new(0),
@@ -136,9 +157,9 @@ impl Stats {
         self.node_write_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// An upload stored on a node other than the first of its name's order.
-    pub fn off_first_node(&self) {
-        self.off_first_node.fetch_add(1, Ordering::Relaxed);
+    /// An upload stored without the ordering guarantee, for `why`.
+    pub fn unordered(&self, why: Unordered) {
+        self.unordered[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn queue_push_failed(&self) {
@@ -248,7 +269,10 @@ pub fn stats_json(s: &Snapshot<'_>) -> serde_json::Value {
         "rejected_uploads": c.rejected_uploads,
         "rejected_bytes": c.rejected_bytes,
         "node_write_failures": s.stats.node_write_failures.load(Ordering::Relaxed),
-        "uploads_off_first_node": s.stats.off_first_node.load(Ordering::Relaxed),
+        "uploads_unordered": Unordered::ALL
+            .iter()
+            .map(|u| (u.label().to_string(), s.stats.unordered[*u as usize].load(Ordering::Relaxed).into()))
+            .collect::<serde_json::Map<String, serde_json::Value>>(),
         "queue_push_failures": s.stats.queue_push_failures.load(Ordering::Relaxed),
         "tasks_queued": s.stats.tasks_queued.load(Ordering::Relaxed),
         "spilled_uploads": s.stats.spilled_uploads.load(Ordering::Relaxed),
@@ -369,10 +393,18 @@ pub fn metrics_text(s: &Snapshot<'_>) -> String {
         &one(r(&st.node_write_failures).to_string()),
     );
     metric(
-        "uploads_off_first_node_total",
+        "uploads_unordered_total",
         "counter",
-        "Uploads stored on a node other than the first of their name's order (it was down or failing): their order against other uploads of the name rests on that node's clock.",
-        &one(r(&st.off_first_node).to_string()),
+        "Uploads stored without the ordering guarantee (README, Overwrites), by reason: off_first_node (the first node of the name's order was down or failing), peer_not_probed (another node of the shard did not say which version it holds). Their order against other uploads of the name rests on node clocks.",
+        &Unordered::ALL
+            .iter()
+            .map(|u| {
+                (
+                    format!("{{reason=\"{}\"}}", u.label()),
+                    r(&st.unordered[*u as usize]).to_string(),
+                )
+            })
+            .collect::<Vec<_>>(),
     );
     metric(
         "queue_push_failures_total",

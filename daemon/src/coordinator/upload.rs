@@ -3,30 +3,39 @@
 //! 1. Check the name (see [`Name`]), Content-Length (411) and the
 //!    size limit (413); answer 503 until the configuration is read or when
 //!    no writable shard has room for the file.
-//! 2. Hold the body (memory or a temporary file, see [`super::body`]).
-//! 3. Pick a writable shard with room, weighted by free bytes (counting
-//!    the increments not yet flushed), and write the body to its nodes in
-//!    the name's rendezvous order until one takes it (502 when none does);
-//!    that node gives the copy its version.
-//! 4. Count the bytes in the shard's fill level (batched, see
+//! 2. Pick a writable shard with room, weighted by free bytes (counting
+//!    the increments not yet flushed).
+//! 3. Hold the body (memory or a temporary file, see [`super::body`]),
+//!    meanwhile asking the shard's other nodes which version they hold
+//!    ([`super::nodes::Nodes::probe`]).
+//! 4. Write the body to the shard's nodes in the name's rendezvous order
+//!    until one takes it (502 when none does); that node gives the copy a
+//!    version later than its own copy's and the probed ones.
+//! 5. Count the bytes in the shard's fill level (batched, see
 //!    [`super::fill`]).
-//! 5. Queue one replication task per other node of the shard, in one push
+//! 6. Queue one replication task per other node of the shard, in one push
 //!    (503 when the queue cannot take them: the file is on one node only).
-//! 6. Answer `200 {"shard_id":"<id>"}`.
+//! 7. Answer `200 {"shard_id":"<id>"}`, with the version in
+//!    `X-Backpack-Time` and `X-Backpack-Hash`.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use backpack_shared::model::{Name, ReplicationTask, ShardSize, choose_shard};
+use backpack_shared::model::{
+    HostPort, Name, ReplicationTask, ShardSize, ShardsMap, Version, choose_shard, shard_chances,
+};
 use hyper::Request;
 use hyper::body::Incoming;
 
 use super::App;
 use super::http::ApiError;
+use super::stats::Unordered;
 
 /// What a successful upload answers with.
 pub struct Uploaded {
     pub shard: String,
+    /// The version the node assigned, when it said.
+    pub version: Option<Version>,
 }
 
 /// Handles one upload of `target` (the request target as sent); returns
@@ -57,38 +66,47 @@ pub async fn upload(
         return Err(ApiError::QueueEvicts(servers));
     }
     // Before reading the body: refuse at once what cannot be placed.
-    if pick_shard(app, len).is_none() {
+    let Some(early) = pick_shard(app, len) else {
         return Err(ApiError::NoWritableShard { len });
-    }
+    };
     let _slot = app
         .upload_slots
         .acquire()
         .await
         .map_err(|_| ApiError::ShuttingDown)?;
-    let held = app
-        .holder
-        .receive(req.into_body(), len)
-        .await
-        .map_err(ApiError::Body)?;
+    // The shard's other nodes say which versions they hold while the body
+    // arrives (see `Nodes::probe`).
+    let (held, early_probe) = tokio::join!(
+        app.holder.receive(req.into_body(), len),
+        app.nodes.probe(&name, shard_nodes(app, &early)),
+    );
+    let held = held.map_err(ApiError::Body)?;
     if held.spilled() {
         app.stats.spilled();
     }
 
-    let view = app.view.borrow().clone();
-    let Some(shard_id) = pick_shard(app, len) else {
-        return Err(ApiError::NoWritableShard { len });
+    // The shard picked before is kept unless it lost its room or its
+    // place in the maps meanwhile.
+    let (shard_id, probe) = if still_fits(app, &early, len) {
+        (early, early_probe)
+    } else {
+        let Some(id) = pick_shard(app, len) else {
+            return Err(ApiError::NoWritableShard { len });
+        };
+        let probe = app.nodes.probe(&name, shard_nodes(app, &id)).await;
+        (id, probe)
     };
+    let targets = shard_nodes(app, &shard_id);
+    if targets.is_empty() {
+        return Err(ApiError::NoWritableShard { len });
+    }
+    let view = app.view.borrow().clone();
     let Some(shard) = view.shards.get(&shard_id) else {
         return Err(ApiError::NoWritableShard { len });
     };
-    let targets: Vec<_> = shard
+    let written = app
         .nodes
-        .iter()
-        .filter_map(|id| view.node(id).map(|addr| (id.clone(), addr.clone())))
-        .collect();
-    let (writer, on_first) = app
-        .nodes
-        .write(targets, &name, &held, |failed| {
+        .write(targets, &name, &held, probe.newest, |failed| {
             app.stats.node_write_failed();
             tracing::warn!(shard = %shard_id, node = %failed.id, addr = %failed.addr, error = %failed.error, name = %name, "node write failed; trying the next node");
         })
@@ -97,9 +115,14 @@ pub async fn upload(
             shard: shard_id.clone(),
             attempts,
         })?;
-    if !on_first {
-        app.stats.off_first_node();
+    if !probe.unanswered.is_empty() {
+        app.stats.unordered(Unordered::PeerNotProbed);
+        tracing::debug!(shard = %shard_id, nodes = ?probe.unanswered, name = %name, "stored without the versions of every other node of the shard");
     }
+    if !written.on_first {
+        app.stats.unordered(Unordered::OffFirstNode);
+    }
+    let writer = written.node;
     drop(held);
     app.fill.add(&shard_id, len);
 
@@ -131,7 +154,10 @@ pub async fn upload(
         }
         app.stats.tasks_queued(tasks.len() as u64);
     }
-    Ok(Uploaded { shard: shard_id })
+    Ok(Uploaded {
+        shard: shard_id,
+        version: written.version,
+    })
 }
 
 fn content_length(req: &Request<Incoming>) -> Result<u64, ApiError> {
@@ -145,9 +171,37 @@ fn content_length(req: &Request<Incoming>) -> Result<u64, ApiError> {
         .ok_or_else(|| ApiError::BadRequest("Content-Length must be a number of bytes".into()))
 }
 
+/// The shard's nodes with their addresses (those the servers map knows).
+fn shard_nodes(app: &App, shard: &str) -> Vec<(String, HostPort)> {
+    let view = app.view.borrow();
+    let Some(shard) = view.shards.get(shard) else {
+        return Vec::new();
+    };
+    shard
+        .nodes
+        .iter()
+        .filter_map(|id| view.node(id).map(|addr| (id.clone(), addr.clone())))
+        .collect()
+}
+
 /// Picks a writable shard with room for `len` bytes, weighted by free
 /// bytes, counting the increments not flushed yet.
 pub fn pick_shard(app: &App, len: u64) -> Option<String> {
+    let (writable, sizes) = candidates(app);
+    choose_shard(&writable, &sizes, len, &mut rand::rng())
+}
+
+/// `shard` is still writable with room for `len` bytes.
+fn still_fits(app: &App, shard: &str, len: u64) -> bool {
+    let (writable, sizes) = candidates(app);
+    shard_chances(&writable, &sizes, len)
+        .iter()
+        .any(|c| c.id == shard && c.free > 0)
+}
+
+/// The writable shards and their sizes, counting the increments not
+/// flushed yet.
+fn candidates(app: &App) -> (ShardsMap, BTreeMap<String, ShardSize>) {
     let view = app.view.borrow().clone();
     let sizes: BTreeMap<String, ShardSize> = view
         .writable
@@ -164,7 +218,7 @@ pub fn pick_shard(app: &App, len: u64) -> Option<String> {
             })
         })
         .collect();
-    choose_shard(&view.writable, &sizes, len, &mut rand::rng())
+    (view.writable.clone(), sizes)
 }
 
 /// Milliseconds since `start`, for logs and statsd timings.

@@ -511,6 +511,7 @@ pub fn index(files: usize) -> IndexReport {
                 name_len: n.len() as u32,
                 data_len: 100_000,
                 time_ms: 1_700_000_000_000 + i as u64,
+                content_hash: i as u64,
             },
         );
     }

@@ -27,7 +27,7 @@ use super::index::{Location, Offer};
 use super::record::MAX_NAME_LEN;
 use super::stats::OpStats;
 use super::store::{SMALL_MAX, Store, StoreError, now_ms};
-use backpack_shared::model::{Name, NameError};
+use backpack_shared::model::{Name, NameError, Version, hash_hex};
 use bytes::{Buf, Bytes, BytesMut};
 use std::io::{self, ErrorKind};
 use std::sync::{Arc, Mutex};
@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use crate::node_client::AFTER_HEADER;
 pub use crate::node_client::TIME_HEADER;
 /// Uploads buffered or streamed at once; more wait. Bounds memory to about
 /// this many times [`SMALL_MAX`].
@@ -227,6 +228,8 @@ struct Request {
     chunked: bool,
     expect_continue: bool,
     time: Option<Result<u64, ()>>,
+    /// `X-Backpack-After`: the assigned version must exceed it.
+    after: Option<Result<u64, ()>>,
 }
 
 impl Request {
@@ -461,6 +464,7 @@ impl Conn {
         let out_head = ResponseHead::new(200, loc.data_len)
             .header("Content-Type", "application/octet-stream")
             .header("X-Backpack-Time", loc.time_ms)
+            .header("X-Backpack-Hash", hash_hex(loc.content_hash))
             .finish(!req.keep_alive);
         if head {
             self.write(&out_head).await.map_err(io_error)?;
@@ -610,6 +614,15 @@ impl Conn {
                 ));
             }
         };
+        let after = match req.after {
+            None => 0,
+            Some(Ok(t)) => t,
+            Some(Err(())) => {
+                return Err(ApiError::BadRequest(
+                    "X-Backpack-After must be milliseconds since the Unix epoch".into(),
+                ));
+            }
+        };
         if req.expect_continue {
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
@@ -617,8 +630,9 @@ impl Conn {
         }
         let app = self.app.clone();
         // An upload without a version gets one from this node, held until
-        // it is stored: later than the current copy's, even if the clock
-        // stepped back, and distinct from a concurrent upload's.
+        // it is stored: later than the current copy's (even if the clock
+        // stepped back) and than the newest copy on the shard's other nodes
+        // (`X-Backpack-After`), and distinct from a concurrent upload's.
         let _version = match client_time {
             None => Some(app.versions.lock(&name).await),
             Some(_) => None,
@@ -627,7 +641,9 @@ impl Conn {
         let (time_ms, from_client) = match client_time {
             Some(t) => (t, true),
             None => (
-                now_ms().max(current.map_or(0, |c| c.time_ms.saturating_add(1))),
+                now_ms()
+                    .max(current.map_or(0, |c| c.time_ms.saturating_add(1)))
+                    .max(after.saturating_add(1)),
                 false,
             ),
         };
@@ -640,8 +656,9 @@ impl Conn {
                 got += self.body_chunk(len - got, got, len).await?.len() as u64;
             }
             app.puts.record(len, started.elapsed());
-            self.created(current.map_or(time_ms, |c| c.time_ms), req)
-                .await?;
+            if let Some(cur) = current {
+                self.created(cur.version(), req).await?;
+            }
             return Ok(Next::KeepAlive);
         }
 
@@ -650,7 +667,7 @@ impl Conn {
             .acquire()
             .await
             .map_err(|_| StoreError::Closed)?;
-        let offer = if len <= SMALL_MAX {
+        let (offer, stored) = if len <= SMALL_MAX {
             let mut buf = Store::small_record_buffer(&name, len);
             let start = buf.len() as u64;
             let n = self.buf.len().min(len as usize);
@@ -692,17 +709,20 @@ impl Conn {
             upload.finish().await?
         };
         app.puts.record(len, started.elapsed());
-        let kept_time = match offer {
-            Offer::Kept => app.store.lookup(&name).map_or(time_ms, |c| c.time_ms),
-            Offer::Inserted | Offer::Replaced { .. } => time_ms,
+        // The version now current: this upload's, or the one that beat it.
+        let kept = match offer {
+            Offer::Kept => app.store.lookup(&name).map_or(stored, |c| c.version()),
+            Offer::Inserted | Offer::Replaced { .. } => stored,
         };
-        self.created(kept_time, req).await?;
+        self.created(kept, req).await?;
         Ok(Next::KeepAlive)
     }
 
-    async fn created(&mut self, time_ms: u64, req: &Request) -> Result<(), ApiError> {
+    /// Answers 201 with the version the node now holds for the name.
+    async fn created(&mut self, kept: Version, req: &Request) -> Result<(), ApiError> {
         let out = ResponseHead::new(201, 0)
-            .header("X-Backpack-Time", time_ms)
+            .header("X-Backpack-Time", kept.time_ms)
+            .header("X-Backpack-Hash", hash_hex(kept.content_hash))
             .finish(!req.keep_alive);
         self.write(&out).await.map_err(io_error)
     }
@@ -741,6 +761,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, ApiError> {
         chunked: false,
         expect_continue: false,
         time: None,
+        after: None,
     };
     for h in parsed.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
@@ -764,6 +785,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, ApiError> {
             req.expect_continue = value.eq_ignore_ascii_case("100-continue");
         } else if h.name.eq_ignore_ascii_case(TIME_HEADER) {
             req.time = Some(number());
+        } else if h.name.eq_ignore_ascii_case(AFTER_HEADER) {
+            req.after = Some(number());
         }
     }
     Ok(Some((req, used)))

@@ -4,18 +4,22 @@
 //! allocations and fat pointers:
 //! - names are copied into an arena of 1 MiB chunks (no per-name
 //!   allocation, no growth by copying);
-//! - entries (40 bytes: name reference, volume, offset, length, time) live in
-//!   fixed-size segments, so growth never doubles a large buffer;
+//! - entries (48 bytes: name reference, volume, offset, length, time,
+//!   content hash) live in fixed-size segments, so growth never doubles a
+//!   large buffer;
 //! - the hash table holds only a `u32` entry number per bucket (4 bytes + 1
 //!   control byte), hashing names through the arena.
 //!
-//! That is about 40 + 5/load-factor ≈ 46–52 bytes per file plus the name
+//! That is about 48 + 5/load-factor ≈ 54–60 bytes per file plus the name
 //! bytes; `backpack-bench-node index` measures it.
 //!
-//! Which copy is current is decided by [`Version`] order (time, then
-//! position in the volumes), the same rule live and when rebuilding from the
-//! volumes, so a restart always lands on the copy that was being served.
+//! Which copy is current is decided by [`Version`] order (time, then content
+//! hash), the same rule live, when rebuilding from the volumes and on every
+//! other node of the shard, so a restart always lands on the copy that was
+//! being served and replicas converge on the same bytes. An equal version is
+//! the same bytes: the copy already current stays.
 
+use backpack_shared::model::Version;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
 
@@ -31,18 +35,21 @@ pub struct Location {
     pub name_len: u32,
     pub data_len: u64,
     pub time_ms: u64,
+    /// XXH3-64 of the data ([`backpack_shared::model::content_hash`]).
+    pub content_hash: u64,
 }
 
 impl Location {
-    /// The order deciding which copy of a name is current: newer upload
-    /// time first, then the later position in the volumes (a later write of
-    /// the same time wins).
-    pub fn version(&self) -> (u64, u32, u64) {
-        (self.time_ms, self.volume, self.offset)
+    /// The order deciding which copy of a name is current.
+    pub fn version(&self) -> Version {
+        Version {
+            time_ms: self.time_ms,
+            content_hash: self.content_hash,
+        }
     }
 }
 
-/// One file of the index. 40 bytes.
+/// One file of the index. 48 bytes.
 #[derive(Clone, Copy)]
 struct Entry {
     /// Arena chunk (high 32 bits) and offset inside it (low 32 bits).
@@ -52,6 +59,7 @@ struct Entry {
     offset: u64,
     data_len: u64,
     time_ms: u64,
+    content_hash: u64,
 }
 
 /// What [`Index::offer`] did with a copy.
@@ -136,6 +144,7 @@ impl Index {
             name_len: e.name_len,
             data_len: e.data_len,
             time_ms: e.time_ms,
+            content_hash: e.content_hash,
         })
     }
 
@@ -155,7 +164,10 @@ impl Index {
         });
         if let Some(&i) = found {
             let e = entry_mut(segments, i);
-            let cur = (e.time_ms, e.volume, e.offset);
+            let cur = Version {
+                time_ms: e.time_ms,
+                content_hash: e.content_hash,
+            };
             if loc.version() <= cur {
                 return Offer::Kept;
             }
@@ -164,6 +176,7 @@ impl Index {
             e.offset = loc.offset;
             e.data_len = loc.data_len;
             e.time_ms = loc.time_ms;
+            e.content_hash = loc.content_hash;
             self.live_bytes = self.live_bytes - old_len + loc.data_len;
             return Offer::Replaced { old_len };
         }
@@ -180,6 +193,7 @@ impl Index {
                 offset: loc.offset,
                 data_len: loc.data_len,
                 time_ms: loc.time_ms,
+                content_hash: loc.content_hash,
             });
         }
         let segs = &*segments;
@@ -239,40 +253,74 @@ mod tests {
     use super::*;
 
     fn loc(volume: u32, offset: u64, time_ms: u64, data_len: u64) -> Location {
+        hashed(volume, offset, time_ms, data_len, data_len)
+    }
+
+    fn hashed(volume: u32, offset: u64, time_ms: u64, data_len: u64, hash: u64) -> Location {
         Location {
             volume,
             offset,
-            name_len: 0,
+            name_len: 2, // "/x"
             data_len,
             time_ms,
+            content_hash: hash,
         }
     }
 
     #[test]
-    fn entry_is_40_bytes() {
-        assert_eq!(std::mem::size_of::<Entry>(), 40);
+    fn entry_is_48_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 48);
     }
 
     #[test]
     fn newest_version_wins_in_any_order() {
-        // (copy, expected offer) in arrival order; the outcome must not
-        // depend on the order, since a rebuild sees volume order.
-        let a = loc(1, 100, 5, 10);
-        let b = loc(1, 200, 5, 20); // same time, later position: wins over a
-        let c = loc(1, 50, 9, 30); // newer time, earlier position: wins over all
+        let a = hashed(1, 100, 5, 10, 7);
+        let b = hashed(1, 50, 5, 20, 9); // same time, larger hash: wins over a
+        let c = hashed(1, 10, 9, 30, 1); // newer time: wins over all
+        let a_again = hashed(2, 0, 5, 10, 7); // a's bytes, later in the volumes
         let mut idx = Index::new();
         assert_eq!(idx.offer("/x", a), Offer::Inserted);
+        assert_eq!(idx.offer("/x", a_again), Offer::Kept);
         assert_eq!(idx.offer("/x", b), Offer::Replaced { old_len: 10 });
-        assert_eq!(idx.offer("/x", c), Offer::Replaced { old_len: 20 });
         assert_eq!(idx.offer("/x", a), Offer::Kept);
-        assert_eq!(idx.get("/x").map(|l| l.offset), Some(50));
-        let mut rev = Index::new();
-        for l in [c, b, a] {
-            rev.offer("/x", l);
-        }
-        assert_eq!(rev.get("/x"), idx.get("/x"));
+        assert_eq!(idx.offer("/x", c), Offer::Replaced { old_len: 20 });
+        assert_eq!(idx.offer("/x", b), Offer::Kept);
+        assert_eq!(idx.get("/x"), Some(c));
         assert_eq!(idx.live_bytes(), 30);
         assert_eq!(idx.len(), 1);
+        // Every arrival order (a rebuild sees volume order, another node
+        // its own) ends on the same copy.
+        let copies = [a, b, c, a_again];
+        for perm in permutations(&copies) {
+            let mut other = Index::new();
+            for l in perm {
+                other.offer("/x", l);
+            }
+            assert_eq!(other.get("/x"), Some(c));
+        }
+        for perm in permutations(&[a, b, a_again]) {
+            let mut other = Index::new();
+            for l in perm {
+                other.offer("/x", l);
+            }
+            assert_eq!(other.get("/x"), Some(b));
+        }
+    }
+
+    fn permutations(items: &[Location]) -> Vec<Vec<Location>> {
+        if items.len() <= 1 {
+            return vec![items.to_vec()];
+        }
+        let mut out = Vec::new();
+        for i in 0..items.len() {
+            let mut rest = items.to_vec();
+            let first = rest.remove(i);
+            for mut p in permutations(&rest) {
+                p.insert(0, first);
+                out.push(p);
+            }
+        }
+        out
     }
 
     #[test]
@@ -290,7 +338,9 @@ mod tests {
         }
         assert_eq!(idx.get("/f/missing"), None);
         let per_file = idx.entry_bytes() as f64 / n as f64;
-        assert!(per_file < 64.0, "{per_file} bytes per file");
+        // 48-byte entries in 64 Ki-entry segments plus the table: about 70
+        // at this count (a per-file allocation would be well over 100).
+        assert!(per_file < 80.0, "{per_file} bytes per file");
     }
 
     #[test]

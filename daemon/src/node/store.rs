@@ -27,6 +27,7 @@
 use super::bufpool::{BufPool, PooledBuf};
 use super::index::{Index, Location, Offer};
 use super::record::{self, FLAG_CLIENT_TIME, HEADER_LEN, Header, Kind, MAX_NAME_LEN, TRAILER_LEN};
+use backpack_shared::model::{ContentHasher, Version, content_hash};
 use bytes::Bytes;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, ErrorKind, Seek};
@@ -346,14 +347,15 @@ impl Store {
     }
 
     /// Stores a small upload: `buf` came from [`Store::small_record_buffer`]
-    /// with the data appended. Returns once it is durable and indexed.
+    /// with the data appended. Returns once it is durable and indexed, with
+    /// what the index did and the stored copy's version.
     pub async fn put_small(
         self: &Arc<Self>,
         name: &str,
         time_ms: u64,
         client_time: bool,
         mut buf: Vec<u8>,
-    ) -> Result<Offer, StoreError> {
+    ) -> Result<(Offer, Version), StoreError> {
         self.check_writable()?;
         let data_len = (buf.len() - HEADER_LEN - name.len()) as u64;
         let header = Header {
@@ -364,22 +366,22 @@ impl Store {
             data_len,
         };
         buf[..HEADER_LEN].copy_from_slice(&header.encode(name.as_bytes()));
+        let hash = content_hash(&buf[HEADER_LEN + name.len()..]);
         let crc = crc32fast::hash(&buf);
         buf.extend_from_slice(&crc.to_le_bytes());
 
         let (done, wait) = oneshot::channel();
         self.send(WriterMsg::Append { record: buf, done })?;
         let (volume, offset) = wait.await.map_err(|_| StoreError::Closed)??;
-        Ok(write(&self.index).offer(
-            name,
-            Location {
-                volume: volume.id,
-                offset,
-                name_len: name.len() as u32,
-                data_len,
-                time_ms,
-            },
-        ))
+        let loc = Location {
+            volume: volume.id,
+            offset,
+            name_len: name.len() as u32,
+            data_len,
+            time_ms,
+            content_hash: hash,
+        };
+        Ok((write(&self.index).offer(name, loc), loc.version()))
     }
 
     /// Starts a large upload: reserves its record and writes the header.
@@ -418,6 +420,7 @@ impl Store {
             header,
             written: 0,
             hasher,
+            content: ContentHasher::new(),
             finished: false,
         })
     }
@@ -590,6 +593,7 @@ pub struct LargeUpload {
     header: Header,
     written: u64,
     hasher: crc32fast::Hasher,
+    content: ContentHasher,
     finished: bool,
 }
 
@@ -603,6 +607,7 @@ impl LargeUpload {
             });
         }
         self.hasher.update(&chunk);
+        self.content.update(&chunk);
         let at = self.offset + self.header.data_offset() + self.written;
         let store = self.store.clone();
         let volume = self.volume.clone();
@@ -619,8 +624,9 @@ impl LargeUpload {
         Ok(())
     }
 
-    /// Writes the trailer, syncs and indexes the upload.
-    pub async fn finish(mut self) -> Result<Offer, StoreError> {
+    /// Writes the trailer, syncs and indexes the upload; returns what the
+    /// index did and the stored copy's version.
+    pub async fn finish(mut self) -> Result<(Offer, Version), StoreError> {
         let crc = self.hasher.clone().finalize().to_le_bytes();
         let at = self.offset + self.header.record_len() - TRAILER_LEN as u64;
         let store = self.store.clone();
@@ -635,15 +641,17 @@ impl LargeUpload {
         .map_err(|_| StoreError::Closed)??;
         self.store.sync(self.volume.clone()).await?;
         self.finished = true;
-        Ok(write(&self.store.index).offer(
-            &self.name,
-            Location {
-                volume: self.volume.id,
-                offset: self.offset,
-                name_len: self.header.name_len,
-                data_len: self.header.data_len,
-                time_ms: self.header.time_ms,
-            },
+        let loc = Location {
+            volume: self.volume.id,
+            offset: self.offset,
+            name_len: self.header.name_len,
+            data_len: self.header.data_len,
+            time_ms: self.header.time_ms,
+            content_hash: self.content.finish(),
+        };
+        Ok((
+            write(&self.store.index).offer(&self.name, loc),
+            loc.version(),
         ))
     }
 }
@@ -944,6 +952,9 @@ fn scan_volume(file: &File, id: u32, path: &Path, index: &mut Index) -> io::Resu
                 let mut hasher = crc32fast::Hasher::new();
                 hasher.update(&fixed);
                 hasher.update(&name);
+                // Records carry no content hash: it is computed here, on
+                // the pass that checks the CRC anyway.
+                let mut content = ContentHasher::new();
                 let mut left = h.data_len;
                 while left > 0 {
                     let buf = r.fill_buf()?;
@@ -952,6 +963,7 @@ fn scan_volume(file: &File, id: u32, path: &Path, index: &mut Index) -> io::Resu
                     }
                     let take = buf.len().min(left as usize);
                     hasher.update(&buf[..take]);
+                    content.update(&buf[..take]);
                     r.consume(take);
                     left -= take as u64;
                 }
@@ -968,6 +980,7 @@ fn scan_volume(file: &File, id: u32, path: &Path, index: &mut Index) -> io::Resu
                                 name_len: h.name_len,
                                 data_len: h.data_len,
                                 time_ms: h.time_ms,
+                                content_hash: content.finish(),
                             },
                         );
                         valid_end = pos + rec_len;
@@ -1308,5 +1321,47 @@ mod tests {
             got.extend_from_slice(&c);
         }
         assert_eq!(got, data);
+    }
+
+    /// Two copies of one name with the same time: every store keeps the
+    /// one with the larger content hash, whichever arrived first, small or
+    /// large, and keeps it after a restart.
+    #[test]
+    fn equal_times_keep_the_larger_content_hash() {
+        let rt = rt();
+        let a = vec![b'a'; 100];
+        let b: Vec<u8> = (0..SMALL_MAX as usize + 10).map(|i| i as u8).collect();
+        let winner = if content_hash(&a) > content_hash(&b) {
+            &a
+        } else {
+            &b
+        };
+        for order in [[&a, &b], [&b, &a]] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let store = Arc::new(Store::open(dir.path(), 1 << 30).unwrap());
+                for data in order {
+                    let (_, version) = if data.len() as u64 <= SMALL_MAX {
+                        let mut buf = Store::small_record_buffer("/x", data.len() as u64);
+                        buf.extend_from_slice(data);
+                        rt.block_on(store.put_small("/x", 7, true, buf)).unwrap()
+                    } else {
+                        let mut up = rt
+                            .block_on(store.begin_large("/x", 7, true, data.len() as u64))
+                            .unwrap();
+                        rt.block_on(up.write(Bytes::copy_from_slice(data))).unwrap();
+                        rt.block_on(up.finish()).unwrap()
+                    };
+                    assert_eq!(version.content_hash, content_hash(data));
+                }
+                let loc = store.lookup("/x").unwrap();
+                assert_eq!(loc.content_hash, content_hash(winner));
+                store.close();
+            }
+            let store = Store::open(dir.path(), 1 << 30).unwrap();
+            let loc = store.lookup("/x").unwrap();
+            assert_eq!((loc.time_ms, loc.content_hash), (7, content_hash(winner)));
+            assert_eq!(loc.data_len, winner.len() as u64);
+        }
     }
 }

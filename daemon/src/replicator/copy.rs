@@ -30,7 +30,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::CONTENT_LENGTH;
 use rand::seq::SliceRandom;
 
-use crate::node_client::{NodeClient, TIME_HEADER, answered};
+use crate::node_client::{NodeClient, TIME_HEADER, Versioning, answered};
 
 /// How long to wait for a TCP connection to a node.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -277,7 +277,12 @@ pub async fn copy_file(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .ok_or_else(|| source("answer has no Content-Length".into()))?;
-    let time = resp.headers().get(TIME_HEADER).cloned();
+    // An original node gives no time: the destination then versions the
+    // copy as a new upload, as before.
+    let versioning = match resp.headers().get(TIME_HEADER) {
+        Some(t) => Versioning::Copy(t.clone()),
+        None => Versioning::Assign { after: None },
+    };
     let started = Instant::now();
     let progress = Arc::new(Progress::default());
     let body = Counted {
@@ -289,7 +294,13 @@ pub async fn copy_file(
         stall: Box::pin(tokio::time::sleep(READ_TIMEOUT)),
         done: false,
     };
-    let put = client.put(dst, name, len, time, StreamBody::new(body).boxed_unsync());
+    let put = client.put(
+        dst,
+        name,
+        len,
+        versioning,
+        StreamBody::new(body).boxed_unsync(),
+    );
     let sent = tokio::select! {
         r = put => Some(r),
         _ = destination_stalled(&progress, started) => None,
@@ -299,7 +310,7 @@ pub async fn copy_file(
         return Err(source(why));
     }
     match sent {
-        Some(Ok(())) => Ok(len),
+        Some(Ok(_)) => Ok(len),
         Some(Err(e)) => Err(destination(e.detail, e.node_fault)),
         None => Err(destination(
             format!("took no part of the body or gave no answer for {READ_TIMEOUT:?}"),

@@ -6,6 +6,7 @@ mod maps;
 pub mod name;
 mod size;
 mod task;
+mod version;
 
 pub use choice::{ShardChance, choose_shard, rendezvous_order, shard_chances};
 pub use maps::{
@@ -15,6 +16,7 @@ pub use maps::{
 pub use name::{Name, NameError};
 pub use size::{SizeError, format_size, parse_size};
 pub use task::ReplicationTask;
+pub use version::{ContentHasher, Version, content_hash, hash_hex, parse_hash_hex};
 
 /// Names of the znodes under the cluster root.
 pub mod paths {

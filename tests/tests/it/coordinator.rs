@@ -1173,16 +1173,17 @@ async fn uploads_go_to_their_names_first_node_and_count_when_they_cannot() {
     let r = cluster.start(quick()).await;
     r.ready().await;
     let client = reqwest::Client::new();
-    let metric = || async {
-        let m = reqwest::get(r.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        m.lines()
-            .find_map(|l| l.strip_prefix("backpack_coordinator_uploads_off_first_node_total "))
-            .map(|v| v.to_string())
+    let metrics_url = r.url("/metrics");
+    let metric = |reason: &'static str| {
+        let url = metrics_url.clone();
+        async move {
+            let m = reqwest::get(url).await.unwrap().text().await.unwrap();
+            let line =
+                format!("backpack_coordinator_uploads_unordered_total{{reason=\"{reason}\"}} ");
+            m.lines()
+                .find_map(|l| l.strip_prefix(line.as_str()))
+                .map(|v| v.to_string())
+        }
     };
     // Every upload of a name lands on its first node, whichever coordinator.
     for k in 0..10 {
@@ -1198,14 +1199,28 @@ async fn uploads_go_to_their_names_first_node_and_count_when_they_cannot() {
             "{name}"
         );
     }
-    assert_eq!(metric().await.as_deref(), Some("0"));
+    assert_eq!(metric("off_first_node").await.as_deref(), Some("0"));
+    assert_eq!(metric("peer_not_probed").await.as_deref(), Some("0"));
     // Its first node down: stored on the other, and counted.
     cluster.node("1").kill().await;
     let name = name_first_on("1", &["1", "2"], "down");
     assert_eq!(put(&client, &r, &name, b"x".to_vec()).await.0, 200);
-    assert_eq!(metric().await.as_deref(), Some("1"));
+    assert_eq!(metric("off_first_node").await.as_deref(), Some("1"));
+    assert_eq!(metric("peer_not_probed").await.as_deref(), Some("0"));
+    // On its first node, but the other could not say what it holds.
     let other = name_first_on("2", &["1", "2"], "up");
     assert_eq!(put(&client, &r, &other, b"x".to_vec()).await.0, 200);
-    assert_eq!(metric().await.as_deref(), Some("1"));
+    assert_eq!(metric("off_first_node").await.as_deref(), Some("1"));
+    assert_eq!(metric("peer_not_probed").await.as_deref(), Some("1"));
+    let stats: serde_json::Value = reqwest::get(r.url("/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stats["uploads_unordered"],
+        serde_json::json!({"off_first_node": 1, "peer_not_probed": 1})
+    );
     r.stop().await;
 }
