@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use backpack_shared::model::HostPort;
+
 use crate::event::Millis;
 
 /// A short age: `0s`, `42s`, `5m`, `3h`, `2d`.
@@ -65,6 +67,15 @@ pub fn ellipsize(s: &str, width: usize) -> String {
     let mut out: String = s.chars().take(width - 1).collect();
     out.push('…');
     out
+}
+
+/// Servers as the admin commands take them: `host1:port1,host2:port2`.
+pub fn addr_list(servers: &[HostPort]) -> String {
+    servers
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Sort key that orders numeric ids numerically and others after them.

@@ -43,34 +43,30 @@ fn keys(s: &mut State, text: &str) {
     }
 }
 
-#[test]
-fn every_view_at_100x30() {
-    let mut s = demo::state(100, 30);
-    insta::assert_snapshot!("shards_100x30", screen(&s));
-    for (k, name) in [
-        ("2", "servers_100x30"),
-        ("3", "queue_100x30"),
-        ("4", "daemons_100x30"),
-        ("5", "events_100x30"),
+/// The five views of the demo cluster on a `w` x `h` terminal, as the
+/// snapshots `<view>_<w>x<h>`.
+fn every_view(w: u16, h: u16) {
+    let mut s = demo::state(w, h);
+    insta::assert_snapshot!(format!("shards_{w}x{h}"), screen(&s));
+    for (k, view) in [
+        ("2", "servers"),
+        ("3", "queue"),
+        ("4", "daemons"),
+        ("5", "events"),
     ] {
         keys(&mut s, k);
-        insta::assert_snapshot!(name, screen(&s));
+        insta::assert_snapshot!(format!("{view}_{w}x{h}"), screen(&s));
     }
 }
 
 #[test]
+fn every_view_at_100x30() {
+    every_view(100, 30);
+}
+
+#[test]
 fn every_view_at_80x24() {
-    let mut s = demo::state(80, 24);
-    insta::assert_snapshot!("shards_80x24", screen(&s));
-    for (k, name) in [
-        ("2", "servers_80x24"),
-        ("3", "queue_80x24"),
-        ("4", "daemons_80x24"),
-        ("5", "events_80x24"),
-    ] {
-        keys(&mut s, k);
-        insta::assert_snapshot!(name, screen(&s));
-    }
+    every_view(80, 24);
 }
 
 #[test]
