@@ -201,3 +201,35 @@ fn no_color_means_no_colour_but_every_state_in_words() {
         assert!(text.contains(word), "{word} missing:\n{text}");
     }
 }
+
+#[test]
+fn queue_servers_that_can_lose_tasks() {
+    let mut s = demo::state(80, 24);
+    s.update(T0, demo::keeping_at_risk());
+    keys(&mut s, "3");
+    insta::assert_snapshot!("queue_keeping_80x24", screen(&s));
+
+    // Under NO_COLOR the warnings are words, not only colours.
+    s.config.color = false;
+    for cell in buffer(&s).content() {
+        assert_eq!((cell.fg, cell.bg), (Color::Reset, Color::Reset));
+    }
+    let text = screen(&s);
+    for words in [
+        "up · evicts: allkeys-lru",
+        "up · no appendonly",
+        "✗ Redis one:13001 evicts: allkeys-lru",
+        "! Redis two:13002 has no appendonly",
+        "queue 12·evicting·1 dead",
+    ] {
+        assert!(text.contains(words), "{words:?} missing:\n{text}");
+    }
+
+    // Where the header has room, the oldest task's age stays beside it.
+    s.update(T0, Event::Resize(100, 30));
+    let header = screen(&s).lines().nth(1).unwrap_or_default().to_string();
+    assert!(
+        header.contains("queue 12·evicting·oldest 3s·1 dead"),
+        "{header}"
+    );
+}

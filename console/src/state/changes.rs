@@ -1,17 +1,19 @@
 //! What a cluster snapshot or a queue report changed: the connection
 //! (lost, back), the growth history behind FULL IN, the daemons' counter
-//! rates, and the lines of the Events view (the cluster diff).
+//! rates, the queue servers that can lose tasks, and the lines of the
+//! Events view (the cluster diff).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use backpack_shared::live::{ClusterState, Doc};
+use backpack_shared::queue::Keeping;
 use backpack_shared::zk::ConnState;
 
 use super::{LogKind, State};
 use crate::event::{Millis, QueueReport};
 use crate::fmt::addr_list;
-use crate::rows::{DaemonRow, flatten};
+use crate::rows::{self, DaemonRow, evicts_text, flatten, no_appendonly_text};
 
 /// An announcement unchanged this long means its counters stand still.
 const RATE_IDLE_MS: Millis = 10_000;
@@ -194,6 +196,45 @@ impl State {
         self.queue_at = Some(self.now);
     }
 
+    /// A new reading of how the queue's servers keep items: Events says
+    /// when a server starts or stops being able to lose tasks.
+    pub(super) fn on_keeping(&mut self, now: Vec<Keeping>) {
+        for k in &now {
+            let before = self.keeping.iter().find(|b| b.addr == k.addr);
+            let was_evicting = before.is_some_and(Keeping::evicts);
+            let had_no_appendonly = before.is_some_and(|b| b.appendonly == Some(false));
+            match &k.policy {
+                Some(policy) if k.evicts() && !was_evicting => {
+                    self.push_log(LogKind::Problem, evicts_text(&[&k.addr], policy));
+                }
+                // Only a policy read back says it stopped; an unreadable one says nothing.
+                Some(policy) if !k.evicts() && was_evicting => self.push_log(
+                    LogKind::Change,
+                    format!(
+                        "Redis {} no longer evicts (maxmemory-policy {policy})",
+                        k.addr
+                    ),
+                ),
+                _ => {}
+            }
+            match k.appendonly {
+                Some(false) if !had_no_appendonly => {
+                    self.push_log(LogKind::Problem, no_appendonly_text(&[&k.addr]));
+                }
+                Some(true) if had_no_appendonly => self.push_log(
+                    LogKind::Change,
+                    format!(
+                        "Redis {} has appendonly on: the queue survives a restart",
+                        k.addr
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        self.keeping_warnings = rows::keeping_warnings(&now);
+        self.keeping = now;
+    }
+
     /// Uploads per second across the coordinators, from their counters.
     pub fn upload_rate(&self) -> Option<f64> {
         counter_rate(&self.daemons, "coordinator", UPLOAD_COUNTERS)
@@ -355,7 +396,9 @@ mod tests {
     use super::super::testing::{cluster_with, last_log};
     use super::*;
     use crate::demo::{self, T0};
-    use crate::rows::ShardState;
+    use crate::event::Event;
+    use crate::rows::{KeepingWarning, ShardState};
+    use crate::state::Tab;
     use backpack_shared::model::{HostPort, ShardSize};
 
     #[test]
@@ -456,5 +499,124 @@ mod tests {
         assert_eq!(s.copy_rate().map(|r| r.round()), Some(398.0));
         assert_eq!(s.totals.rw, 2);
         assert_eq!(s.totals.ro, 1);
+    }
+
+    fn kept(host: &str, port: u16, policy: Option<&str>, appendonly: Option<bool>) -> Keeping {
+        Keeping {
+            addr: HostPort {
+                host: host.into(),
+                port,
+            },
+            policy: policy.map(String::from),
+            appendonly,
+            error: policy
+                .is_none()
+                .then(|| "Connection refused (os error 111)".into()),
+        }
+    }
+
+    fn new_lines(s: &State, since: usize) -> Vec<(LogKind, &str)> {
+        s.log
+            .iter()
+            .skip(since)
+            .map(|e| (e.kind, e.text.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn queue_servers_that_can_lose_tasks_are_named() {
+        let mut s = demo::state(80, 24);
+        let page = s.page_rows(Tab::Queue);
+        let n = s.log.len();
+        s.update(T0, demo::keeping_at_risk());
+        let evicts = "Redis one:13001 evicts: allkeys-lru — queued copies can be lost; set maxmemory-policy noeviction";
+        let no_aof =
+            "Redis two:13002 has no appendonly: a restart loses the queue; set appendonly yes";
+        assert_eq!(
+            new_lines(&s, n),
+            vec![(LogKind::Problem, evicts), (LogKind::Problem, no_aof)]
+        );
+        assert_eq!(
+            s.keeping_warnings,
+            vec![
+                KeepingWarning {
+                    evicts: true,
+                    text: evicts.into()
+                },
+                KeepingWarning {
+                    evicts: false,
+                    text: no_aof.into()
+                },
+            ]
+        );
+        // Each wraps to two lines at 80 columns, taken from the tasks.
+        assert_eq!(s.queue_warning_lines().len(), 4);
+        assert_eq!(s.page_rows(Tab::Queue), page - 4);
+
+        // The same reading 30 s later: nothing new to say.
+        let n = s.log.len();
+        s.update(T0 + 30_000, demo::keeping_at_risk());
+        assert_eq!(new_lines(&s, n), vec![]);
+
+        // Fixed: said once, and the warnings go.
+        s.update(
+            T0 + 60_000,
+            Event::Keeping(vec![
+                kept("one", 13001, Some("noeviction"), Some(true)),
+                kept("two", 13002, Some("noeviction"), Some(true)),
+            ]),
+        );
+        assert_eq!(
+            new_lines(&s, n),
+            vec![
+                (
+                    LogKind::Change,
+                    "Redis one:13001 no longer evicts (maxmemory-policy noeviction)"
+                ),
+                (
+                    LogKind::Change,
+                    "Redis two:13002 has appendonly on: the queue survives a restart"
+                ),
+            ]
+        );
+        assert!(s.keeping_warnings.is_empty());
+        assert_eq!(s.page_rows(Tab::Queue), page);
+
+        // Several servers with one problem: one warning naming them all.
+        s.update(
+            T0 + 90_000,
+            Event::Keeping(vec![
+                kept("one", 13001, Some("allkeys-lfu"), Some(true)),
+                kept("two", 13002, Some("allkeys-lfu"), Some(true)),
+            ]),
+        );
+        assert_eq!(
+            s.keeping_warnings,
+            vec![KeepingWarning {
+                evicts: true,
+                text: "Redis one:13001,two:13002 evict: allkeys-lfu — queued copies can be lost; set maxmemory-policy noeviction".into()
+            }]
+        );
+
+        // A server that stops answering is not said to be fixed, nor named.
+        let n = s.log.len();
+        s.update(
+            T0 + 120_000,
+            Event::Keeping(vec![
+                kept("one", 13001, None, None),
+                kept("two", 13002, Some("volatile-lru"), Some(true)),
+            ]),
+        );
+        assert_eq!(
+            new_lines(&s, n),
+            vec![(
+                LogKind::Change,
+                "Redis two:13002 no longer evicts (maxmemory-policy volatile-lru)"
+            )]
+        );
+        assert!(
+            s.keeping_warnings.is_empty(),
+            "volatile-* leaves the queue alone"
+        );
     }
 }

@@ -31,11 +31,12 @@ use std::sync::Arc;
 
 use backpack_shared::live::ClusterState;
 use backpack_shared::model::HostPort;
+use backpack_shared::queue::Keeping;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::event::{Event, Health, Millis, QueueReport};
 use crate::growth::Growth;
-use crate::rows::{self, DaemonRow, ServerRow, ShardRow, ShardTotals, TaskRow};
+use crate::rows::{self, DaemonRow, KeepingWarning, ServerRow, ShardRow, ShardTotals, TaskRow};
 
 /// How the console was started.
 #[derive(Debug, Clone)]
@@ -71,6 +72,10 @@ pub struct State {
     pub health: HashMap<HostPort, Health>,
     pub queue: Option<QueueReport>,
     pub queue_at: Option<Millis>,
+    /// How each queue Redis keeps items, from the last check.
+    pub keeping: Vec<Keeping>,
+    /// The servers among them that can lose tasks, named.
+    pub keeping_warnings: Vec<KeepingWarning>,
     daemon_prev: HashMap<(&'static str, String), (Millis, serde_json::Value)>,
     daemon_rates: HashMap<(&'static str, String), BTreeMap<String, f64>>,
     pub pending: BTreeMap<u64, Action>,
@@ -109,6 +114,8 @@ impl State {
             health: HashMap::new(),
             queue: None,
             queue_at: None,
+            keeping: vec![],
+            keeping_warnings: vec![],
             daemon_prev: HashMap::new(),
             daemon_rates: HashMap::new(),
             pending: BTreeMap::new(),
@@ -158,6 +165,12 @@ impl State {
             Event::Queue(report) => {
                 self.on_queue(report);
                 self.tasks = rows::task_rows(self.queue.as_ref());
+                self.reorder(Tab::Queue);
+                vec![]
+            }
+            Event::Keeping(keeping) => {
+                self.on_keeping(keeping);
+                // Warning lines take room from the Queue view's tasks.
                 self.reorder(Tab::Queue);
                 vec![]
             }

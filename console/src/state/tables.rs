@@ -127,12 +127,21 @@ impl State {
         layout::queue_server_lines(layout::body_height(self.size.1), self.queue_servers())
     }
 
+    /// The Queue view's warnings about its servers, as drawn.
+    pub fn queue_warning_lines(&self) -> Vec<(bool, String)> {
+        layout::queue_warning_lines(
+            &self.keeping_warnings,
+            self.size.0,
+            layout::body_height(self.size.1),
+        )
+    }
+
     /// Table rows that fit in a view (what PageDown moves by).
     pub fn page_rows(&self, tab: Tab) -> usize {
         layout::page_rows(
             tab,
             layout::body_height(self.size.1),
-            self.queue_server_lines(),
+            self.queue_server_lines() + self.queue_warning_lines().len(),
         )
     }
 

@@ -111,27 +111,44 @@ pub(super) fn render_header(s: &State, theme: Theme, area: Rect, buf: &mut Buffe
         }
     }
     servers_spans.push(Span::raw(")"));
-    let queue = match &s.queue {
-        None => Span::raw("   queue …"),
+    // A queue Redis that evicts is named here too, first in the queue's
+    // figures so that a narrow screen cuts the others; the Queue view says
+    // what it means. Where the line is full, it takes the place of the
+    // oldest task's age (the Queue view shows that too).
+    let evicts = s.keeping.iter().any(|k| k.evicts());
+    let queue = |with_oldest: bool| match &s.queue {
+        None => vec![Span::raw("   queue …")],
         Some(q) => {
             let len = q.overall.map_or("?".to_string(), |n| n.to_string());
-            let oldest = q.oldest.map_or(String::new(), |d| {
+            let oldest = q.oldest.filter(|_| with_oldest).map_or(String::new(), |d| {
                 format!(" · oldest {}", short_duration(d))
             });
             let dead = q.dead_count.unwrap_or(0);
-            let text = format!("   queue {len}{oldest} · {dead} dead");
-            if q.overall.is_none() {
-                Span::styled(text, theme.bad())
+            let style = if q.overall.is_none() {
+                theme.bad()
             } else if dead > 0 {
-                Span::styled(text, theme.warn())
+                theme.warn()
             } else {
-                Span::raw(text)
+                Style::new()
+            };
+            let mut spans = vec![Span::styled(format!("   queue {len}"), style)];
+            if evicts {
+                spans.push(Span::styled(" · evicting", theme.bad()));
             }
+            spans.push(Span::styled(format!("{oldest} · {dead} dead"), style));
+            spans
         }
     };
-    let mut l2 = vec![Span::raw(" "), shards];
-    l2.extend(servers_spans);
-    l2.push(queue);
+    let line2 = |with_oldest: bool| {
+        let mut l2 = vec![Span::raw(" "), shards.clone()];
+        l2.extend(servers_spans.iter().cloned());
+        l2.extend(queue(with_oldest));
+        compact(l2, width)
+    };
+    let mut l2 = line2(true);
+    if evicts && l2.iter().map(|sp| sp.width()).sum::<usize>() > width {
+        l2 = line2(false);
+    }
 
     // Line 3: daemons and space.
     let ncoord = c.coordinators.len();
@@ -162,7 +179,6 @@ pub(super) fn render_header(s: &State, theme: Theme, area: Rect, buf: &mut Buffe
             percent(ratio)
         )),
     ];
-    let l2 = compact(l2, width);
     let l3 = compact(l3, width);
     Paragraph::new(vec![line1, Line::from(l2), Line::from(l3)]).render(area, buf);
 }

@@ -18,7 +18,7 @@ mod tables;
 mod theme;
 
 pub use details::detail_text;
-pub use overlays::{HELP, wrap};
+pub use overlays::HELP;
 pub use tables::daemon_summary;
 
 use ratatui::buffer::Buffer;

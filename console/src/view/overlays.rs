@@ -1,5 +1,5 @@
 //! Boxes drawn over the view: help, the forms (validated as typed), and
-//! the y/N questions; with the box and word-wrap helpers they share.
+//! the y/N questions; with the box helpers they share.
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
@@ -8,36 +8,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Widget};
 
 use super::theme::Theme;
-use crate::fmt::ellipsize;
+use crate::fmt::{ellipsize, wrap};
 use crate::forms::{Form, FormState};
 use crate::state::{Confirm, State};
-
-/// Word-wraps `text` to lines of at most `width` characters.
-pub fn wrap(text: &str, width: usize) -> Vec<String> {
-    let width = width.max(10);
-    let mut out = vec![];
-    let mut line = String::new();
-    for word in text.split(' ') {
-        let wl = word.chars().count();
-        let ll = line.chars().count();
-        if ll > 0 && ll + 1 + wl > width {
-            out.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-        while line.chars().count() > width {
-            let head: String = line.chars().take(width).collect();
-            line = line.chars().skip(width).collect();
-            out.push(head);
-        }
-    }
-    if !line.is_empty() || out.is_empty() {
-        out.push(line);
-    }
-    out
-}
 
 /// A centered box of at most `w` x `h`.
 pub(super) fn centered(area: Rect, w: u16, h: u16) -> Rect {

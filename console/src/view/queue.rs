@@ -1,11 +1,15 @@
-//! The Queue view's body: each Redis server with its length and state,
-//! a summary line (key, oldest task, copies under way, dead letters), and
-//! the tasks (queued, being copied, dead).
+//! The Queue view's body: each Redis server with its length and state
+//! (and whether it can lose tasks: evicting, no appendonly), a summary
+//! line (key, oldest task, copies under way, dead letters), the warnings
+//! naming the servers that can lose tasks, and the tasks (queued, being
+//! copied, dead).
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Widget};
+
+use backpack_shared::model::HostPort;
 
 use super::tables::{render_table, window};
 use super::theme::Theme;
@@ -14,9 +18,11 @@ use crate::state::{State, Tab};
 
 pub(super) fn render_queue(s: &State, theme: Theme, area: Rect, buf: &mut Buffer) {
     let nserv = s.queue_server_lines();
-    let [top, summary, _, tasks] = Layout::vertical([
+    let warnings = s.queue_warning_lines();
+    let [top, summary, warn, _, tasks] = Layout::vertical([
         Constraint::Length(nserv as u16 + 1),
         Constraint::Length(1),
+        Constraint::Length(warnings.len() as u16),
         Constraint::Length(1),
         Constraint::Min(0),
     ])
@@ -51,10 +57,14 @@ pub(super) fn render_queue(s: &State, theme: Theme, area: Rect, buf: &mut Buffer
                         Span::styled(format!("down: {}", ellipsize(e, 40)), theme.bad()),
                     ),
                 };
-                lines.push(Line::from(vec![
+                let mut spans = vec![
                     Span::raw(format!("  {:<24} {:>8}   ", addr.to_string(), len)),
                     st,
-                ]));
+                ];
+                if r.is_ok() {
+                    spans.extend(keeping_spans(s, theme, addr));
+                }
+                lines.push(Line::from(spans));
             }
         }
     }
@@ -84,6 +94,14 @@ pub(super) fn render_queue(s: &State, theme: Theme, area: Rect, buf: &mut Buffer
         }
     };
     Paragraph::new(sum).render(summary, buf);
+    let warnings: Vec<Line> = warnings
+        .into_iter()
+        .map(|(evicts, text)| {
+            let style = if evicts { theme.bad() } else { theme.warn() };
+            Line::styled(text, style)
+        })
+        .collect();
+    Paragraph::new(warnings).render(warn, buf);
     let page = s.page_rows(Tab::Queue);
     let rows: Vec<Row> = window(s, Tab::Queue, page)
         .iter()
@@ -121,4 +139,20 @@ pub(super) fn render_queue(s: &State, theme: Theme, area: Rect, buf: &mut Buffer
         Constraint::Fill(1),
     ];
     render_table(s, Tab::Queue, theme, rows, widths, tasks, buf);
+}
+
+/// After a server's `up`: whether it can lose tasks, in short (the
+/// warning lines under the summary say what it means and the fix).
+fn keeping_spans(s: &State, theme: Theme, addr: &HostPort) -> Vec<Span<'static>> {
+    let Some(k) = s.keeping.iter().find(|k| &k.addr == addr) else {
+        return vec![];
+    };
+    let mut out = vec![];
+    if let Some(policy) = k.policy.as_deref().filter(|_| k.evicts()) {
+        out.push(Span::styled(format!(" · evicts: {policy}"), theme.bad()));
+    }
+    if k.appendonly == Some(false) {
+        out.push(Span::styled(" · no appendonly", theme.warn()));
+    }
+    out
 }
