@@ -4,7 +4,9 @@
 //!
 //! Background tasks, none of which ever blocks the screen:
 //! - the ZooKeeper watches ([`watch_cluster`]): no polling;
-//! - the Redis poller: queue length, age, locks, samples every 1.5 s;
+//! - the Redis poller: queue length, age, locks, samples every 1.5 s; how
+//!   each server keeps items (eviction policy, appendonly) every 30 s, on
+//!   `r` and when the queue changes;
 //! - the node health checker: `GET /stats` of every node, at most
 //!   `--health-rate` checks started a second and 32 at once, each node
 //!   every `--health-every` seconds or, on large clusters, as often as that
@@ -310,6 +312,9 @@ fn queue_action(
 }
 
 const QUEUE_EVERY: Duration = Duration::from_millis(1500);
+/// How often the servers' eviction policy and persistence are read again
+/// (they are read at once when the queue changes and on `r` too).
+const KEEPING_EVERY: Duration = Duration::from_secs(30);
 const SAMPLE: usize = 30;
 
 async fn poll_queue(
@@ -321,6 +326,8 @@ async fn poll_queue(
 ) {
     let pool = RedisPool::new();
     let mut current: Option<(QueueInfo, Queue)> = None;
+    // When the servers' settings are read next (now, at first).
+    let mut keeping_next = Instant::now();
     loop {
         let info = cluster.borrow().queue.value.clone();
         if info.as_ref() != current.as_ref().map(|c| &c.0) {
@@ -329,15 +336,28 @@ async fn poll_queue(
                 (i, q)
             });
             handle.send_replace(current.as_ref().map(|c| c.1.clone()));
+            // Other servers: what was said of the old ones no longer holds.
+            keeping_next = Instant::now();
+            if current.is_none() && tx.send(Event::Keeping(vec![])).await.is_err() {
+                return;
+            }
         }
         if let Some((_, q)) = &current {
-            let (len, dead_len, oldest, sample, dead, locks) = tokio::join!(
+            let check_keeping = Instant::now() >= keeping_next;
+            let (len, dead_len, oldest, sample, dead, locks, keeping) = tokio::join!(
                 q.len(),
                 q.dead_len(),
                 q.oldest_age(),
                 q.sample(SAMPLE),
                 q.dead(SAMPLE),
-                q.locks()
+                q.locks(),
+                async {
+                    if check_keeping {
+                        Some(q.keeping().await)
+                    } else {
+                        None
+                    }
+                }
             );
             let report = QueueReport {
                 key: q.key().to_string(),
@@ -352,10 +372,17 @@ async fn poll_queue(
             if tx.send(Event::Queue(report)).await.is_err() {
                 return;
             }
+            if let Some(keeping) = keeping {
+                keeping_next = Instant::now() + KEEPING_EVERY;
+                if tx.send(Event::Keeping(keeping)).await.is_err() {
+                    return;
+                }
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(QUEUE_EVERY) => {}
-            _ = refresh.notified() => {}
+            // `r`: the operator may just have fixed a server's settings.
+            _ = refresh.notified() => keeping_next = Instant::now(),
         }
     }
 }

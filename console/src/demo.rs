@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use backpack_shared::live::{ClusterState, Doc};
 use backpack_shared::model::{HostPort, QueueInfo, ServersMap, Shard, ShardSize, ShardsMap};
-use backpack_shared::queue::{Lock, TaskInfo, lock_name};
+use backpack_shared::queue::{Keeping, Lock, TaskInfo, lock_name};
 use backpack_shared::zk::ConnState;
 
 use crate::event::{Event, Health, Millis, QueueReport};
@@ -220,6 +220,25 @@ pub fn queue() -> Event {
             worker: "one:4121".into(),
         }]),
     })
+}
+
+/// How the demo queue's servers keep items when they can lose tasks:
+/// one:13001 evicts (`allkeys-lru`), two:13002 does not persist.
+pub fn keeping_at_risk() -> Event {
+    Event::Keeping(vec![
+        Keeping {
+            addr: hp("one", 13001),
+            policy: Some("allkeys-lru".into()),
+            appendonly: Some(true),
+            error: None,
+        },
+        Keeping {
+            addr: hp("two", 13002),
+            policy: Some("noeviction".into()),
+            appendonly: Some(false),
+            error: None,
+        },
+    ])
 }
 
 /// A state that has seen the demo cluster, its health and queue, at `T0`,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use backpack_shared::live::ClusterState;
 use backpack_shared::model::HostPort;
-use backpack_shared::queue::{Lock, TaskInfo};
+use backpack_shared::queue::{Keeping, Lock, TaskInfo};
 use crossterm::event::KeyEvent;
 
 /// Unix time in milliseconds: the console's only clock, passed in.
@@ -24,6 +24,10 @@ pub enum Event {
     Cluster(Arc<ClusterState>),
     /// One round of the Redis poller.
     Queue(QueueReport),
+    /// How each queue Redis keeps items (`maxmemory-policy`, `appendonly`):
+    /// read when the queue changes, on `r` and every 30 s, not every round
+    /// (`CONFIG GET` is not free, and these settings rarely change).
+    Keeping(Vec<Keeping>),
     /// Results of node `/stats` checks (a batch, not every server).
     Health(Vec<(HostPort, Health)>),
     /// An action started by a [`crate::state::Command`] finished.

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use backpack_shared::model::HostPort;
+
 use crate::event::Millis;
 
 /// A short age: `0s`, `42s`, `5m`, `3h`, `2d`.
@@ -64,6 +66,42 @@ pub fn ellipsize(s: &str, width: usize) -> String {
     }
     let mut out: String = s.chars().take(width - 1).collect();
     out.push('…');
+    out
+}
+
+/// Servers as the admin commands take them: `host1:port1,host2:port2`.
+pub fn addr_list<'a>(servers: impl IntoIterator<Item = &'a HostPort>) -> String {
+    servers
+        .into_iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Word-wraps `text` to lines of at most `width` characters.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(10);
+    let mut out = vec![];
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let wl = word.chars().count();
+        let ll = line.chars().count();
+        if ll > 0 && ll + 1 + wl > width {
+            out.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+        while line.chars().count() > width {
+            let head: String = line.chars().take(width).collect();
+            line = line.chars().skip(width).collect();
+            out.push(head);
+        }
+    }
+    if !line.is_empty() || out.is_empty() {
+        out.push(line);
+    }
     out
 }
 

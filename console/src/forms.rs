@@ -9,7 +9,7 @@ use backpack_shared::live::ClusterState;
 use backpack_shared::model::{HostPort, QueueInfo, format_size, parse_size};
 use backpack_shared::ops::{MapOp, OpError, Snapshot, validate_id};
 
-use crate::fmt::id_key;
+use crate::fmt::{addr_list, id_key};
 use crate::rows::node_shards;
 
 /// A one-line text input. A prefilled value is "fresh" (shown as a
@@ -182,13 +182,26 @@ fn snapshot(cluster: &ClusterState) -> Snapshot {
     s
 }
 
+/// Which field of a form is which text input, written once for
+/// [`Form::input`] and [`Form::input_mut`] (the match gives `&` or `&mut`).
+macro_rules! field_input {
+    ($form:expr, $i:expr) => {
+        match ($form, $i) {
+            (Form::AddServer { id, .. }, 0) => Some(id),
+            (Form::AddServer { url, .. }, 1) => Some(url),
+            (Form::AddShard { id, .. }, 0) => Some(id),
+            (Form::AddShard { capacity, .. }, 2) => Some(capacity),
+            (Form::SetQueue { key, .. }, 0) => Some(key),
+            (Form::SetQueue { servers, .. }, 1) => Some(servers),
+            _ => None,
+        }
+    };
+}
+
 impl Form {
     pub fn add_server(cluster: &ClusterState) -> Form {
-        let id = cluster
-            .servers
-            .value
-            .as_ref()
-            .map_or("1".to_string(), |m| next_id(m.keys()));
+        // No map yet: the first id, as with an empty one.
+        let id = next_id(cluster.servers.value.iter().flat_map(|m| m.keys()));
         Form::AddServer {
             id: Input::suggest(id),
             url: Input::default(),
@@ -196,11 +209,8 @@ impl Form {
     }
 
     pub fn add_shard(cluster: &ClusterState) -> Form {
-        let id = cluster
-            .shards
-            .value
-            .as_ref()
-            .map_or("1".to_string(), |m| next_id(m.keys()));
+        // No map yet: the first id, as with an empty one.
+        let id = next_id(cluster.shards.value.iter().flat_map(|m| m.keys()));
         // The capacity of the newest shard is the likeliest wanted.
         let capacity = cluster
             .sizes
@@ -217,19 +227,13 @@ impl Form {
     }
 
     pub fn set_queue(cluster: &ClusterState) -> Form {
-        let (key, servers) = cluster.queue.value.as_ref().map_or(
-            ("backpack-queue".to_string(), String::new()),
-            |q| {
-                (
-                    q.key.clone(),
-                    q.servers
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                )
-            },
-        );
+        let (key, servers) = cluster
+            .queue
+            .value
+            .as_ref()
+            .map_or(("backpack-queue".to_string(), String::new()), |q| {
+                (q.key.clone(), addr_list(&q.servers))
+            });
         Form::SetQueue {
             key: Input::suggest(key),
             servers: Input::suggest(servers),
@@ -282,16 +286,12 @@ impl Form {
     }
 
     /// The text input of field `i`, if it is one.
+    pub fn input(&self, i: usize) -> Option<&Input> {
+        field_input!(self, i)
+    }
+
     pub fn input_mut(&mut self, i: usize) -> Option<&mut Input> {
-        match (self, i) {
-            (Form::AddServer { id, .. }, 0) => Some(id),
-            (Form::AddServer { url, .. }, 1) => Some(url),
-            (Form::AddShard { id, .. }, 0) => Some(id),
-            (Form::AddShard { capacity, .. }, 2) => Some(capacity),
-            (Form::SetQueue { key, .. }, 0) => Some(key),
-            (Form::SetQueue { servers, .. }, 1) => Some(servers),
-            _ => None,
-        }
+        field_input!(self, i)
     }
 
     pub fn picker_mut(&mut self, i: usize) -> Option<&mut Picker> {

@@ -4,9 +4,14 @@
 //! - [`cli`]: arguments; [`app`]: the loop and the background pollers;
 //!   [`term`]: the terminal guard (restores on exit, error and panic).
 //! - [`event`]: the one closed [`event::Event`] enum every source feeds.
-//! - [`state`]: `State::update(now, event) -> Vec<Command>`, no IO.
+//! - [`state`]: `State::update(now, event) -> Vec<Command>`, no IO; its
+//!   rooms are types, changes (the cluster diff), tables, keys, writes and
+//!   the command line.
 //! - [`rows`], [`forms`], [`growth`]: pure pieces of the state.
-//! - [`view`]: `impl Widget for &State`, no IO.
+//! - [`view`]: `impl Widget for &State`, no IO; theme, header, tables,
+//!   queue, details, bar (result line and keys), overlays.
+//! - [`layout`]: the screen's sizes, read by both the state (paging) and
+//!   the view (drawing), so neither imports the other.
 //! - [`demo`]: made-up clusters for tests, snapshots and measurements.
 //!
 //! Logs go to a file (`--log-file`), never to the terminal drawn on.
@@ -18,6 +23,7 @@ pub mod event;
 pub mod fmt;
 pub mod forms;
 pub mod growth;
+pub mod layout;
 pub mod rows;
 pub mod state;
 pub mod term;

@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use backpack_shared::live::{Announcement, ClusterState, Doc};
 use backpack_shared::model::{HostPort, ReplicationTask, shard_chances};
-use backpack_shared::queue::{TaskInfo, lock_name};
+use backpack_shared::queue::{Keeping, TaskInfo, lock_name};
 
 use crate::event::{Health, Millis, QueueReport};
-use crate::fmt::id_key;
+use crate::fmt::{addr_list, id_key};
 use crate::growth::Growth;
 
 /// A shard's state as shown: every state is also a word (NO_COLOR).
@@ -258,6 +258,67 @@ pub fn task_rows(report: Option<&QueueReport>) -> Vec<TaskRow> {
         .map(|i| row(true, i))
         .chain(r.sample.iter().map(|i| row(false, i)))
         .collect()
+}
+
+/// A queue Redis that can lose tasks, named in the Queue view and the
+/// header (a group of servers with the same problem).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepingWarning {
+    /// Evicting: queued copies can go at any time. Else no appendonly:
+    /// they go with a restart (the lesser warning).
+    pub evicts: bool,
+    pub text: String,
+}
+
+/// The warnings for how the queue's servers keep items: one per evicting
+/// policy, then one for the servers without appendonly. Servers whose
+/// settings could not be read (down, `CONFIG` renamed) are not named, as
+/// the daemons do not name them either.
+pub fn keeping_warnings(keeping: &[Keeping]) -> Vec<KeepingWarning> {
+    let mut evicting: BTreeMap<&str, Vec<&HostPort>> = BTreeMap::new();
+    let mut no_appendonly = vec![];
+    for k in keeping {
+        if let Some(policy) = k.policy.as_deref().filter(|_| k.evicts()) {
+            evicting.entry(policy).or_default().push(&k.addr);
+        }
+        if k.appendonly == Some(false) {
+            no_appendonly.push(&k.addr);
+        }
+    }
+    let mut out: Vec<KeepingWarning> = evicting
+        .into_iter()
+        .map(|(policy, servers)| KeepingWarning {
+            evicts: true,
+            text: evicts_text(&servers, policy),
+        })
+        .collect();
+    if !no_appendonly.is_empty() {
+        out.push(KeepingWarning {
+            evicts: false,
+            text: no_appendonly_text(&no_appendonly),
+        });
+    }
+    out
+}
+
+/// `Redis a:1 evicts: allkeys-lru — ...`: what an evicting policy means
+/// and the fix (the Queue view and Events say the same).
+pub fn evicts_text(servers: &[&HostPort], policy: &str) -> String {
+    format!(
+        "Redis {} evict{}: {policy} — queued copies can be lost; set maxmemory-policy noeviction",
+        addr_list(servers.iter().copied()),
+        if servers.len() == 1 { "s" } else { "" }
+    )
+}
+
+/// `Redis a:1 has no appendonly: ...`: what a server without persistence
+/// means and the fix.
+pub fn no_appendonly_text(servers: &[&HostPort]) -> String {
+    format!(
+        "Redis {} {} no appendonly: a restart loses the queue; set appendonly yes",
+        addr_list(servers.iter().copied()),
+        if servers.len() == 1 { "has" } else { "have" }
+    )
 }
 
 pub fn daemon_rows(

@@ -43,34 +43,30 @@ fn keys(s: &mut State, text: &str) {
     }
 }
 
-#[test]
-fn every_view_at_100x30() {
-    let mut s = demo::state(100, 30);
-    insta::assert_snapshot!("shards_100x30", screen(&s));
-    for (k, name) in [
-        ("2", "servers_100x30"),
-        ("3", "queue_100x30"),
-        ("4", "daemons_100x30"),
-        ("5", "events_100x30"),
+/// The five views of the demo cluster on a `w` x `h` terminal, as the
+/// snapshots `<view>_<w>x<h>`.
+fn every_view(w: u16, h: u16) {
+    let mut s = demo::state(w, h);
+    insta::assert_snapshot!(format!("shards_{w}x{h}"), screen(&s));
+    for (k, view) in [
+        ("2", "servers"),
+        ("3", "queue"),
+        ("4", "daemons"),
+        ("5", "events"),
     ] {
         keys(&mut s, k);
-        insta::assert_snapshot!(name, screen(&s));
+        insta::assert_snapshot!(format!("{view}_{w}x{h}"), screen(&s));
     }
 }
 
 #[test]
+fn every_view_at_100x30() {
+    every_view(100, 30);
+}
+
+#[test]
 fn every_view_at_80x24() {
-    let mut s = demo::state(80, 24);
-    insta::assert_snapshot!("shards_80x24", screen(&s));
-    for (k, name) in [
-        ("2", "servers_80x24"),
-        ("3", "queue_80x24"),
-        ("4", "daemons_80x24"),
-        ("5", "events_80x24"),
-    ] {
-        keys(&mut s, k);
-        insta::assert_snapshot!(name, screen(&s));
-    }
+    every_view(80, 24);
 }
 
 #[test]
@@ -204,4 +200,36 @@ fn no_color_means_no_colour_but_every_state_in_words() {
     for word in ["rw", "ro", "reconnecting"] {
         assert!(text.contains(word), "{word} missing:\n{text}");
     }
+}
+
+#[test]
+fn queue_servers_that_can_lose_tasks() {
+    let mut s = demo::state(80, 24);
+    s.update(T0, demo::keeping_at_risk());
+    keys(&mut s, "3");
+    insta::assert_snapshot!("queue_keeping_80x24", screen(&s));
+
+    // Under NO_COLOR the warnings are words, not only colours.
+    s.config.color = false;
+    for cell in buffer(&s).content() {
+        assert_eq!((cell.fg, cell.bg), (Color::Reset, Color::Reset));
+    }
+    let text = screen(&s);
+    for words in [
+        "up · evicts: allkeys-lru",
+        "up · no appendonly",
+        "✗ Redis one:13001 evicts: allkeys-lru",
+        "! Redis two:13002 has no appendonly",
+        "queue 12·evicting·1 dead",
+    ] {
+        assert!(text.contains(words), "{words:?} missing:\n{text}");
+    }
+
+    // Where the header has room, the oldest task's age stays beside it.
+    s.update(T0, Event::Resize(100, 30));
+    let header = screen(&s).lines().nth(1).unwrap_or_default().to_string();
+    assert!(
+        header.contains("queue 12·evicting·oldest 3s·1 dead"),
+        "{header}"
+    );
 }

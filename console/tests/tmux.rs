@@ -2,16 +2,19 @@
 //! grow a cluster with keystrokes only, check the znodes, see a change made
 //! with an admin command appear, quit and find the terminal restored.
 //!
-//! Needs tmux, ZooKeeper and Redis (skipped with a message when missing,
-//! failing under CI) and the admin commands built by
+//! Needs tmux, ZooKeeper and Redis with redis-cli (skipped with a message
+//! when missing, failing under CI) and the admin commands built by
 //! `cargo build --workspace --bins` (.ci/run does).
 #![allow(clippy::unwrap_used)]
 
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use backpack_shared::zk::{Zk, ZkConfig};
-use backpack_tests::{admin, require, shared_redis, shared_zk, unique_root, wait_until};
+use backpack_tests::{
+    RedisServer, admin, require, shared_redis, shared_zk, unique_root, wait_until,
+};
 
 const CONSOLE: &str = env!("CARGO_BIN_EXE_backpack-console");
 
@@ -95,6 +98,16 @@ impl Drop for Tmux {
     }
 }
 
+/// The console in tmux against `zk_addr` and `root`, with `env` set and
+/// logging to `log`; `; echo` shows its exit status once it is gone.
+fn console(env: &str, zk_addr: &str, root: &str, log: &Path, w: u16, h: u16) -> Tmux {
+    let cmd = format!(
+        "{env} {CONSOLE} {zk_addr} {root} --log-file {}; echo console exited with $?",
+        log.display()
+    );
+    Tmux::start(cmd.trim_start(), w, h)
+}
+
 fn tmux_installed() -> bool {
     Command::new("tmux").arg("-V").output().is_ok()
 }
@@ -118,12 +131,7 @@ fn grow_a_cluster_with_keystrokes_only() {
 
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("console.log");
-    // `; echo` shows the exit status once the console is gone.
-    let cmd = format!(
-        "{CONSOLE} {zk_addr} {root} --log-file {}; echo console exited with $?",
-        log.display()
-    );
-    let t = Tmux::start(&cmd, 120, 40);
+    let t = console("", &zk_addr, &root, &log, 120, 40);
     t.wait_for("● connected");
     t.wait_for("no shards yet");
     assert_eq!(
@@ -222,6 +230,83 @@ fn grow_a_cluster_with_keystrokes_only() {
     rt.block_on(async { zk.close() });
 }
 
+fn redis_cli_installed() -> bool {
+    Command::new("redis-cli").arg("--version").output().is_ok()
+}
+
+/// Runs `redis-cli` against `redis`; the answer must be OK.
+fn redis_cli(redis: &RedisServer, args: &[&str]) {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &redis.port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "OK",
+        "redis-cli {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_queue_redis_that_can_lose_tasks_is_named_until_fixed() {
+    if !require("tmux", tmux_installed())
+        || !require(
+            "redis-cli (Debian package redis-tools)",
+            redis_cli_installed(),
+        )
+    {
+        return;
+    }
+    let Some(zk_server) = shared_zk() else { return };
+    // A Redis of its own: this test changes its settings.
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // The fixture runs without appendonly; eviction is set here.
+    redis_cli(
+        &redis,
+        &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"],
+    );
+    let zk_addr = zk_server.addr();
+    let root = unique_root("evicting");
+    admin("init", &[&zk_addr, &root, "backpack-queue", &redis.addr()]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("console.log");
+    // NO_COLOR: the warnings must read as words. Wide enough that each
+    // warning stays on one line.
+    let t = console("NO_COLOR=1", &zk_addr, &root, &log, 140, 30);
+    t.wait_for("● connected");
+    t.keys(&["3"]);
+    let addr = redis.addr();
+    t.wait_for("up · evicts: allkeys-lru · no appendonly");
+    t.wait_for(&format!(
+        "✗ Redis {addr} evicts: allkeys-lru — queued copies can be lost; set maxmemory-policy noeviction"
+    ));
+    t.wait_for(&format!(
+        "! Redis {addr} has no appendonly: a restart loses the queue; set appendonly yes"
+    ));
+    t.wait_for("queue 0 · evicting ·");
+
+    // Fixed on the server, then r: the console reads the settings again.
+    redis_cli(&redis, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    t.keys(&["r"]);
+    let gone = wait_until(Duration::from_secs(10), || {
+        !t.screen().contains("evicts: allkeys-lru")
+    });
+    assert!(gone, "the eviction warning stayed:\n{}", t.screen());
+    t.wait_for(&format!("! Redis {addr} has no appendonly"));
+    t.keys(&["5"]);
+    t.wait_for(&format!(
+        "Redis {addr} no longer evicts (maxmemory-policy noeviction)"
+    ));
+
+    t.keys(&["q"]);
+    t.wait_for("console exited with 0");
+}
+
 #[test]
 fn refuses_to_start_without_a_terminal() {
     let out = Command::new(CONSOLE)
@@ -248,12 +333,14 @@ fn an_error_or_a_panic_restores_the_terminal() {
     // A panic while drawing: the hook restores the screen, then reports.
     let root = unique_root("panic");
     admin("init", &[&zk_server.addr(), &root, "q", "127.0.0.1:1"]);
-    let cmd = format!(
-        "RUST_BACKTRACE=0 BACKPACK_CONSOLE_TEST_PANIC=1 {CONSOLE} {} {root} --log-file {}; echo console exited with $?",
-        zk_server.addr(),
-        log.display()
+    let t = console(
+        "RUST_BACKTRACE=0 BACKPACK_CONSOLE_TEST_PANIC=1",
+        &zk_server.addr(),
+        &root,
+        &log,
+        100,
+        20,
     );
-    let t = Tmux::start(&cmd, 100, 20);
     t.wait_for("console exited with 101");
     assert!(
         t.screen().contains("BACKPACK_CONSOLE_TEST_PANIC"),
@@ -263,11 +350,7 @@ fn an_error_or_a_panic_restores_the_terminal() {
     assert_eq!(t.format("#{alternate_on}"), "0");
     drop(t);
     // An error (nothing listens on port 1): a message on the normal screen.
-    let cmd = format!(
-        "{CONSOLE} 127.0.0.1:1 /backpack --log-file {}; echo console exited with $?",
-        log.display()
-    );
-    let t = Tmux::start(&cmd, 100, 20);
+    let t = console("", "127.0.0.1:1", "/backpack", &log, 100, 20);
     let ok = wait_until(Duration::from_secs(20), || {
         t.screen().contains("console exited with 1")
     });
