@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -325,6 +325,12 @@ async fn put(app: &App, target: &[u8], req: Request<Incoming>) -> Response<Body>
                 if let Ok(hash) = HeaderValue::from_str(&hash_hex(v.content_hash)) {
                     h.insert(HASH_HEADER, hash);
                 }
+            }
+            if let Some(why) = done.unordered {
+                resp.headers_mut().insert(
+                    HeaderName::from_static("x-backpack-unordered"),
+                    HeaderValue::from_static(why.label()),
+                );
             }
             (StatusCode::OK, resp)
         }

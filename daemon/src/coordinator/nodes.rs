@@ -131,8 +131,8 @@ impl Nodes {
     /// Asks every node of `nodes` but the first of the order (the one the
     /// upload will go to) for the version it holds of `name`, in parallel,
     /// each within the probe timeout. Nodes that failed lately are not
-    /// asked (they count as unanswered), and a failed probe does not mark a
-    /// node failed: the write decides that.
+    /// asked (they count as unanswered); one that fails the probe (no
+    /// connection, timeout, 5xx) is marked failed like a failed write.
     pub async fn probe(&self, name: &Name, nodes: Vec<(String, HostPort)>) -> Probe {
         let others: Vec<_> = self.order(name, nodes).into_iter().skip(1).collect();
         let asks = others.iter().map(|(id, addr)| async move {
@@ -143,12 +143,18 @@ impl Nodes {
             let said = match head.await {
                 Ok(Ok(resp)) if resp.status() == hyper::StatusCode::NOT_FOUND => Ok(None),
                 Ok(Ok(resp)) if resp.status() == hyper::StatusCode::OK => {
-                    match version_of(resp.headers()) {
-                        Some(v) => Ok(Some(v.time_ms)),
-                        None => Err(()),
-                    }
+                    // An original node says no version.
+                    version_of(resp.headers())
+                        .map(|v| Some(v.time_ms))
+                        .ok_or(())
                 }
-                _ => Err(()),
+                Ok(Ok(resp)) if !resp.status().is_server_error() => Err(()),
+                _ => {
+                    // Unreachable, hung or failing: not asked again (nor
+                    // written to first) for a while, like a failed write.
+                    self.failed_lock().insert(addr.clone(), Instant::now());
+                    Err(())
+                }
             };
             (id, said)
         });

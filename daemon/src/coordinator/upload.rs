@@ -16,7 +16,9 @@
 //! 6. Queue one replication task per other node of the shard, in one push
 //!    (503 when the queue cannot take them: the file is on one node only).
 //! 7. Answer `200 {"shard_id":"<id>"}`, with the version in
-//!    `X-Backpack-Time` and `X-Backpack-Hash`.
+//!    `X-Backpack-Time` and `X-Backpack-Hash`, and `X-Backpack-Unordered:
+//!    <reason>` when the upload was stored without the ordering guarantee
+//!    (see [`Unordered`]).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -36,6 +38,8 @@ pub struct Uploaded {
     pub shard: String,
     /// The version the node assigned, when it said.
     pub version: Option<Version>,
+    /// Why the upload is not ordered after every earlier one, if it is not.
+    pub unordered: Option<Unordered>,
 }
 
 /// Handles one upload of `target` (the request target as sent); returns
@@ -115,12 +119,16 @@ pub async fn upload(
             shard: shard_id.clone(),
             attempts,
         })?;
-    if !probe.unanswered.is_empty() {
-        app.stats.unordered(Unordered::PeerNotProbed);
+    let unordered = if !written.on_first {
+        Some(Unordered::OffFirstNode)
+    } else if !probe.unanswered.is_empty() {
         tracing::debug!(shard = %shard_id, nodes = ?probe.unanswered, name = %name, "stored without the versions of every other node of the shard");
-    }
-    if !written.on_first {
-        app.stats.unordered(Unordered::OffFirstNode);
+        Some(Unordered::PeerNotProbed)
+    } else {
+        None
+    };
+    if let Some(why) = unordered {
+        app.stats.unordered(why);
     }
     let writer = written.node;
     drop(held);
@@ -157,6 +165,7 @@ pub async fn upload(
     Ok(Uploaded {
         shard: shard_id,
         version: written.version,
+        unordered,
     })
 }
 

@@ -59,6 +59,9 @@ struct App {
     puts: OpStats,
     put_slots: Semaphore,
     versions: Arc<VersionLocks>,
+    /// Uploads not stored because their client had gone when the body was
+    /// complete ([`Conn::still_there`]).
+    abandoned_uploads: std::sync::atomic::AtomicU64,
 }
 
 /// One lock per name being written with a version this node assigns, so
@@ -127,6 +130,10 @@ enum ApiError {
     BadRequest(String),
     #[error("the body stalled for more than {0:?} (--body-timeout)")]
     Timeout(Duration),
+    #[error(
+        "the client closed the connection before the upload was stored; not stored (keep the connection open until the answer)"
+    )]
+    ClientGone,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -135,7 +142,7 @@ impl ApiError {
     fn status(&self) -> u16 {
         match self {
             ApiError::LengthRequired => 411,
-            ApiError::ShortBody { .. } | ApiError::BadRequest(_) => 400,
+            ApiError::ShortBody { .. } | ApiError::BadRequest(_) | ApiError::ClientGone => 400,
             ApiError::TooLarge { .. } => 413,
             ApiError::NameTooLong(_) | ApiError::BadName(NameError::TooLong { .. }) => 414,
             ApiError::BadName(_) => 400,
@@ -261,6 +268,7 @@ pub async fn serve(
         body_timeout: config.body_timeout,
         gets: OpStats::default(),
         puts: OpStats::default(),
+        abandoned_uploads: Default::default(),
         put_slots: Semaphore::new(MAX_PUTS_IN_FLIGHT),
         versions: Arc::default(),
     });
@@ -688,6 +696,7 @@ impl Conn {
                     Ok(Ok(_)) => {}
                 }
             }
+            self.still_there()?;
             app.store
                 .put_small(&name, time_ms, from_client, buf)
                 .await?
@@ -706,6 +715,7 @@ impl Conn {
                     upload.write(pending.split().freeze()).await?;
                 }
             }
+            self.still_there()?;
             upload.finish().await?
         };
         app.puts.record(len, started.elapsed());
@@ -719,6 +729,34 @@ impl Conn {
     }
 
     /// Answers 201 with the version the node now holds for the name.
+    /// Checks, just before an upload is stored, that its client has not
+    /// closed the connection. A coordinator that gave up on this node (its
+    /// `--node-timeout`, this node stopped or stalled) has stored the file
+    /// elsewhere and answered; a copy stored here afterwards would get a
+    /// version later than uploads that followed, and win over them. Not
+    /// airtight (the client may give up during the store itself), but it
+    /// closes the window of a node that resumes after a long stop.
+    fn still_there(&self) -> Result<(), ApiError> {
+        let mut byte = [0u8; 1];
+        let peek = rustix::net::recv(
+            &self.stream,
+            &mut byte[..],
+            rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
+        );
+        match peek {
+            // Nothing to read (or the next pipelined request): still there.
+            Err(rustix::io::Errno::WOULDBLOCK) | Ok((1.., _)) => Ok(()),
+            Err(rustix::io::Errno::INTR) => Ok(()),
+            // End of stream or reset: gone.
+            _ => {
+                self.app
+                    .abandoned_uploads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(ApiError::ClientGone)
+            }
+        }
+    }
+
     async fn created(&mut self, kept: Version, req: &Request) -> Result<(), ApiError> {
         let out = ResponseHead::new(201, 0)
             .header("X-Backpack-Time", kept.time_ms)
@@ -797,6 +835,7 @@ fn stats_json(app: &App) -> serde_json::Value {
     serde_json::json!({
         "gets": app.gets.snapshot(),
         "puts": app.puts.snapshot(),
+        "abandoned_uploads": app.abandoned_uploads.load(std::sync::atomic::Ordering::Relaxed),
         "files": s.files,
         "bytes_stored": s.bytes_stored,
         "volumes": s.volumes,

@@ -6,13 +6,15 @@
 //! `destination_retry_max`), and while it lasts the claimers postpone that
 //! node's tasks instead of locking them: 100,000 tasks for a node under
 //! maintenance cost neither ZooKeeper locks nor the copy rate of the
-//! others. When the backoff ends, one task for it goes through as the
+//! others. Times are the monotonic clock's (a wall clock stepping does not
+//! move a backoff); the queue's due times are each Redis server's. When
+//! the backoff ends, one task for it goes through as the
 //! probe while the others keep waiting; a copy that succeeds clears the
 //! node, a failure doubles its backoff.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How long a probe may stay unanswered (its claim lost, say) before
 /// another task is let through.
@@ -20,12 +22,12 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 struct Down {
-    /// Tasks wait until then (ms since the epoch).
-    until: u64,
+    /// Tasks wait until then.
+    until: Instant,
     /// The backoff that set `until`.
     backoff: Duration,
     /// When a probe was let through, if one is out.
-    probe: Option<u64>,
+    probe: Option<Instant>,
 }
 
 /// Per node id, what is known of it as a destination that failed.
@@ -34,13 +36,6 @@ pub(crate) struct Destinations {
     min: Duration,
     max: Duration,
     down: Mutex<HashMap<String, Down>>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Destinations {
@@ -52,20 +47,18 @@ impl Destinations {
         }
     }
 
-    /// Until when a task for `node` waits (ms since the epoch), or `None`
-    /// to take it now: the node is not known to be down, or its backoff
-    /// ended and this task is the probe.
-    pub fn down_until(&self, node: &str) -> Option<u64> {
+    /// How much longer a task for `node` waits, or `None` to take it now:
+    /// the node is not known to be down, or its backoff ended and this
+    /// task is the probe.
+    pub fn wait_for(&self, node: &str) -> Option<Duration> {
         let mut down = self.lock();
         let d = down.get_mut(node)?;
-        let now = now_ms();
+        let now = Instant::now();
         if now < d.until {
-            return Some(d.until);
+            return Some(d.until - now);
         }
         match d.probe {
-            Some(at) if now < at + PROBE_TIMEOUT.as_millis() as u64 => {
-                Some(now + self.min.as_millis() as u64)
-            }
+            Some(at) if now < at + PROBE_TIMEOUT => Some(self.min),
             _ => {
                 d.probe = Some(now);
                 None
@@ -83,7 +76,7 @@ impl Destinations {
         down.insert(
             node.to_string(),
             Down {
-                until: now_ms() + backoff.as_millis() as u64,
+                until: Instant::now() + backoff,
                 backoff,
                 probe: None,
             },
@@ -118,8 +111,8 @@ mod tests {
     #[test]
     fn a_failed_node_waits_longer_each_time_until_a_copy_succeeds() {
         let d = Destinations::new(Duration::from_secs(1), Duration::from_secs(4));
-        assert_eq!(d.down_until("4"), None);
-        let at = |d: &Destinations| d.down_until("4").map(|t| t.saturating_sub(now_ms()));
+        assert_eq!(d.wait_for("4"), None);
+        let at = |d: &Destinations| d.wait_for("4").map(|t| t.as_millis());
         d.failed("4");
         assert!(at(&d).is_some_and(|ms| (900..=1000).contains(&ms)));
         d.failed("4");
@@ -127,9 +120,9 @@ mod tests {
         d.failed("4");
         d.failed("4");
         assert!(at(&d).is_some_and(|ms| (3900..=4000).contains(&ms)));
-        assert_eq!(d.down_until("5"), None);
+        assert_eq!(d.wait_for("5"), None);
         d.ok("4");
-        assert_eq!(d.down_until("4"), None);
+        assert_eq!(d.wait_for("4"), None);
     }
 
     #[test]
@@ -137,14 +130,14 @@ mod tests {
         let d = Destinations::new(Duration::from_millis(1), Duration::from_millis(1));
         d.failed("4");
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(d.down_until("4"), None, "the probe");
-        assert!(d.down_until("4").is_some(), "the others wait for it");
-        assert!(d.down_until("4").is_some());
+        assert_eq!(d.wait_for("4"), None, "the probe");
+        assert!(d.wait_for("4").is_some(), "the others wait for it");
+        assert!(d.wait_for("4").is_some());
         d.failed("4");
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(d.down_until("4"), None, "the next probe");
+        assert_eq!(d.wait_for("4"), None, "the next probe");
         d.ok("4");
-        assert_eq!(d.down_until("4"), None);
-        assert_eq!(d.down_until("4"), None);
+        assert_eq!(d.wait_for("4"), None);
+        assert_eq!(d.wait_for("4"), None);
     }
 }

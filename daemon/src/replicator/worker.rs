@@ -387,7 +387,7 @@ async fn take(
         let later = |item: &str| {
             ReplicationTask::decode(item)
                 .ok()
-                .and_then(|t| ctx.destinations.down_until(&t.to))
+                .and_then(|t| ctx.destinations.wait_for(&t.to))
         };
         match active.queue.pop_many_where(max, later).await {
             Err(e) => {

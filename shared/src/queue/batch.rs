@@ -65,15 +65,15 @@ impl Queue {
         self.pop_many_where(max, |_| None).await
     }
 
-    /// [`Queue::pop_many`], except for the due items `later` gives a time
-    /// for (ms since the epoch): those are not locked but postponed to that
-    /// time (their due time moved, no lock taken), so that tasks waiting
+    /// [`Queue::pop_many`], except for the due items `later` gives a wait
+    /// for: those are not locked but postponed by it (their due time moved,
+    /// no lock taken), so that tasks waiting
     /// for a node that is down cost neither locks nor room in the next
     /// samples.
     pub async fn pop_many_where(
         &self,
         max: usize,
-        later: impl Fn(&str) -> Option<u64>,
+        later: impl Fn(&str) -> Option<Duration>,
     ) -> Result<Vec<Claim>, QueueError> {
         if self.inner.servers.is_empty() {
             return Err(QueueError::NoServers);

@@ -33,6 +33,10 @@
 //!   removes unconditionally, and an original coordinator's push does not
 //!   count: in a mixed cluster such a re-push can still be lost.
 //!
+//! Times in `<key>:first` and `<key>:due` are each server's own clock
+//! (`TIME`, in Lua scripts), never a daemon's: a coordinator whose clock is
+//! ten minutes ahead does not push tasks due in ten minutes.
+//!
 //! Items finished by an original replicator leave stale entries in
 //! `<key>:first`; readers check membership and clean them.
 //!
@@ -49,7 +53,7 @@ mod redis_conn;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use md5::{Digest, Md5};
 use rand::seq::SliceRandom;
@@ -106,16 +110,42 @@ end
 return removed
 "#;
 
-/// Up to `ARGV[3]` items of `KEYS[1]` (the queue set) that are due by
-/// `ARGV[1]` (ms) in `KEYS[2]` (the due times), from a random place
-/// (`ARGV[2]` in 0..1) among the due ones so that workers spread out.
+/// The server's clock in ms, in a script. Due and first-queued times are
+/// each Redis server's own clock, never a daemon's: daemons whose clocks
+/// disagree by minutes still agree on when a task is due. (Scripts that
+/// write after `TIME` need effects replication: the default since Redis 5,
+/// asked for explicitly on older servers.)
+const SERVER_NOW: &str = r#"
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"#;
+
+/// Sets scores in the sorted set `KEYS[1]` to the server's time (ms) plus
+/// an offset: `ARGV[1]` is `NX` (new members only), `XX` (existing only)
+/// or `ANY`, then pairs of item and offset (ms). Returns the server's time.
+const ZADD_FROM_NOW: &str = r#"
+for i = 2, #ARGV, 2 do
+  local score = now + tonumber(ARGV[i + 1])
+  if ARGV[1] == 'ANY' then
+    redis.call('ZADD', KEYS[1], score, ARGV[i])
+  else
+    redis.call('ZADD', KEYS[1], ARGV[1], score, ARGV[i])
+  end
+end
+return now
+"#;
+
+/// Up to `ARGV[2]` items of `KEYS[1]` (the queue set) that are due by the
+/// server's time in `KEYS[2]` (the due times), from a random place
+/// (`ARGV[1]` in 0..1) among the due ones so that workers spread out.
 /// Due entries of items no longer queued (done by an original replicator)
 /// are dropped; when too few are due, a sample of the set adopts items
 /// without a due time (pushed by an original daemon) as due now.
 const DUE_CANDIDATES: &str = r#"
-local now, want = tonumber(ARGV[1]), tonumber(ARGV[3])
+local want = tonumber(ARGV[2])
 local n = redis.call('ZCOUNT', KEYS[2], '-inf', now)
-local off = math.floor(tonumber(ARGV[2]) * math.max(0, n - want))
+local off = math.floor(tonumber(ARGV[1]) * math.max(0, n - want))
 local out = {}
 for _, item in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', off, want)) do
   if redis.call('SISMEMBER', KEYS[1], item) == 1 then
@@ -135,11 +165,29 @@ end
 return out
 "#;
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// `SERVER_NOW` then `body`: one script.
+fn with_server_now(body: &str) -> String {
+    format!("{SERVER_NOW}{body}")
+}
+
+/// Adds to `p` an `EVAL` of [`ZADD_FROM_NOW`] on `set` (its answer
+/// ignored): each item's score becomes the server's time plus its offset.
+fn zadd_from_now<'a>(
+    p: &mut redis::Pipeline,
+    set: &str,
+    mode: &str,
+    items: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    let cmd = p
+        .cmd("EVAL")
+        .arg(with_server_now(ZADD_FROM_NOW))
+        .arg(1)
+        .arg(set)
+        .arg(mode);
+    for (item, offset_ms) in items {
+        cmd.arg(item).arg(offset_ms);
+    }
+    cmd.ignore();
 }
 
 /// The lock znode's name (under the root) for an item: `<key><md5 hex>`.
@@ -296,7 +344,6 @@ impl Queue {
         if items.is_empty() {
             return Ok(());
         }
-        let now = now_ms();
         let key = &self.inner.key;
         let first = self.k("first");
         let wake = self.k("wake");
@@ -307,19 +354,11 @@ impl Queue {
             for item in items {
                 p.cmd("SADD").arg(key).arg(item).ignore();
                 p.cmd("HINCRBY").arg(&pushes).arg(item).arg(1).ignore();
-                p.cmd("ZADD")
-                    .arg(&due)
-                    .arg("NX")
-                    .arg(now)
-                    .arg(item)
-                    .ignore();
-                p.cmd("ZADD")
-                    .arg(&first)
-                    .arg("NX")
-                    .arg(now)
-                    .arg(item)
-                    .ignore();
             }
+            // Due now and first seen now, by the server's clock.
+            let now = || items.iter().map(|i| (i.as_str(), 0));
+            zadd_from_now(&mut p, &due, "NX", now());
+            zadd_from_now(&mut p, &first, "NX", now());
             p.cmd("PUBLISH").arg(&wake).arg(1).ignore();
             async move { (s.addr.clone(), s.pipe::<()>(&p).await) }
         }))
@@ -490,21 +529,21 @@ impl Queue {
         Ok(())
     }
 
-    /// Moves due times later (`item`, ms since the epoch), on every server
-    /// that has one for the item; best effort (a miss only means the item
-    /// is looked at again sooner).
-    pub(super) async fn postpone(&self, items: &[(String, u64)]) {
+    /// Moves due times later (`item`, by how long from now), on every
+    /// server that has one for the item; best effort (a miss only means the
+    /// item is looked at again sooner).
+    pub(super) async fn postpone(&self, items: &[(String, Duration)]) {
         let due = self.k("due");
         let results = futures::future::join_all(self.inner.servers.iter().map(|s| {
             let mut p = redis::pipe();
-            for (item, until) in items {
-                p.cmd("ZADD")
-                    .arg(&due)
-                    .arg("XX")
-                    .arg(until)
-                    .arg(item)
-                    .ignore();
-            }
+            zadd_from_now(
+                &mut p,
+                &due,
+                "XX",
+                items
+                    .iter()
+                    .map(|(item, wait)| (item.as_str(), wait.as_millis() as u64)),
+            );
             async move { (s.addr.clone(), s.pipe::<()>(&p).await) }
         }))
         .await;
@@ -547,11 +586,10 @@ impl Queue {
         want: usize,
     ) -> Result<Vec<String>, String> {
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(DUE_CANDIDATES)
+        cmd.arg(with_server_now(DUE_CANDIDATES))
             .arg(2)
             .arg(&self.inner.key)
             .arg(self.k("due"))
-            .arg(now_ms())
             .arg(rand::random::<f64>())
             .arg(want);
         let mut items: Vec<String> = server.cmd(&cmd).await?;
@@ -648,7 +686,6 @@ impl Queue {
             self.k("first"),
             self.k("due"),
         );
-        let now = now_ms();
         let results = futures::future::join_all(self.inner.servers.iter().map(|s| {
             let mut p = redis::pipe();
             p.cmd("HINCRBY").arg(&tries).arg(&claim.item).arg(1);
@@ -657,25 +694,27 @@ impl Queue {
                 .arg(&claim.item)
                 .arg(error)
                 .ignore();
-            // First sight, for items an original daemon pushed.
-            p.cmd("ZADD")
+            // First sight, for items an original daemon pushed; and the
+            // server's time, to tell the age by the same clock.
+            p.cmd("EVAL")
+                .arg(with_server_now(ZADD_FROM_NOW))
+                .arg(1)
                 .arg(&first)
                 .arg("NX")
-                .arg(now)
                 .arg(&claim.item)
-                .ignore();
+                .arg(0);
             p.cmd("ZSCORE").arg(&first).arg(&claim.item);
-            async move { s.pipe::<(u64, Option<f64>)>(&p).await }
+            async move { s.pipe::<(u64, u64, Option<f64>)>(&p).await }
         }))
         .await;
-        let answers: Vec<(u64, Option<f64>)> = results.into_iter().filter_map(Result::ok).collect();
+        let answers: Vec<(u64, u64, Option<f64>)> =
+            results.into_iter().filter_map(Result::ok).collect();
         let attempts = answers.iter().map(|a| a.0).max().unwrap_or(0);
         let age = answers
             .iter()
-            .filter_map(|a| a.1)
-            .map(|f| f as u64)
-            .min()
-            .map(|t| Duration::from_millis(now.saturating_sub(t)));
+            .filter_map(|&(_, now, first)| first.map(|f| now.saturating_sub(f as u64)))
+            .max()
+            .map(Duration::from_millis);
         let outcome = if dead(attempts, age) && self.holds(claim).await? {
             let (key, dead_set) = (&self.inner.key, self.k("dead"));
             futures::future::join_all(self.inner.servers.iter().map(|s| {
@@ -688,10 +727,10 @@ impl Queue {
             .await;
             FailOutcome::Dead { attempts }
         } else {
-            let next = now + retry_in(attempts).as_millis() as u64;
+            let wait = retry_in(attempts).as_millis() as u64;
             futures::future::join_all(self.inner.servers.iter().map(|s| {
                 let mut p = redis::pipe();
-                p.cmd("ZADD").arg(&due).arg(next).arg(&claim.item).ignore();
+                zadd_from_now(&mut p, &due, "ANY", [(claim.item.as_str(), wait)]);
                 async move { s.pipe::<()>(&p).await }
             }))
             .await;
@@ -739,6 +778,7 @@ impl Queue {
     /// Age of the oldest queued item we know the first-queued time of.
     pub async fn oldest_age(&self) -> Option<Duration> {
         let (key, first) = (&self.inner.key, self.k("first"));
+        // Ages by each server's clock, which wrote the times.
         let mut oldest: Option<u64> = None;
         for s in &self.inner.servers {
             // Skip the entries of dead letters (they keep their
@@ -761,13 +801,15 @@ impl Queue {
                 let mut p = redis::pipe();
                 p.cmd("SISMEMBER").arg(key).arg(&item);
                 p.cmd("SISMEMBER").arg(self.k("dead")).arg(&item);
-                match s.pipe::<(bool, bool)>(&p).await {
-                    Ok((true, _)) => {
-                        oldest = Some(oldest.map_or(score as u64, |o| o.min(score as u64)));
+                p.cmd("TIME");
+                match s.pipe::<(bool, bool, (u64, u64))>(&p).await {
+                    Ok((true, _, (secs, micros))) => {
+                        let age = (secs * 1000 + micros / 1000).saturating_sub(score as u64);
+                        oldest = Some(oldest.map_or(age, |o| o.max(age)));
                         break;
                     }
-                    Ok((false, true)) => at += 1,
-                    Ok((false, false)) => {
+                    Ok((false, true, _)) => at += 1,
+                    Ok((false, false, _)) => {
                         let mut p = redis::pipe();
                         p.cmd("ZREM").arg(&first).arg(&item).ignore();
                         p.cmd("HDEL").arg(self.k("pushes")).arg(&item).ignore();
@@ -778,7 +820,7 @@ impl Queue {
                 }
             }
         }
-        oldest.map(|t| Duration::from_millis(now_ms().saturating_sub(t)))
+        oldest.map(Duration::from_millis)
     }
 
     /// Up to `n` queued items with what we know of them.
@@ -835,18 +877,12 @@ impl Queue {
             self.k("wake"),
             self.k("due"),
         );
-        let now = now_ms();
         self.on_every(|p| {
             p.cmd("SREM").arg(&dead).arg(item);
             p.cmd("SADD").arg(key).arg(item).ignore();
             p.cmd("HDEL").arg(&tries).arg(item).ignore();
-            p.cmd("ZADD")
-                .arg(&first)
-                .arg("NX")
-                .arg(now)
-                .arg(item)
-                .ignore();
-            p.cmd("ZADD").arg(&due).arg(now).arg(item).ignore();
+            zadd_from_now(p, &first, "NX", [(item, 0)]);
+            zadd_from_now(p, &due, "ANY", [(item, 0)]);
             p.cmd("PUBLISH").arg(&wake).arg(1).ignore();
         })
         .await

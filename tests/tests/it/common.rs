@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,7 @@ use backpack_daemon::node::{self, NodeConfig};
 use backpack_shared::model::{HostPort, paths};
 use backpack_shared::ops::MapOp;
 use backpack_shared::zk::{Zk, ZkConfig};
-use backpack_tests::wait_until;
+use backpack_tests::{Process, wait_until};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -119,20 +120,28 @@ pub async fn init_root(zk_addr: &str, root: &str, queue_key: &str, redis: &[Stri
 /// Two storage nodes, servers 1 and 2, making up shard 1 (read-only).
 pub async fn two_node_shard(zk: &backpack_shared::zk::Zk) -> (TestNode, TestNode) {
     let (a, b) = (TestNode::start().await, TestNode::start().await);
-    for (id, n) in [("1", &a), ("2", &b)] {
+    add_shard(zk, &[a.addr.port(), b.addr.port()]).await;
+    (a, b)
+}
+
+/// Servers 1..=n on 127.0.0.1:`ports`, making up shard 1 (read-only).
+pub async fn add_shard(zk: &backpack_shared::zk::Zk, ports: &[u16]) {
+    let mut nodes = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let id = (i + 1).to_string();
         let addr = HostPort {
             host: "127.0.0.1".into(),
-            port: n.addr.port(),
+            port: *port,
         };
         zk.apply(&MapOp::AddServer {
-            id: id.into(),
+            id: id.clone(),
             addr,
             replace: false,
         })
         .await
         .unwrap();
+        nodes.push(id);
     }
-    let nodes = vec!["1".into(), "2".into()];
     zk.apply(&MapOp::AddShard {
         id: "1".into(),
         nodes,
@@ -141,7 +150,169 @@ pub async fn two_node_shard(zk: &backpack_shared::zk::Zk) -> (TestNode, TestNode
     })
     .await
     .unwrap();
-    (a, b)
+}
+
+/// libfaketime (Debian package faketime), if installed.
+pub fn libfaketime() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())
+}
+
+/// Whether libfaketime is there (under `CI`: must be).
+pub fn require_faketime() -> bool {
+    backpack_tests::require(
+        "faketime (Debian package faketime)",
+        libfaketime().is_some(),
+    )
+}
+
+/// Starts a binary of the workspace with its wall clock shifted by `shift`
+/// (libfaketime's offsets: `+10m`, `-600s`; empty for the true clock). The
+/// monotonic clock is left alone, so timeouts keep working. Run through
+/// `env`, so the process the guard signals is the program itself.
+pub fn spawn_clocked(
+    name: &'static str,
+    program: &str,
+    shift: &str,
+    args: &[String],
+    dir: &Path,
+) -> Process {
+    let mut all = Vec::new();
+    if !shift.is_empty() {
+        let lib = libfaketime().expect("libfaketime is installed (require_faketime)");
+        all.push(format!("LD_PRELOAD={}", lib.display()));
+        all.push(format!("FAKETIME={shift}"));
+        all.push("FAKETIME_DONT_FAKE_MONOTONIC=1".into());
+    }
+    all.push(backpack_tests::bin(program).display().to_string());
+    all.extend(args.iter().cloned());
+    backpack_tests::spawn(name, "env", &all, dir)
+}
+
+/// A `backpack-node` process on a fixed loopback port with its own data
+/// directory, kept across restarts.
+pub struct NodeProcess {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    process: Option<Process>,
+}
+
+impl NodeProcess {
+    pub fn start(shift: &str) -> NodeProcess {
+        let mut n = NodeProcess {
+            port: backpack_tests::free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            process: None,
+        };
+        n.launch(shift);
+        n
+    }
+
+    fn launch(&mut self, shift: &str) {
+        let data = self.dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let args = [
+            data.display().to_string(),
+            "127.0.0.1".into(),
+            self.port.to_string(),
+        ];
+        self.process = Some(spawn_clocked(
+            "backpack-node",
+            "backpack-node",
+            shift,
+            &args,
+            self.dir.path(),
+        ));
+        let port = self.port;
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            }),
+            "backpack-node did not listen on {port}"
+        );
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    /// Kills it (SIGKILL: what it acknowledged is on disk already).
+    pub fn kill(&mut self) {
+        self.process = None;
+    }
+
+    /// Kills it and starts it again on the same port and data, its clock
+    /// shifted by `shift`.
+    pub fn restart(&mut self, shift: &str) {
+        self.kill();
+        self.launch(shift);
+    }
+
+    /// SIGSTOP: it keeps its connections and answers nothing.
+    pub fn pause(&self) {
+        if let Some(p) = &self.process {
+            p.signal("STOP");
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(p) = &self.process {
+            p.signal("CONT");
+        }
+    }
+}
+
+/// A `backpack-coordinator` process on a free loopback port.
+pub struct CoordinatorProcess {
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    _process: Process,
+}
+
+impl CoordinatorProcess {
+    /// Starts one for `zk_addr`/`root` with its clock shifted by `shift`
+    /// and `extra` options; returns once `/health` answers 200.
+    pub async fn start(zk_addr: &str, root: &str, shift: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = backpack_tests::free_port();
+        let mut args = vec![
+            zk_addr.to_string(),
+            root.to_string(),
+            "127.0.0.1".into(),
+            port.to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let process = spawn_clocked(
+            "backpack-coordinator",
+            "backpack-coordinator",
+            shift,
+            &args,
+            dir.path(),
+        );
+        let health = format!("http://127.0.0.1:{port}/health");
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let ready = eventually(Duration::from_secs(20), || async {
+            client
+                .get(&health)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        assert!(ready, "coordinator not ready: {}", process.log_text());
+        CoordinatorProcess {
+            port,
+            _dir: dir,
+            _process: process,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
 }
 
 pub fn nginx() -> Option<&'static str> {
@@ -276,4 +447,47 @@ pub async fn start_replicator(
         .await
         .expect("replicator started");
     running
+}
+
+/// The queue of `key` on `redis` servers, as the daemons see it.
+pub fn queue_on(zk: &Zk, key: &str, redis_ports: &[u16]) -> backpack_shared::queue::Queue {
+    let info = backpack_shared::model::QueueInfo {
+        key: key.into(),
+        servers: redis_ports
+            .iter()
+            .map(|port| HostPort {
+                host: "127.0.0.1".into(),
+                port: *port,
+            })
+            .collect(),
+    };
+    backpack_shared::queue::Queue::new(&info, &backpack_shared::queue::RedisPool::new(), zk.clone())
+}
+
+/// Waits until `queue` is empty with no task locked (every copy done), and
+/// asserts there are no dead letters.
+pub async fn drained(queue: &backpack_shared::queue::Queue, timeout: Duration) {
+    let done = eventually(timeout, || async {
+        queue.len().await.overall == Some(0) && queue.locks().await.is_ok_and(|l| l.is_empty())
+    })
+    .await;
+    assert!(
+        done,
+        "the queue did not drain: {:?}",
+        queue.len().await.per_server
+    );
+    let dead = queue.dead(5).await;
+    assert!(dead.is_empty(), "dead letters: {dead:?}");
+}
+
+/// A name whose rendezvous order among `ids` starts with `first`.
+pub fn name_first_on(first: &str, ids: &[&str], tag: &str) -> String {
+    (0..)
+        .map(|i| format!("/{tag}/{i}.jpg"))
+        .find(|n| {
+            let mut v: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+            backpack_shared::model::rendezvous_order(n, &mut v);
+            v[0] == first
+        })
+        .unwrap()
 }

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::eventually;
+use crate::common::{eventually, name_first_on};
 
 struct TestNode {
     id: String,
@@ -1149,18 +1149,6 @@ async fn a_queue_redis_that_may_evict_is_refused_until_fixed_or_allowed() {
     );
     r.stop().await;
     allowed.stop().await;
-}
-
-/// A name whose rendezvous order starts with `first` among `ids`.
-fn name_first_on(first: &str, ids: &[&str], tag: &str) -> String {
-    (0..)
-        .map(|i| format!("/{tag}/{i}.jpg"))
-        .find(|n| {
-            let mut v: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
-            backpack_shared::model::rendezvous_order(n, &mut v);
-            v[0] == first
-        })
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

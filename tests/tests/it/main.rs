@@ -4,6 +4,7 @@
 //! `backpack_tests::bin`.
 #![allow(clippy::unwrap_used)]
 
+mod clocks;
 mod cluster;
 mod common;
 mod convergence;
