@@ -55,6 +55,19 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         files: usize,
     },
+    /// Start-up time: rebuilding the index from the volumes, against
+    /// reading and hashing the same bytes.
+    Open {
+        /// Where the volumes are written (removed after).
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+        /// Files in the volumes.
+        #[arg(long, default_value_t = 200_000)]
+        files: usize,
+        /// Bytes per file.
+        #[arg(long, default_value_t = 4_000)]
+        file_size: usize,
+    },
 }
 
 #[tokio::main]
@@ -121,6 +134,35 @@ async fn main() -> anyhow::Result<()> {
                     client("nginx")
                 );
             }
+        }
+        Cmd::Open {
+            dir,
+            files,
+            file_size,
+        } => {
+            let dir = tempfile::tempdir_in(&dir)
+                .with_context(|| format!("cannot make a directory in {}", dir.display()))?;
+            let r = bench::open(dir.path(), files, file_size)?;
+            let mb = r.volume_bytes as f64 / 1e6;
+            let rate = |secs: f64| format!("{secs:.2} s ({:.0} MB/s)", mb / secs);
+            println!(
+                "{} files of {file_size} bytes, {mb:.0} MB of volumes, page cache warm",
+                r.files
+            );
+            println!("read only:      {}", rate(r.read_secs));
+            println!("CRC-32:         {}", rate(r.crc_secs));
+            println!("XXH3-64:        {}", rate(r.xxh3_secs));
+            println!(
+                "Store::open:    {} = {:.2}x the read, {:.1} us/file",
+                rate(r.open_secs),
+                r.open_secs / r.read_secs,
+                r.open_secs * 1e6 / r.files as f64
+            );
+            println!(
+                "index after start-up: {} bytes = {:.1} bytes/file (names included)",
+                r.index_bytes,
+                r.index_bytes as f64 / r.files as f64
+            );
         }
         Cmd::Index { files } => {
             let r = bench::index(files);

@@ -167,7 +167,8 @@ pub struct Store {
     _lock: File,
 }
 
-fn volume_path(dir: &Path, id: u32) -> PathBuf {
+/// `<dir>/volume-<id, 8 digits>.bpk`.
+pub fn volume_path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("volume-{id:08}.bpk"))
 }
 

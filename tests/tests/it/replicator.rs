@@ -1231,3 +1231,77 @@ async fn a_destination_down_holds_back_only_its_own_tasks() {
     r.shutdown().await;
     env.zk.close();
 }
+
+/// A destination node restarted in two seconds under steady uploads: its
+/// tasks wait out the restart (per-task and per-destination backoff) and
+/// none becomes a dead letter; afterwards every answered upload is on both
+/// nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_in_two_seconds_under_steady_uploads_loses_no_task() {
+    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
+        return;
+    };
+    let root = unique_root("restart-2s");
+    let zk = common::init_root(&zks.addr(), &root, "r2q", &[redis.addr()]).await;
+    let (a, mut b) = common::two_node_shard(&zk).await;
+    zk.apply(&MapOp::EnableShard { id: "1".into() })
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let front = common::start_coordinator(&zk, stop.clone()).await;
+    let running = common::start_replicator(&zks.addr(), &root, 4, stop.clone()).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    let mut answered = Vec::new();
+    let mut stopped_at: Option<Instant> = None;
+    let mut restarted_after = None;
+    let mut i = 0;
+    // Uploads before, during and after the restart.
+    while restarted_after.is_none_or(|n| i < n + 100) {
+        if i == 100 {
+            b.stop().await;
+            stopped_at = Some(Instant::now());
+        }
+        if restarted_after.is_none()
+            && stopped_at.is_some_and(|t| t.elapsed() >= Duration::from_secs(2))
+        {
+            b.restart().await;
+            restarted_after = Some(i);
+        }
+        let name = format!("/steady/{i}.jpg");
+        let r = client
+            .put(format!("http://{}{name}", front.local_addr()))
+            .body(format!("file {i}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            answered.push(name);
+        }
+        i += 1;
+    }
+    assert!(
+        answered.len() as f64 > i as f64 * 0.99,
+        "{} of {i} answered",
+        answered.len()
+    );
+    common::drained(
+        &common::queue_on(&zk, "r2q", &[redis.port]),
+        Duration::from_secs(60),
+    )
+    .await;
+    for name in &answered {
+        for node in [&a, &b] {
+            let r = client
+                .get(format!("{}{name}", node.url()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{name} on {}", node.url());
+        }
+    }
+    stop.cancel();
+    front.wait().await;
+    let _ = running.await;
+    zk.close();
+}
