@@ -4,7 +4,6 @@
 //! in-process.
 
 pub mod admin;
-pub mod benchkit;
 pub mod coordinator;
 pub mod node;
 pub mod node_client;

@@ -13,7 +13,8 @@
 //!   [`nodes`]: writing to storage nodes and reading from them;
 //! - [`fill`]: the per-shard fill-level batcher;
 //! - [`stats`]: counters, `/stats` and `/metrics`; [`statsd`]; [`announce`];
-//! - [`bench`]: the `backpack-bench-coordinator` command's benchmark.
+//! - its benchmark, `backpack-bench-coordinator`, is in `bench/` (package
+//!   `backpack-bench`).
 //!
 //! Entry points: [`start`] returns once the server listens (uploads answer
 //! 503 until the configuration is read, see [`Coordinator::wait_ready`]);
@@ -25,7 +26,6 @@
 //! removes its announcement and closes its ZooKeeper session.
 
 pub mod announce;
-pub mod bench;
 pub mod body;
 pub mod cli;
 pub mod fill;

@@ -10,7 +10,6 @@
 //! Entry points: [`run`] (open + serve, for tests and embedding), or
 //! [`open_store`] then [`serve`]; [`cli`] is what the binary calls.
 
-pub mod bench;
 pub mod bufpool;
 pub mod cli;
 pub mod http;

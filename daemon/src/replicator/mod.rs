@@ -17,7 +17,8 @@
 //!   uncapped connection pool.
 //! - [`stats`]: counters, the `<root>/replicators/<host:pid>` announcement
 //!   and the Prometheus text of `--metrics-listen`.
-//! - [`bench`]: the `backpack-bench-replicator` benchmark.
+//! - its benchmark, `backpack-bench-replicator`, is in `bench/` (package
+//!   `backpack-bench`).
 //!
 //! Session loss: claimers pause while ZooKeeper is disconnected; at expiry
 //! a copy in flight is abandoned (its lock vanished with the session, so
@@ -28,7 +29,6 @@
 //! rest are cut and their locks released, the announcement is removed and
 //! the session closed.
 
-pub mod bench;
 pub mod cli;
 pub mod copy;
 pub mod dead;

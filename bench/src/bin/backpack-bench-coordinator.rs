@@ -3,7 +3,7 @@
 //! `bench/README.md`). Build with `--release` before measuring.
 
 use anyhow::Context;
-use backpack_daemon::coordinator::bench::{self, BenchOptions};
+use backpack_bench::coordinator::{self as bench, BenchOptions};
 use clap::Parser;
 use std::path::PathBuf;
 

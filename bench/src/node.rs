@@ -7,8 +7,8 @@
 //! - [`index`]: fills an [`Index`] with a million small files and reports
 //!   its memory per file.
 
-use super::index::{Index, Location};
 use anyhow::{Context, Result, bail};
+use backpack_daemon::node::index::{Index, Location};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -558,8 +558,8 @@ pub struct OpenReport {
 /// them both ways, and opening the store; the page cache is warmed first
 /// so that every figure is CPU, not disk.
 pub fn open(dir: &Path, files: usize, file_size: usize) -> Result<OpenReport> {
-    use super::record::{FLAG_CLIENT_TIME, Header, Kind, encode_record};
-    use super::store::{Store, volume_path};
+    use backpack_daemon::node::record::{FLAG_CLIENT_TIME, Header, Kind, encode_record};
+    use backpack_daemon::node::store::{Store, volume_path};
     use std::io::{Read, Write};
     const VOLUME: u64 = 1 << 30;
     let data: Vec<u8> = (0..file_size).map(|i| (i * 7 % 251) as u8).collect();

@@ -32,7 +32,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::io::AsyncBufReadExt;
 
-use crate::benchkit::{self, Proc, free_port, median, percentile};
+use crate::kit::{self, Proc, free_port, median, percentile};
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -118,12 +118,12 @@ struct Servers {
 }
 
 async fn start_servers(opts: &BenchOptions, dir: &Path) -> Result<Servers> {
-    let (redis_proc, redis) = benchkit::start_redis(&opts.redis_bin, dir).await?;
-    let (zk_proc, zk) = benchkit::start_zookeeper(&opts.zk_jar, &dir.join("zk"), dir).await?;
+    let (redis_proc, redis) = kit::start_redis(&opts.redis_bin, dir).await?;
+    let (zk_proc, zk) = kit::start_zookeeper(&opts.zk_jar, &dir.join("zk"), dir).await?;
     let mut procs = vec![redis_proc, zk_proc];
     let mut nodes = Vec::new();
     for i in 1..=opts.shard_nodes.max(1) {
-        let (p, addr) = benchkit::start_node(&opts.node_bin, &format!("node{i}"), dir).await?;
+        let (p, addr) = kit::start_node(&opts.node_bin, &format!("node{i}"), dir).await?;
         procs.push(p);
         nodes.push(addr);
     }
@@ -388,7 +388,7 @@ fn memory(pid: u32) -> Option<(u64, u64)> {
 
 /// User + system CPU seconds of a process.
 fn cpu_secs(pid: u32) -> Option<f64> {
-    benchkit::cpu_ms(pid).map(|ms| ms as f64 / 1000.0)
+    kit::cpu_ms(pid).map(|ms| ms as f64 / 1000.0)
 }
 
 /// Runs the benchmark, reporting each phase through `progress`.

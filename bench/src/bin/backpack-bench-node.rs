@@ -2,7 +2,7 @@
 //! `bench/README-node.md`). Build with `--release` before measuring.
 
 use anyhow::Context;
-use backpack_daemon::node::bench::{self, HttpOptions};
+use backpack_bench::node::{self as bench, HttpOptions};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 

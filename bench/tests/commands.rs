@@ -1,11 +1,13 @@
 //! The benchmark commands run end to end on a small load (their own
 //! Redis, ZooKeeper, nodes and coordinator), so the benchmarks the figures
-//! in bench/README.md come from keep working.
+//! in bench/README.md come from keep working. The daemons are another
+//! package's binaries: `cargo build --workspace --bins` first (`.ci/run`
+//! does), [`bin`] finds them.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 
-use backpack_tests::{RedisServer, ZkServer, require};
+use backpack_tests::{RedisServer, ZkServer, bin, require};
 
 fn servers_installed() -> bool {
     require(
@@ -26,11 +28,10 @@ fn coordinator_benchmark_runs_on_a_small_load() {
     let out = Command::new(env!("CARGO_BIN_EXE_backpack-bench-coordinator"))
         .args(["--files", "40", "--file-size", "2000", "--concurrency", "4"])
         .args(["--rounds", "1", "--latency-files", "10"])
-        .args(["--node-bin", env!("CARGO_BIN_EXE_backpack-node")])
-        .args([
-            "--coordinator-bin",
-            env!("CARGO_BIN_EXE_backpack-coordinator"),
-        ])
+        .arg("--node-bin")
+        .arg(bin("backpack-node"))
+        .arg("--coordinator-bin")
+        .arg(bin("backpack-coordinator"))
         .arg("--dir")
         .arg(dir.path())
         .env("RUST_LOG", "warn")
@@ -77,11 +78,11 @@ fn replicator_benchmark_runs_on_a_small_load() {
             "40",
             "--latency-secs",
             "0.5",
-            "--node-bin",
-            env!("CARGO_BIN_EXE_backpack-node"),
-            "--coordinator-bin",
-            env!("CARGO_BIN_EXE_backpack-coordinator"),
         ])
+        .arg("--node-bin")
+        .arg(bin("backpack-node"))
+        .arg("--coordinator-bin")
+        .arg(bin("backpack-coordinator"))
         .arg("--dir")
         .arg(dir.path())
         .output()

@@ -3,8 +3,8 @@
 //! Build with `--release` before measuring.
 
 use anyhow::Context;
-use backpack_daemon::benchkit::median;
-use backpack_daemon::replicator::bench::{self, BenchOptions, Event, Phase};
+use backpack_bench::kit::median;
+use backpack_bench::replicator::{self as bench, BenchOptions, Event, Phase};
 use clap::Parser;
 use std::path::PathBuf;
 

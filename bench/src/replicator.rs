@@ -30,9 +30,9 @@ use backpack_shared::zk::{Zk, ZkConfig};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Replicator, ReplicatorConfig, copy};
-use crate::benchkit::{self, Proc, cpu_ms, free_port, percentile};
-use crate::node_client::NodeClient;
+use crate::kit::{self, Proc, cpu_ms, free_port, percentile};
+use backpack_daemon::node_client::NodeClient;
+use backpack_daemon::replicator::{Counters, Replicator, ReplicatorConfig, Stats, copy};
 
 /// Settings of a benchmark run.
 #[derive(Debug, Clone)]
@@ -158,7 +158,7 @@ impl Servers {
         v.push(("bench".into(), cpu_ms(std::process::id()).unwrap_or(0)));
         Cpu {
             per_process: v,
-            zk_txns: benchkit::zxid(&self.zk).await.unwrap_or(0),
+            zk_txns: kit::zxid(&self.zk).await.unwrap_or(0),
         }
     }
 }
@@ -178,7 +178,7 @@ async fn cpu_since(before: &Cpu, s: &Servers) -> Cpu {
 }
 
 async fn start_servers(opts: &BenchOptions, dir: &Path) -> Result<Servers> {
-    let (redis_proc, redis) = benchkit::start_redis(&opts.redis_bin, dir).await?;
+    let (redis_proc, redis) = kit::start_redis(&opts.redis_bin, dir).await?;
     let zk_tmp = match &opts.zk_dir {
         Some(d) => Some(
             tempfile::Builder::new()
@@ -191,9 +191,9 @@ async fn start_servers(opts: &BenchOptions, dir: &Path) -> Result<Servers> {
     let zdata = zk_tmp
         .as_ref()
         .map_or_else(|| dir.join("zk"), |t| t.path().to_path_buf());
-    let (zk_proc, zk) = benchkit::start_zookeeper(&opts.zk_jar, &zdata, dir).await?;
-    let (n1, a) = benchkit::start_node(&opts.node_bin, "node1", dir).await?;
-    let (n2, b) = benchkit::start_node(&opts.node_bin, "node2", dir).await?;
+    let (zk_proc, zk) = kit::start_zookeeper(&opts.zk_jar, &zdata, dir).await?;
+    let (n1, a) = kit::start_node(&opts.node_bin, "node1", dir).await?;
+    let (n2, b) = kit::start_node(&opts.node_bin, "node2", dir).await?;
     Ok(Servers {
         procs: vec![redis_proc, zk_proc, n1, n2],
         _zk_tmp: zk_tmp,
@@ -339,9 +339,9 @@ async fn plain_copy(
 /// A replicator kept running across slices of work, as in production.
 struct Running {
     queue: Queue,
-    stats: std::sync::Arc<super::Stats>,
+    stats: std::sync::Arc<Stats>,
     stop: CancellationToken,
-    handle: tokio::task::JoinHandle<super::Counters>,
+    handle: tokio::task::JoinHandle<Counters>,
     concurrency: usize,
 }
 
