@@ -8,6 +8,9 @@
 //!   tests that only need *a* server: each such test takes its own root
 //!   ([`unique_root`]) and Redis key. A test that kills or pauses a server
 //!   starts its own.
+//! - [`ZkServer::try_start`] and [`RedisServer::try_start`] start one with
+//!   other settings ([`ZkOptions`]: a production ZooKeeper, its data on
+//!   another device) and return errors: the benchmarks (`bench/`) use them.
 //! - A missing server binary skips with a message, except when `CI` is set:
 //!   then it fails.
 //! - [`bin`] finds the workspace's built binaries (for tests that need real
@@ -17,6 +20,6 @@
 pub mod servers;
 
 pub use servers::{
-    Process, RedisServer, ZkServer, admin, bin, free_port, require, shared_redis, shared_zk, spawn,
-    unique_root, wait_until,
+    Process, RedisServer, ZkOptions, ZkServer, admin, bin, free_port, require, shared_redis,
+    shared_zk, spawn, spawn_command, unique_root, wait_until,
 };

@@ -2,8 +2,9 @@
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -62,7 +63,7 @@ pub struct Process {
     child: Child,
     guard: Option<std::process::ChildStdin>,
     log: PathBuf,
-    name: &'static str,
+    name: String,
 }
 
 const GUARD: &str = r#""$@" & pid=$!; trap 'kill -9 $pid 2>/dev/null; wait $pid' EXIT; read _; kill -CONT $pid 2>/dev/null"#;
@@ -79,6 +80,37 @@ impl Process {
             let _ = f.read_to_string(&mut s);
         }
         s
+    }
+
+    /// The server's pid (the guard's one child, from `/proc`); `None`
+    /// until the guard has started it, or once the guard has ended.
+    pub fn pid(&self) -> Option<u32> {
+        let guard = self.child.id();
+        std::fs::read_to_string(format!("/proc/{guard}/task/{guard}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// How the server ended, once it has; `None` while it runs (or is
+    /// being started). The guard does not reap it before it is dropped,
+    /// so its status is read from `/proc/<pid>/stat` (Linux). Once the
+    /// guard itself has ended (it killed the server, or reaped it), the
+    /// guard's status.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        // After the command name (which may hold spaces and parentheses):
+        // the state is field 3, the exit code (a wait status) field 52.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        if fields.first() != Some(&"Z") {
+            return None;
+        }
+        Some(ExitStatus::from_raw(fields.get(49)?.parse().ok()?))
     }
 }
 
@@ -100,19 +132,38 @@ impl Drop for Process {
 
 /// Starts `program` with its output in `<dir>/<name>.log`, under the guard
 /// that kills it when the test process exits.
-pub fn spawn(name: &'static str, program: &str, args: &[String], dir: &Path) -> Process {
+pub fn spawn(name: &str, program: &str, args: &[String], dir: &Path) -> Process {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    spawn_command(name, &cmd, dir)
+}
+
+/// [`spawn`] for a prepared command: its program, arguments, environment
+/// and working directory (its standard streams are the guard's and the
+/// log's).
+pub fn spawn_command(name: &str, cmd: &Command, dir: &Path) -> Process {
     let log = dir.join(format!("{name}.log"));
     let out = std::fs::File::create(&log)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
     let err = out
         .try_clone()
         .unwrap_or_else(|e| panic!("cannot dup log: {e}"));
-    let mut child = Command::new("sh")
-        .arg("-c")
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
         .arg(GUARD)
         .arg("sh")
-        .arg(program)
-        .args(args)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => sh.env(key, value),
+            None => sh.env_remove(key),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        sh.current_dir(d);
+    }
+    let mut child = sh
         .stdin(Stdio::piped())
         .stdout(out)
         .stderr(err)
@@ -123,7 +174,7 @@ pub fn spawn(name: &'static str, program: &str, args: &[String], dir: &Path) -> 
         child,
         guard,
         log,
-        name,
+        name: name.to_string(),
     }
 }
 
@@ -150,9 +201,54 @@ pub struct ZkServer {
     _dir: tempfile::TempDir,
 }
 
+/// How [`ZkServer::try_start`] runs ZooKeeper. The default is the tests'
+/// (short ticks, a JVM that starts fast); [`ZkOptions::production`] is a
+/// production server's settings, for benchmarks.
+#[derive(Debug, Clone)]
+pub struct ZkOptions {
+    /// ZooKeeper's jar.
+    pub jar: PathBuf,
+    /// Where its data (transaction log, snapshots) goes, created if
+    /// missing [default: in the server's temporary directory].
+    pub data_dir: Option<PathBuf>,
+    /// `zoo.cfg` lines besides the port, the address, the data directory
+    /// and the limits every server here gets.
+    pub settings: Vec<String>,
+    /// The JVM's options.
+    pub jvm: Vec<String>,
+}
+
+impl Default for ZkOptions {
+    fn default() -> ZkOptions {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        ZkOptions {
+            jar: ZK_JAR.into(),
+            data_dir: None,
+            settings: strings(&[
+                "tickTime=500",
+                "minSessionTimeout=1000",
+                "maxSessionTimeout=30000",
+            ]),
+            jvm: strings(&["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]),
+        }
+    }
+}
+
+impl ZkOptions {
+    /// ZooKeeper's defaults (`tickTime=2000`, the transaction log
+    /// fsync'd) and a JVM that compiles in full, as in production.
+    pub fn production() -> ZkOptions {
+        ZkOptions {
+            settings: vec!["tickTime=2000".into()],
+            jvm: vec!["-Xmx512m".into()],
+            ..ZkOptions::default()
+        }
+    }
+}
+
 impl ZkServer {
     pub fn installed() -> bool {
-        Path::new(ZK_JAR).exists() && Command::new("java").arg("-version").output().is_ok()
+        Path::new(ZK_JAR).exists() && java_installed()
     }
 
     /// Starts a server, or returns `None` (after [`require`]) when not installed.
@@ -160,49 +256,63 @@ impl ZkServer {
         if !require("ZooKeeper (Debian package zookeeper)", Self::installed()) {
             return None;
         }
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        Some(Self::try_start(&ZkOptions::default()).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// Starts a server as `opts` say, once it answers `ruok`; an error
+    /// when ZooKeeper is not installed or does not start (3 tries).
+    pub fn try_start(opts: &ZkOptions) -> anyhow::Result<ZkServer> {
+        anyhow::ensure!(
+            opts.jar.exists() && java_installed(),
+            "ZooKeeper ({}) or java is not installed: apt-get install -y zookeeper",
+            opts.jar.display()
+        );
+        let dir = tempfile::tempdir()?;
+        let data = opts
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
+        let mut log = String::new();
         for _ in 0..3 {
             let port = free_port();
             let cfg = dir.path().join("zoo.cfg");
-            let data = dir.path().join("data");
             let _ = std::fs::create_dir_all(&data);
-            let text = format!(
-                "tickTime=500\nminSessionTimeout=1000\nmaxSessionTimeout=30000\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=*\nmaxClientCnxns=0\n",
+            let mut text: String = opts.settings.iter().map(|l| format!("{l}\n")).collect();
+            text += &format!(
+                "dataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=*\nmaxClientCnxns=0\n",
                 data.display()
             );
-            std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("write zoo.cfg: {e}"));
-            let args: Vec<String> = [
-                "-Xmx256m",
-                "-XX:+UseSerialGC",
-                "-XX:TieredStopAtLevel=1",
-                "-cp",
-                &format!("{ZK_JAR}:/usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-simple.jar"),
-                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
-                &cfg.display().to_string(),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+            std::fs::write(&cfg, text).map_err(|e| anyhow::anyhow!("write zoo.cfg: {e}"))?;
+            let mut args = opts.jvm.clone();
+            args.extend([
+                "-cp".to_string(),
+                format!(
+                    "{}:/usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-simple.jar",
+                    opts.jar.display()
+                ),
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain".to_string(),
+                cfg.display().to_string(),
+            ]);
             let mut proc = spawn("zookeeper", "java", &args, dir.path());
             let up = wait_until(Duration::from_secs(30), || {
-                if let Ok(Some(_)) = proc.child.try_wait() {
-                    return true;
-                }
-                ruok(port)
+                proc.exit_status().is_some() || ruok(port)
             });
-            if up && proc.child.try_wait().map(|s| s.is_none()).unwrap_or(false) {
-                return Some(ZkServer {
+            if up && proc.exit_status().is_none() {
+                return Ok(ZkServer {
                     proc,
                     port,
                     _dir: dir,
                 });
             }
-            eprintln!(
-                "ZooKeeper did not start on port {port}; retrying:\n{}",
-                proc.log_text()
-            );
+            log = proc.log_text();
+            eprintln!("ZooKeeper did not start on port {port}; retrying:\n{log}");
         }
-        panic!("ZooKeeper did not start after 3 tries");
+        anyhow::bail!("ZooKeeper did not start after 3 tries; its log:\n{log}")
+    }
+
+    /// The server's pid (see [`Process::pid`]).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
     }
 
     /// `127.0.0.1:<port>`, the form of the commands' first argument.
@@ -218,6 +328,10 @@ impl ZkServer {
     pub fn resume(&self) {
         self.proc.signal("CONT");
     }
+}
+
+fn java_installed() -> bool {
+    Command::new("java").arg("-version").output().is_ok()
 }
 
 fn ruok(port: u16) -> bool {
@@ -241,6 +355,7 @@ pub struct RedisServer {
     proc: Option<Process>,
     pub port: u16,
     dir: tempfile::TempDir,
+    program: PathBuf,
 }
 
 impl RedisServer {
@@ -255,19 +370,30 @@ impl RedisServer {
         if !require("Redis (Debian package redis-server)", Self::installed()) {
             return None;
         }
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        Some(Self::try_start(Path::new("redis-server")).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// Starts `program` (a `redis-server`) once it listens; an error when
+    /// it cannot run or does not start (3 tries).
+    pub fn try_start(program: &Path) -> anyhow::Result<RedisServer> {
+        anyhow::ensure!(
+            Command::new(program).arg("--version").output().is_ok(),
+            "cannot run {}: apt-get install -y redis-server",
+            program.display()
+        );
         let mut server = RedisServer {
             proc: None,
             port: 0,
-            dir,
+            dir: tempfile::tempdir()?,
+            program: program.into(),
         };
         for _ in 0..3 {
             server.port = free_port();
             if server.launch() {
-                return Some(server);
+                return Ok(server);
             }
         }
-        panic!("redis-server did not start after 3 tries");
+        anyhow::bail!("redis-server did not start after 3 tries")
     }
 
     fn launch(&mut self) -> bool {
@@ -286,12 +412,14 @@ impl RedisServer {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let mut proc = spawn("redis", "redis-server", &args, self.dir.path());
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&args);
+        let mut proc = spawn_command("redis", &cmd, self.dir.path());
         let port = self.port;
         let up = wait_until(Duration::from_secs(10), || {
-            matches!(proc.child.try_wait(), Ok(Some(_))) || port_open(port)
+            proc.exit_status().is_some() || port_open(port)
         });
-        let alive = matches!(proc.child.try_wait(), Ok(None));
+        let alive = proc.exit_status().is_none();
         if up && alive {
             self.proc = Some(proc);
             true
@@ -307,6 +435,11 @@ impl RedisServer {
     /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The server's pid (see [`Process::pid`]); `None` while killed.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref()?.pid()
     }
 
     /// Kills the server (SIGKILL) and waits for it: its data is gone.
@@ -389,4 +522,45 @@ pub fn admin(name: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn exited(p: &mut Process) -> Option<ExitStatus> {
+        let mut status = None;
+        wait_until(Duration::from_secs(10), || {
+            status = p.exit_status();
+            status.is_some()
+        });
+        status
+    }
+
+    #[test]
+    fn a_prepared_command_runs_with_its_environment_and_reports_its_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo \"$GREETING\"; exit 3"])
+            .env("GREETING", "hello");
+        let mut p = spawn_command("greeter", &cmd, dir.path());
+        assert_eq!(exited(&mut p).and_then(|s| s.code()), Some(3));
+        assert_eq!(p.log_text(), "hello\n");
+    }
+
+    #[test]
+    fn a_running_server_has_a_pid_and_no_exit_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = spawn("sleeper", "sleep", &["30".to_string()], dir.path());
+        assert!(wait_until(Duration::from_secs(10), || p.pid().is_some()));
+        let pid = p.pid().unwrap();
+        assert_ne!(pid, p.child.id(), "the server's pid, not the guard's");
+        assert_eq!(p.exit_status(), None);
+        p.signal("TERM");
+        // Killed by the signal (a guard that reaps it reports 128 + 15).
+        assert!(exited(&mut p).is_some_and(|s| !s.success()));
+        drop(p);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    }
 }
