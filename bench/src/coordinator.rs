@@ -16,12 +16,11 @@
 //! body the same shared buffer, so the client costs the same either way.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use backpack_shared::model::{HostPort, QueueInfo, Shard, ShardSize, paths, to_json};
 use backpack_shared::zk::{Zk, ZkConfig};
 use bytes::Bytes;
@@ -30,9 +29,10 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::io::AsyncBufReadExt;
 
-use crate::kit::{self, Proc, free_port, median, percentile};
+use backpack_tests::{Process, RedisServer, ZkServer, free_port, spawn_command};
+
+use crate::kit::{self, median, percentile};
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -110,26 +110,31 @@ impl Report {
     }
 }
 
+/// The servers the coordinator uses, stopped when dropped.
 struct Servers {
-    procs: Vec<Proc>,
+    _redis_server: RedisServer,
+    _zk_server: ZkServer,
+    _node_procs: Vec<Process>,
     zk: String,
     redis: HostPort,
     nodes: Vec<HostPort>,
 }
 
 async fn start_servers(opts: &BenchOptions, dir: &Path) -> Result<Servers> {
-    let (redis_proc, redis) = kit::start_redis(&opts.redis_bin, dir).await?;
-    let (zk_proc, zk) = kit::start_zookeeper(&opts.zk_jar, &dir.join("zk"), dir).await?;
-    let mut procs = vec![redis_proc, zk_proc];
+    let (redis_server, redis) = kit::start_redis(&opts.redis_bin).await?;
+    let zk_server = kit::start_zookeeper(&opts.zk_jar, &dir.join("zk")).await?;
+    let mut node_procs = Vec::new();
     let mut nodes = Vec::new();
     for i in 1..=opts.shard_nodes.max(1) {
         let (p, addr) = kit::start_node(&opts.node_bin, &format!("node{i}"), dir).await?;
-        procs.push(p);
+        node_procs.push(p);
         nodes.push(addr);
     }
     Ok(Servers {
-        procs,
-        zk,
+        zk: zk_server.addr(),
+        _redis_server: redis_server,
+        _zk_server: zk_server,
+        _node_procs: node_procs,
         redis,
         nodes,
     })
@@ -176,64 +181,41 @@ async fn start_coordinator(
     s: &Servers,
     root: &str,
     dir: &Path,
-) -> Result<(Proc, u16)> {
-    let port = free_port()?;
-    let log = dir.join("coordinator.log");
-    let mut child = Command::new(&opts.coordinator_bin)
-        .args([&s.zk, root, "127.0.0.1", &port.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()
-        .with_context(|| format!("cannot start {}", opts.coordinator_bin.display()))?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let p = Proc {
-        child,
-        name: "backpack-coordinator".into(),
-        log: log.clone(),
-    };
-    let stdout = tokio::process::ChildStdout::from_std(stdout)?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
+) -> Result<(Process, u16)> {
+    const NAME: &str = "backpack-coordinator";
+    let port = free_port();
+    let mut cmd = kit::daemon(&opts.coordinator_bin)?;
+    cmd.args([&s.zk, root, "127.0.0.1", &port.to_string()])
+        .env("RUST_LOG", "warn");
+    let mut p = spawn_command(NAME, &cmd, dir);
+    // Its standard output and error both go to its log (spawn_command).
+    let log = dir.join(format!("{NAME}.log"));
     let want = format!("Listening to http://127.0.0.1:{port}/");
-    let wait = async {
-        let mut seen = Vec::new();
-        while let Some(line) = lines.next_line().await? {
-            seen.push(line.clone());
-            if line == want {
-                return Ok::<_, anyhow::Error>(seen);
-            }
-        }
-        bail!("backpack-coordinator ended; see {}", log.display())
+    let lines = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().map(str::to_string).collect::<Vec<_>>()
     };
-    let seen = tokio::time::timeout(Duration::from_secs(30), wait)
-        .await
-        .map_err(|_| anyhow::anyhow!("backpack-coordinator not ready within 30 s"))??;
-    if seen.first().map(String::as_str) != Some("coordinator is ready!") {
-        bail!("unexpected output of backpack-coordinator: {seen:?}");
+    kit::wait_ready(&mut p, NAME, || {
+        let listening = lines().contains(&want);
+        async move { listening }
+    })
+    .await?;
+    let lines = lines();
+    let ready = lines.iter().position(|l| l == "coordinator is ready!");
+    if !ready.is_some_and(|r| lines[r + 1..].contains(&want)) {
+        bail!("unexpected output of {NAME}: {lines:?}");
     }
-    // Keep reading stdout so the coordinator never blocks on it.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok((p, port))
 }
 
 /// SIGTERM, then waits for a clean exit (the graceful shutdown path).
-async fn stop_gracefully(mut p: Proc) -> Result<()> {
-    if let Some(pid) = rustix::process::Pid::from_raw(p.child.id() as i32) {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = p.child.try_wait()? {
-            if !status.success() {
-                bail!("{} exited with {status} after SIGTERM", p.name);
-            }
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{} still running 30 s after SIGTERM", p.name);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+async fn stop_gracefully(mut p: Process) -> Result<()> {
+    const NAME: &str = "backpack-coordinator";
+    let stop = move || kit::stop(&mut p, Duration::from_secs(30));
+    match tokio::task::spawn_blocking(stop).await? {
+        Some(status) if status.success() => Ok(()),
+        Some(status) => bail!("{NAME} exited with {status} after SIGTERM"),
+        None => bail!("{NAME} still running 30 s after SIGTERM"),
     }
 }
 
@@ -401,7 +383,7 @@ pub async fn run(opts: BenchOptions, mut progress: impl FnMut(&Phase)) -> Result
     let root = "/bench";
     init_cluster(&servers, root).await?;
     let (coordinator, port) = start_coordinator(&opts, &servers, root, dir).await?;
-    let pid = coordinator.child.id();
+    let pid = kit::pid(&coordinator, "backpack-coordinator")?;
 
     let rss_max = Arc::new(AtomicU64::new(0));
     let sampling = tokio::spawn({
@@ -480,7 +462,7 @@ pub async fn run(opts: BenchOptions, mut progress: impl FnMut(&Phase)) -> Result
     }
     report.rss_max = rss_max.load(Ordering::Relaxed);
     stop_gracefully(coordinator).await?;
-    drop(servers.procs);
+    drop(servers);
     Ok(report)
 }
 

@@ -1,87 +1,72 @@
-//! What the benchmark commands share: server processes on free loopback
-//! ports (Redis, ZooKeeper, storage nodes), killed on drop, readiness
-//! waits that name the log to read, CPU time from `/proc`, medians.
+//! What the benchmark commands share: their servers, started with
+//! `backpack_tests`' launchers (ZooKeeper, Redis, any process under the
+//! guard that kills it on drop, free ports), readiness waits that show the
+//! log, a graceful stop, CPU time from `/proc`, medians.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use backpack_shared::model::HostPort;
+use backpack_tests::{Process, RedisServer, ZkOptions, ZkServer, free_port, spawn_command};
 
-/// A server process started by a benchmark, killed on drop; its output
-/// goes to `<dir>/<name>.log`.
-pub struct Proc {
-    pub child: Child,
-    pub name: String,
-    pub log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    /// Starts `cmd` (arguments and environment set by the caller) with
-    /// its output in `<dir>/<name>.log`.
-    pub fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Result<Proc> {
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log)
-            .with_context(|| format!("cannot create {}", log.display()))?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("cannot start {name} ({:?})", cmd.get_program()))?;
-        Ok(Proc {
-            child,
-            name: name.into(),
-            log,
-        })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits until `ready` holds, failing early if the process exits and
-    /// after 30 s; both errors name the log.
-    pub async fn wait_ready<F, Fut>(&mut self, mut ready: F) -> Result<()>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = bool>,
-    {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ready().await {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                bail!(
-                    "{} exited ({status}); see {}",
-                    self.name,
-                    self.log.display()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} not ready within 30 s; see {}",
-                    self.name,
-                    self.log.display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+/// Waits until `ready` holds, failing early if the process `name` exits
+/// and after 30 s; both errors show its log.
+pub async fn wait_ready<F, Fut>(p: &mut Process, name: &str, mut ready: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready().await {
+        if let Some(status) = p.exit_status() {
+            bail!("{name} exited ({status}); its log:\n{}", p.log_text());
         }
-        Ok(())
+        if Instant::now() > deadline {
+            bail!("{name} not ready within 30 s; its log:\n{}", p.log_text());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// SIGTERM (nginx's master then takes its workers down; the daemons shut
+/// down gracefully), then waits up to `timeout` for the process to end:
+/// how it ended, `None` if it still runs (dropping it kills it). Blocks:
+/// it also runs in `Drop`.
+pub fn stop(p: &mut Process, timeout: Duration) -> Option<ExitStatus> {
+    use rustix::process::{Pid, Signal, kill_process};
+    if let Some(pid) = p.pid().and_then(|pid| Pid::from_raw(pid as i32)) {
+        let _ = kill_process(pid, Signal::TERM);
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = p.exit_status() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// A free loopback port (bound and released).
-pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
-    Ok(l.local_addr()?.port())
+/// A command running one of the workspace's daemons, if it is built.
+pub fn daemon(bin: &Path) -> Result<Command> {
+    if !bin.is_file() {
+        bail!(
+            "{} is missing: build the daemons first (cargo build --release --workspace --bins) or give its path",
+            bin.display()
+        );
+    }
+    Ok(Command::new(bin))
+}
+
+/// The server's pid, once it runs.
+pub fn pid(p: &Process, name: &str) -> Result<u32> {
+    p.pid().with_context(|| format!("{name} has no pid"))
 }
 
 pub async fn port_open(port: u16) -> bool {
@@ -98,50 +83,37 @@ fn loopback(port: u16) -> HostPort {
 }
 
 /// A Redis server without persistence (the benchmarks' queue).
-pub async fn start_redis(bin: &Path, dir: &Path) -> Result<(Proc, HostPort)> {
-    let port = free_port()?;
-    let mut cmd = Command::new(bin);
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"]);
-    let mut p = Proc::spawn("redis", cmd, dir)?;
-    p.wait_ready(|| port_open(port)).await?;
-    Ok((p, loopback(port)))
+pub async fn start_redis(bin: &Path) -> Result<(RedisServer, HostPort)> {
+    let bin = bin.to_path_buf();
+    let redis = tokio::task::spawn_blocking(move || RedisServer::try_start(&bin)).await??;
+    let addr = loopback(redis.port);
+    Ok((redis, addr))
 }
 
-/// A standalone ZooKeeper from Debian's jar with the defaults of
+/// A standalone ZooKeeper from Debian's jar with the settings of
 /// production (its transaction log fsync'd), data in `data`; ready once it
-/// serves sessions. Returns it and its `host:port`.
-pub async fn start_zookeeper(jar: &Path, data: &Path, dir: &Path) -> Result<(Proc, String)> {
-    let port = free_port()?;
-    std::fs::create_dir_all(data)?;
-    let cfg = dir.join("zoo.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "tickTime=2000\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\nmaxClientCnxns=0\n4lw.commands.whitelist=srvr\n",
-            data.display()
-        ),
-    )?;
-    let mut cmd = Command::new("java");
-    cmd.arg("-Xmx512m")
-        .arg("-cp")
-        .arg(format!(
-            "{}:/usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-simple.jar",
-            jar.display()
-        ))
-        .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
-        .arg(&cfg);
-    let mut p = Proc::spawn("zookeeper", cmd, dir)?;
-    let addr = format!("127.0.0.1:{port}");
-    // It opens its port (and answers `ruok`) before it serves sessions;
-    // `srvr` names its mode once it does.
-    p.wait_ready(|| async {
-        srvr(&addr)
-            .await
-            .is_some_and(|s| s.contains("Mode: standalone"))
-    })
-    .await?;
-    Ok((p, addr))
+/// serves sessions.
+pub async fn start_zookeeper(jar: &Path, data: &Path) -> Result<ZkServer> {
+    let opts = ZkOptions {
+        jar: jar.into(),
+        data_dir: Some(data.into()),
+        ..ZkOptions::production()
+    };
+    let zk = tokio::task::spawn_blocking(move || ZkServer::try_start(&opts)).await??;
+    // It answers `ruok` (the launcher's readiness) before it serves
+    // sessions; `srvr` names its mode once it does.
+    let addr = zk.addr();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !srvr(&addr)
+        .await
+        .is_some_and(|s| s.contains("Mode: standalone"))
+    {
+        if Instant::now() > deadline {
+            bail!("ZooKeeper at {addr} serves no sessions within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(zk)
 }
 
 /// ZooKeeper's `srvr` answer.
@@ -165,14 +137,14 @@ pub async fn zxid(addr: &str) -> Option<u64> {
 }
 
 /// A `backpack-node` with its data in `<dir>/<name>`, once it listens.
-pub async fn start_node(bin: &Path, name: &str, dir: &Path) -> Result<(Proc, HostPort)> {
-    let port = free_port()?;
+pub async fn start_node(bin: &Path, name: &str, dir: &Path) -> Result<(Process, HostPort)> {
+    let port = free_port();
     let data = dir.join(name);
     std::fs::create_dir_all(&data)?;
-    let mut cmd = Command::new(bin);
+    let mut cmd = daemon(bin)?;
     cmd.arg(&data).arg("127.0.0.1").arg(port.to_string());
-    let mut p = Proc::spawn(name, cmd, dir)?;
-    p.wait_ready(|| port_open(port)).await?;
+    let mut p = spawn_command(name, &cmd, dir);
+    wait_ready(&mut p, name, || port_open(port)).await?;
     Ok((p, loopback(port)))
 }
 
@@ -232,13 +204,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo oops; exit 3"]);
-        let mut p = Proc::spawn("failing", cmd, dir.path()).unwrap();
-        let e = p.wait_ready(|| async { false }).await.unwrap_err();
+        let mut p = spawn_command("failing", &cmd, dir.path());
+        let e = wait_ready(&mut p, "failing", || async { false })
+            .await
+            .unwrap_err();
         let msg = e.to_string();
         assert!(
-            msg.contains("failing exited") && msg.contains("failing.log"),
+            msg.contains("failing exited (exit status: 3)") && msg.contains("oops"),
             "{msg}"
         );
-        assert_eq!(std::fs::read_to_string(&p.log).unwrap(), "oops\n");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_process_reports_how_it_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "trap 'exit 0' TERM; while :; do sleep 0.01; done"]);
+        let mut p = spawn_command("graceful", &cmd, dir.path());
+        // Started by the guard, and its trap set.
+        while p.pid().is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let status = stop(&mut p, Duration::from_secs(10));
+        assert!(status.is_some_and(|s| s.success()), "{status:?}");
     }
 }

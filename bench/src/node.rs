@@ -12,10 +12,14 @@ use backpack_daemon::node::index::{Index, Location};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use backpack_tests::{Process, free_port, spawn_command};
+
+use crate::kit;
 
 /// Settings of the HTTP benchmark.
 #[derive(Clone, Debug)]
@@ -83,27 +87,37 @@ impl HttpReport {
     }
 }
 
+/// A server under load, stopped gracefully on drop (SIGTERM, so that
+/// nginx's master takes its workers down with it).
 struct Server {
     name: &'static str,
-    child: Child,
+    proc: Process,
     addr: SocketAddr,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // SIGTERM, so nginx's master takes its workers down with it.
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        kit::stop(&mut self.proc, Duration::from_secs(10));
+    }
+}
+
+impl Server {
+    fn start(name: &'static str, cmd: &Command, port: u16, dir: &Path) -> Server {
+        Server {
+            name,
+            proc: spawn_command(name, cmd, dir),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    }
+
+    /// Waits until it listens; returns its pid.
+    async fn wait_listening(&mut self) -> Result<u32> {
+        let addr = self.addr;
+        kit::wait_ready(&mut self.proc, self.name, || async move {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await?;
+        kit::pid(&self.proc, self.name)
     }
 }
 
@@ -139,42 +153,7 @@ fn cpu_secs(pid: u32) -> f64 {
 
 /// CPU seconds used so far by this process alone.
 fn own_cpu_secs() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn wait_listening(server: &mut Server, log: &Path) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if tokio::net::TcpStream::connect(server.addr).await.is_ok() {
-            return Ok(());
-        }
-        if let Some(status) = server.child.try_wait()? {
-            let log = std::fs::read_to_string(log).unwrap_or_default();
-            bail!("{} exited ({status}) before listening:\n{log}", server.name);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{} is not listening on {} after 30 s",
-                server.name,
-                server.addr
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    kit::cpu_ms(std::process::id()).unwrap_or(0) as f64 / 1000.0
 }
 
 fn nginx_config(dir: &Path, port: u16, workers: &str) -> String {
@@ -223,51 +202,30 @@ http {{
 fn start_nginx(opts: &HttpOptions, dir: &Path) -> Result<Server> {
     std::fs::create_dir_all(dir.join("nginx-root"))?;
     std::fs::create_dir_all(dir.join("nginx-tmp"))?;
-    let port = free_port()?;
+    let port = free_port();
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, nginx_config(dir, port, &opts.nginx_workers))?;
-    let child = Command::new(&opts.nginx)
-        .arg("-p")
+    let mut cmd = Command::new(&opts.nginx);
+    cmd.arg("-p")
         .arg(dir)
         .arg("-c")
         .arg(&conf)
         .arg("-g")
-        .arg("daemon off;")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("nginx-stderr.log"))?)
-        .spawn()
-        .with_context(|| format!("cannot start {}", opts.nginx.display()))?;
-    Ok(Server {
-        name: "nginx",
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-    })
+        .arg("daemon off;");
+    Ok(Server::start("nginx", &cmd, port, dir))
 }
 
 fn start_node(opts: &HttpOptions, dir: &Path) -> Result<Server> {
     let data = dir.join("node-data");
     std::fs::create_dir_all(&data)?;
-    let port = free_port()?;
-    let child = Command::new(&opts.node_bin)
-        .arg(&data)
+    let port = free_port();
+    let mut cmd = kit::daemon(&opts.node_bin)?;
+    cmd.arg(&data)
         .arg("127.0.0.1")
         .arg(port.to_string())
         .arg("--max-body")
-        .arg("1GiB")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("node.log"))?)
-        .spawn()
-        .with_context(|| {
-            format!(
-                "cannot start {} (build it first: cargo build --release -p backpack-daemon)",
-                opts.node_bin.display()
-            )
-        })?;
-    Ok(Server {
-        name: "backpack-node",
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-    })
+        .arg("1GiB");
+    Ok(Server::start("backpack-node", &cmd, port, dir))
 }
 
 /// Runs requests `first..first + count` from `concurrency` workers;
@@ -366,8 +324,8 @@ pub async fn http(opts: HttpOptions, mut progress: impl FnMut(&Phase)) -> Result
         .with_context(|| format!("cannot create a directory in {}", opts.dir.display()))?;
     let mut nginx = start_nginx(&opts, tmp.path())?;
     let mut node = start_node(&opts, tmp.path())?;
-    wait_listening(&mut nginx, &tmp.path().join("nginx-error.log")).await?;
-    wait_listening(&mut node, &tmp.path().join("node.log")).await?;
+    let nginx_pid = nginx.wait_listening().await?;
+    let node_pid = node.wait_listening().await?;
 
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -387,8 +345,8 @@ pub async fn http(opts: HttpOptions, mut progress: impl FnMut(&Phase)) -> Result
     let mut report = HttpReport::default();
     for round in 0..opts.rounds {
         let targets = [
-            (nginx.name, nginx.addr, nginx.child.id()),
-            (node.name, node.addr, node.child.id()),
+            (nginx.name, nginx.addr, nginx_pid),
+            (node.name, node.addr, node_pid),
         ];
         let targets: Vec<_> = targets
             .into_iter()

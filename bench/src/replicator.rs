@@ -30,9 +30,11 @@ use backpack_shared::zk::{Zk, ZkConfig};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::kit::{self, Proc, cpu_ms, free_port, percentile};
 use backpack_daemon::node_client::NodeClient;
 use backpack_daemon::replicator::{Counters, Replicator, ReplicatorConfig, Stats, copy};
+use backpack_tests::{Process, RedisServer, ZkServer, free_port, spawn_command};
+
+use crate::kit::{self, cpu_ms, percentile};
 
 /// Settings of a benchmark run.
 #[derive(Debug, Clone)]
@@ -137,8 +139,13 @@ pub enum Event {
     Latency(Latency),
 }
 
+/// Every server of the run, stopped when dropped.
 struct Servers {
-    procs: Vec<Proc>,
+    _redis_server: RedisServer,
+    _zk_server: ZkServer,
+    procs: Vec<Process>,
+    /// Every process's name and pid, for CPU figures.
+    pids: Vec<(String, u32)>,
     /// ZooKeeper's data with `--zk-dir`; removed after the processes stop.
     _zk_tmp: Option<tempfile::TempDir>,
     zk: String,
@@ -151,9 +158,9 @@ impl Servers {
     /// CPU used so far by every process, and ZooKeeper's last zxid.
     async fn cpu(&self) -> Cpu {
         let mut v: Vec<(String, u64)> = self
-            .procs
+            .pids
             .iter()
-            .map(|p| (p.name.clone(), cpu_ms(p.pid()).unwrap_or(0)))
+            .map(|(name, pid)| (name.clone(), cpu_ms(*pid).unwrap_or(0)))
             .collect();
         v.push(("bench".into(), cpu_ms(std::process::id()).unwrap_or(0)));
         Cpu {
@@ -178,7 +185,7 @@ async fn cpu_since(before: &Cpu, s: &Servers) -> Cpu {
 }
 
 async fn start_servers(opts: &BenchOptions, dir: &Path) -> Result<Servers> {
-    let (redis_proc, redis) = kit::start_redis(&opts.redis_bin, dir).await?;
+    let (redis_server, redis) = kit::start_redis(&opts.redis_bin).await?;
     let zk_tmp = match &opts.zk_dir {
         Some(d) => Some(
             tempfile::Builder::new()
@@ -191,13 +198,28 @@ async fn start_servers(opts: &BenchOptions, dir: &Path) -> Result<Servers> {
     let zdata = zk_tmp
         .as_ref()
         .map_or_else(|| dir.join("zk"), |t| t.path().to_path_buf());
-    let (zk_proc, zk) = kit::start_zookeeper(&opts.zk_jar, &zdata, dir).await?;
+    let zk_server = kit::start_zookeeper(&opts.zk_jar, &zdata).await?;
     let (n1, a) = kit::start_node(&opts.node_bin, "node1", dir).await?;
     let (n2, b) = kit::start_node(&opts.node_bin, "node2", dir).await?;
+    let pids = vec![
+        (
+            "redis".into(),
+            redis_server.pid().context("redis has no pid")?,
+        ),
+        (
+            "zookeeper".into(),
+            zk_server.pid().context("zookeeper has no pid")?,
+        ),
+        ("node1".into(), kit::pid(&n1, "node1")?),
+        ("node2".into(), kit::pid(&n2, "node2")?),
+    ];
     Ok(Servers {
-        procs: vec![redis_proc, zk_proc, n1, n2],
+        zk: zk_server.addr(),
+        _redis_server: redis_server,
+        _zk_server: zk_server,
+        procs: vec![n1, n2],
+        pids,
         _zk_tmp: zk_tmp,
-        zk,
         redis,
         nodes: [a, b],
         coordinator: None,
@@ -206,17 +228,19 @@ async fn start_servers(opts: &BenchOptions, dir: &Path) -> Result<Servers> {
 
 /// A coordinator process on the cluster, once it answers `/stats`.
 async fn start_coordinator(bin: &Path, s: &mut Servers, root: &str, dir: &Path) -> Result<()> {
-    let port = free_port()?;
-    let mut cmd = std::process::Command::new(bin);
+    let port = free_port();
+    let mut cmd = kit::daemon(bin)?;
     cmd.args([&s.zk, root, "127.0.0.1", &port.to_string()])
         .env("RUST_LOG", "warn");
-    let mut p = Proc::spawn("coordinator", cmd, dir)?;
+    let mut p = spawn_command("coordinator", &cmd, dir);
     let client = harness_client();
     let url = format!("http://127.0.0.1:{port}/stats");
-    p.wait_ready(|| async {
+    kit::wait_ready(&mut p, "coordinator", || async {
         matches!(client.get(&url).send().await, Ok(r) if r.status().is_success())
     })
     .await?;
+    s.pids
+        .push(("coordinator".into(), kit::pid(&p, "coordinator")?));
     s.procs.push(p);
     s.coordinator = Some(port);
     Ok(())

@@ -110,3 +110,56 @@ fn replicator_benchmark_runs_on_a_small_load() {
     // The benchmark cleans up after itself.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn node_benchmarks_run_on_a_small_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_backpack-bench-node"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(!stdout.contains("NaN"), "{stdout}");
+        stdout
+    };
+    let index = run(&["index", "--files", "20000"]);
+    assert!(index.contains("20000 files indexed in "), "{index}");
+    let d = dir.path().to_str().unwrap();
+    let open = run(&["open", "--dir", d, "--files", "300", "--file-size", "1000"]);
+    assert!(open.contains("Store::open: "), "{open}");
+    let nginx = "/usr/sbin/nginx";
+    if require(
+        "nginx (Debian package nginx)",
+        std::path::Path::new(nginx).exists(),
+    ) {
+        let node = bin("backpack-node");
+        let http = run(&[
+            "http",
+            "--nginx",
+            nginx,
+            "--node-bin",
+            node.to_str().unwrap(),
+            "--dir",
+            d,
+            "--files",
+            "50",
+            "--file-size",
+            "2000",
+            "--gets",
+            "100",
+            "--concurrency",
+            "4",
+            "--rounds",
+            "1",
+        ]);
+        for want in ["PUT: backpack-node ", "GET: backpack-node "] {
+            assert!(http.contains(want), "no {want:?} in:\n{http}");
+        }
+    }
+    // Every run cleans up after itself (nginx and its workers stopped
+    // before their directory went).
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
