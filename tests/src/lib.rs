@@ -21,5 +21,5 @@ pub mod servers;
 
 pub use servers::{
     Process, RedisServer, ZkOptions, ZkServer, admin, bin, free_port, require, shared_redis,
-    shared_zk, spawn, spawn_command, unique_root, wait_until,
+    shared_zk, spawn, spawn_command, spawn_with_stdout, unique_root, wait_until,
 };

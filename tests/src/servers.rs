@@ -63,6 +63,7 @@ pub struct Process {
     child: Child,
     guard: Option<std::process::ChildStdin>,
     log: PathBuf,
+    out: Option<PathBuf>,
     name: String,
 }
 
@@ -75,11 +76,13 @@ impl Process {
     }
 
     pub fn log_text(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
+        read_text(&self.log)
+    }
+
+    /// What the server wrote to its standard output, when started with
+    /// [`spawn_with_stdout`] (otherwise it is in the log).
+    pub fn stdout_text(&self) -> String {
+        self.out.as_deref().map(read_text).unwrap_or_default()
     }
 
     /// The server's pid (the guard's one child, from `/proc`); `None`
@@ -114,6 +117,14 @@ impl Process {
     }
 }
 
+fn read_text(path: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         // Closing the pipe makes the guard kill the server and exit.
@@ -142,12 +153,35 @@ pub fn spawn(name: &str, program: &str, args: &[String], dir: &Path) -> Process 
 /// and working directory (its standard streams are the guard's and the
 /// log's).
 pub fn spawn_command(name: &str, cmd: &Command, dir: &Path) -> Process {
+    launch(name, cmd, dir, false)
+}
+
+/// [`spawn`], with the standard output apart in `<dir>/<name>.out`
+/// ([`Process::stdout_text`]) and only the standard error in the log: for
+/// a test that checks what a program prints.
+pub fn spawn_with_stdout(name: &str, program: &str, args: &[String], dir: &Path) -> Process {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    launch(name, &cmd, dir, true)
+}
+
+fn launch(name: &str, cmd: &Command, dir: &Path, stdout_apart: bool) -> Process {
+    let create = |path: &Path| {
+        std::fs::File::create(path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()))
+    };
     let log = dir.join(format!("{name}.log"));
-    let out = std::fs::File::create(&log)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-    let err = out
-        .try_clone()
-        .unwrap_or_else(|e| panic!("cannot dup log: {e}"));
+    let err = create(&log);
+    let (out, stdout) = if stdout_apart {
+        let path = dir.join(format!("{name}.out"));
+        let file = create(&path);
+        (Some(path), file)
+    } else {
+        let dup = err
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cannot dup log: {e}"));
+        (None, dup)
+    };
     let mut sh = Command::new("sh");
     sh.arg("-c")
         .arg(GUARD)
@@ -165,7 +199,7 @@ pub fn spawn_command(name: &str, cmd: &Command, dir: &Path) -> Process {
     }
     let mut child = sh
         .stdin(Stdio::piped())
-        .stdout(out)
+        .stdout(stdout)
         .stderr(err)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
@@ -174,6 +208,7 @@ pub fn spawn_command(name: &str, cmd: &Command, dir: &Path) -> Process {
         child,
         guard,
         log,
+        out,
         name: name.to_string(),
     }
 }
