@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use backpack_daemon::node::{self, NodeConfig};
@@ -226,12 +226,10 @@ impl NodeProcess {
             &args,
             self.dir.path(),
         ));
-        let port = self.port;
         assert!(
-            wait_until(Duration::from_secs(10), || {
-                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            }),
-            "backpack-node did not listen on {port}"
+            wait_listening(self.port),
+            "backpack-node did not listen on {}",
+            self.port
         );
     }
 
@@ -323,8 +321,8 @@ pub fn nginx() -> Option<&'static str> {
 
 /// nginx on a free port with the generated configuration included.
 pub struct Nginx {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
+    _process: Process,
+    _dir: tempfile::TempDir,
 }
 
 impl Nginx {
@@ -343,39 +341,38 @@ impl Nginx {
         } else {
             ""
         };
+        // One process (no master and worker): killing it leaves no worker
+        // behind holding the port.
         let conf = format!(
-            "{user}\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  include {d}/backpack.conf;\n}}\n"
+            "{user}\nmaster_process off;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  include {d}/backpack.conf;\n}}\n"
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let child = Command::new(program)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut n = Nginx { child, dir };
-        let up = wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        if !up {
-            let log = std::fs::read_to_string(n.dir.path().join("error.log")).unwrap_or_default();
-            let _ = n.child.kill();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let args = [
+            "-p".to_string(),
+            d.to_string(),
+            "-c".into(),
+            path("nginx.conf"),
+            "-e".into(),
+            path("error.log"),
+        ];
+        let process = backpack_tests::spawn("nginx", program, &args, dir.path());
+        if !wait_listening(port) {
+            let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
             panic!("nginx did not start: {log}\nconfig:\n{generated}");
         }
-        n
+        Nginx {
+            _process: process,
+            _dir: dir,
+        }
     }
 }
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits up to 10 s for a server to listen on 127.0.0.1:`port`.
+pub fn wait_listening(port: u16) -> bool {
+    wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
 }
 
 /// A coordinator in-process on a free loopback port with the default

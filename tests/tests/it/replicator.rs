@@ -8,8 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -21,12 +20,15 @@ use backpack_shared::model::{HostPort, QueueInfo, ReplicationTask, paths};
 use backpack_shared::ops::MapOp;
 use backpack_shared::queue::{Queue, RedisPool, lock_name, worker_id};
 use backpack_shared::zk::{Zk, ZkConfig};
-use backpack_tests::{RedisServer, ZkServer, bin, free_port, shared_redis, shared_zk, unique_root};
+use backpack_tests::{
+    RedisServer, ZkServer, bin, free_port, shared_redis, shared_zk, spawn_with_stdout, unique_root,
+    wait_until,
+};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{self, TestNode};
+use crate::common::{self, NodeProcess, TestNode};
 
 // ---------------------------------------------------------------- fixtures
 
@@ -272,54 +274,6 @@ where
 
 async fn queue_empty(q: &Queue) -> bool {
     q.len().await.overall == Some(0) && q.locks().await.map(|l| l.is_empty()).unwrap_or(false)
-}
-
-/// A real process killed on drop (after SIGCONT, in case it was stopped).
-struct Proc(Child);
-
-impl Proc {
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.0.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success(), "kill -{sig}");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-CONT")
-            .arg(self.0.id().to_string())
-            .status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A storage node as a real process (so a test can SIGSTOP it).
-fn node_process(dir: &std::path::Path) -> (Proc, u16) {
-    let port = free_port();
-    let child = Command::new(bin("backpack-node"))
-        .arg(dir)
-        .arg("127.0.0.1")
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Proc(child);
-    assert!(
-        backpack_tests::wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
-            "127.0.0.1",
-            port
-        ))
-        .is_ok()),
-        "backpack-node did not listen"
-    );
-    (p, port)
 }
 
 // ---------------------------------------------------------------- tests
@@ -872,40 +826,31 @@ async fn sigterm_mid_copy_releases_the_lock() {
     };
     let n1 = Node::start("1").await;
     // The destination is a real process, stopped mid-copy with SIGSTOP.
-    let dir = tempfile::tempdir().unwrap();
-    let (dst, dst_port) = node_process(dir.path());
+    let dst = NodeProcess::start("");
+    let dst_port = dst.port;
     let n2 = Node::external("2", dst_port);
     let env = env(&zks.addr(), "repl-term", &[&n1, &n2], &[redis.port]).await;
     put(n1.port, "/big.bin", content(3, 4 << 20)).await;
 
-    let mut child = Command::new(bin("backpack-replicator"))
-        .args([&env.zk_addr, &env.root, "1", "--shutdown-deadline", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let replicator = Proc(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let log = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut s);
-        s
-    });
+    let dir = tempfile::tempdir().unwrap();
+    let args = [&env.zk_addr, &env.root, "1", "--shutdown-deadline", "1"].map(String::from);
+    let mut replicator = spawn_with_stdout(
+        "backpack-replicator",
+        &bin("backpack-replicator").display().to_string(),
+        &args,
+        dir.path(),
+    );
+    // Its first two lines of standard output, within 30 s.
     let lines: Vec<String> = tokio::task::block_in_place(|| {
-        (0..2)
-            .filter_map(|_| rx.recv_timeout(Duration::from_secs(15)).ok())
-            .collect()
+        wait_until(Duration::from_secs(30), || {
+            replicator.stdout_text().matches('\n').count() >= 2
+        });
+        let text = replicator.stdout_text();
+        text.lines().take(2).map(String::from).collect()
     });
     assert_eq!(lines, ["Replicator is ready!", "Replicator started!"]);
 
-    dst.signal("STOP");
+    dst.pause();
     env.queue
         .push(&task(&[&n1], &n2, "/big.bin"))
         .await
@@ -919,11 +864,10 @@ async fn sigterm_mid_copy_releases_the_lock() {
 
     let asked = Instant::now();
     replicator.signal("TERM");
-    let mut replicator = replicator;
     let status = tokio::task::block_in_place(|| {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(s) = replicator.0.try_wait().unwrap() {
+            if let Some(s) = replicator.exit_status() {
                 return s;
             }
             assert!(
@@ -934,7 +878,7 @@ async fn sigterm_mid_copy_releases_the_lock() {
         }
     });
     let took = asked.elapsed();
-    let stderr = log.join().unwrap();
+    let stderr = replicator.log_text();
     assert!(status.success(), "exit {status:?}\n{stderr}");
     assert!(took < Duration::from_secs(5), "took {took:?}");
     // Released, not done: the lock is gone at once (not at the session
@@ -949,7 +893,7 @@ async fn sigterm_mid_copy_releases_the_lock() {
         "a cut copy is not a failed attempt"
     );
     assert!(stderr.contains("lock released"), "{stderr}");
-    dst.signal("CONT");
+    dst.resume();
 
     // The next replicator finishes it.
     let r = Running::start(&env, config(1), None).await;
@@ -973,8 +917,8 @@ async fn session_expiry_mid_copy_abandons_it_without_marking_it_done() {
     let Some(redis) = shared_redis() else { return };
     let Some(zks) = ZkServer::start() else { return };
     let n1 = Node::start("1").await;
-    let dir = tempfile::tempdir().unwrap();
-    let (dst, dst_port) = node_process(dir.path());
+    let dst = NodeProcess::start("");
+    let dst_port = dst.port;
     let n2 = Node::external("2", dst_port);
     let env = env(&zks.addr(), "repl-expiry", &[&n1, &n2], &[redis.port]).await;
     put(n1.port, "/e.bin", content(5, 2 << 20)).await;
@@ -982,7 +926,7 @@ async fn session_expiry_mid_copy_abandons_it_without_marking_it_done() {
     let mut zc = ZkConfig::new(&env.zk_addr, &env.root);
     zc.session_timeout = Duration::from_secs(2);
     let r = Running::start_with(zc, config(1), None).await;
-    dst.signal("STOP");
+    dst.pause();
     env.queue.push(&task(&[&n1], &n2, "/e.bin")).await.unwrap();
     eventually(Duration::from_secs(10), "the copy in flight", || async {
         r.stats.snapshot().in_flight == 1
@@ -998,7 +942,7 @@ async fn session_expiry_mid_copy_abandons_it_without_marking_it_done() {
     .await;
     assert_eq!(r.stats.snapshot().copies_done, 0);
     zks.resume();
-    dst.signal("CONT");
+    dst.resume();
     // A new session takes the task again and finishes it.
     eventually(
         Duration::from_secs(20),
