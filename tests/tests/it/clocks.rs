@@ -14,13 +14,9 @@ use backpack_tests::{shared_redis, shared_zk, unique_root};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
-    CoordinatorProcess, NodeProcess, add_shard, drained, init_root, name_first_on, queue_on,
-    require_faketime, start_replicator,
+    CoordinatorProcess, NodeProcess, add_shard, client, drained, init_root, name_first_on,
+    queue_on, require_faketime, start_replicator,
 };
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
 
 /// Uploads through a coordinator; the answer's status.
 async fn upload(c: &reqwest::Client, front: SocketAddr, name: &str, body: &str) -> u16 {

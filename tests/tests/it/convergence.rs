@@ -17,7 +17,7 @@ use backpack_tests::{RedisServer, shared_zk, unique_root};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
-    CoordinatorProcess, NodeProcess, add_shard, drained, eventually, init_root, queue_on,
+    CoordinatorProcess, NodeProcess, add_shard, client, drained, eventually, init_root, queue_on,
     require_faketime, start_coordinator, start_replicator, two_node_shard,
 };
 
@@ -96,7 +96,7 @@ async fn overwrites_through_faults_converge_on_the_last_answered_upload() {
     let stop = CancellationToken::new();
     let running = start_replicator(&zks.addr(), &root, 4, stop.clone()).await;
 
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = client();
     let names: Vec<String> = (0..20).map(|i| format!("/c/{i}.jpg")).collect();
     let mut last: BTreeMap<&str, Last> = BTreeMap::new();
     let mut sent: BTreeMap<&str, Vec<Vec<u8>>> = BTreeMap::new();
@@ -217,7 +217,7 @@ async fn simultaneous_overwrites_through_two_coordinators_leave_one_copy_everywh
     let running = start_replicator(&zks.addr(), &root, 8, stop.clone()).await;
 
     // Pairs of uploads of one name, one through each coordinator, at once.
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = client();
     let pairs = 200;
     for k in 0..pairs {
         let name = format!("/race/{k}.jpg");
@@ -268,7 +268,7 @@ async fn a_node_resumed_after_its_client_gave_up_does_not_store_the_upload() {
         .unwrap();
     drop(s);
     node.resume();
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = client();
     let stats = format!("http://{}/stats", node.addr());
     assert!(
         eventually(Duration::from_secs(10), || async {

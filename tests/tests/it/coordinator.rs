@@ -3,320 +3,22 @@
 //! the original's wire format), fill levels, every refusal, node failures,
 //! session expiry, shutdown, and what /stats, /metrics and statsd report.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use backpack_daemon::coordinator::{self, Coordinator, CoordinatorConfig};
-use backpack_daemon::node::{self, NodeConfig};
-use backpack_shared::model::{HostPort, QueueInfo, ReplicationTask, ShardSize, parse_json, paths};
+use backpack_daemon::coordinator::{self, CoordinatorConfig};
+use backpack_shared::model::{HostPort, QueueInfo, paths};
 use backpack_shared::ops::MapOp;
 use backpack_shared::zk::{Zk, ZkConfig, ZkError};
-use backpack_tests::{ZkServer, shared_redis, shared_zk, unique_root};
+use backpack_tests::{ZkServer, shared_zk, unique_root};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::common::cluster::redis_cmd;
+use crate::common::coordinator::{Cluster, holders, put, quick, task};
+use crate::common::http::{Answer, raw_get, raw_put, request};
 use crate::common::{eventually, name_first_on};
-
-struct TestNode {
-    id: String,
-    addr: SocketAddr,
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl TestNode {
-    async fn start(id: &str) -> TestNode {
-        let dir = tempfile::tempdir().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut config = NodeConfig::new(dir.path());
-        config.volume_size = 64 << 20;
-        config.shutdown_timeout = Duration::from_secs(2);
-        let stop = CancellationToken::new();
-        let s = stop.clone();
-        let task = tokio::spawn(async move {
-            node::run(listener, config, s).await.unwrap();
-        });
-        TestNode {
-            id: id.into(),
-            addr,
-            stop,
-            task: Some(task),
-            _dir: dir,
-        }
-    }
-
-    /// Stops the node and waits until its port is closed.
-    async fn kill(&mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.task.take() {
-            t.await.unwrap();
-        }
-    }
-}
-
-/// A cluster root with nodes, the queue on the shared Redis, and an admin
-/// ZooKeeper handle.
-struct Cluster {
-    zk: Zk,
-    zk_addr: String,
-    root: String,
-    key: String,
-    redis_port: u16,
-    nodes: Vec<TestNode>,
-}
-
-impl Cluster {
-    async fn new(name: &str, zk_addr: &str, nodes: usize) -> Option<Cluster> {
-        let redis = shared_redis()?;
-        let root = unique_root(name);
-        let zk = Zk::connect(ZkConfig::new(zk_addr, &root)).await.unwrap();
-        zk.create_root().await.unwrap();
-        for n in [paths::SERVERS_MAP, paths::SHARDS_MAP] {
-            zk.create_if_missing(n, b"{}").await.unwrap();
-        }
-        let key = format!("q-{}", root.trim_start_matches('/'));
-        let queue = QueueInfo {
-            key: key.clone(),
-            servers: vec![HostPort {
-                host: "127.0.0.1".into(),
-                port: redis.port,
-            }],
-        };
-        zk.create_if_missing(paths::QUEUE, &serde_json::to_vec(&queue).unwrap())
-            .await
-            .unwrap();
-        let mut c = Cluster {
-            zk,
-            zk_addr: zk_addr.into(),
-            root,
-            key,
-            redis_port: redis.port,
-            nodes: Vec::new(),
-        };
-        for i in 1..=nodes {
-            c.add_node(&i.to_string()).await;
-        }
-        Some(c)
-    }
-
-    async fn add_node(&mut self, id: &str) {
-        let node = TestNode::start(id).await;
-        self.zk
-            .apply(&MapOp::AddServer {
-                id: id.into(),
-                addr: HostPort {
-                    host: "127.0.0.1".into(),
-                    port: node.addr.port(),
-                },
-                replace: false,
-            })
-            .await
-            .unwrap();
-        self.nodes.push(node);
-    }
-
-    fn node(&mut self, id: &str) -> &mut TestNode {
-        self.nodes.iter_mut().find(|n| n.id == id).unwrap()
-    }
-
-    async fn add_shard(&self, id: &str, nodes: &[&str], capacity: u64, enable: bool) {
-        self.zk
-            .apply(&MapOp::AddShard {
-                id: id.into(),
-                nodes: nodes.iter().map(|s| s.to_string()).collect(),
-                capacity,
-                replace: false,
-            })
-            .await
-            .unwrap();
-        if enable {
-            self.enable(id).await;
-        }
-    }
-
-    async fn enable(&self, id: &str) {
-        self.zk
-            .apply(&MapOp::EnableShard { id: id.into() })
-            .await
-            .unwrap();
-    }
-
-    async fn disable(&self, id: &str) {
-        self.zk
-            .apply(&MapOp::DisableShard { id: id.into() })
-            .await
-            .unwrap();
-    }
-
-    async fn set_size(&self, id: &str, json: &str) {
-        let path = self.zk.path(&paths::shard_size(id));
-        let data = json.as_bytes().to_vec();
-        self.zk
-            .call(&path.clone(), |c| async move {
-                c.set_data(&path, &data, None).await
-            })
-            .await
-            .unwrap();
-    }
-
-    async fn size(&self, id: &str) -> ShardSize {
-        let (data, _) = self.zk.get(&paths::shard_size(id)).await.unwrap().unwrap();
-        parse_json("shard-size", &data).unwrap()
-    }
-
-    fn zk_config(&self) -> ZkConfig {
-        ZkConfig::new(&self.zk_addr, &self.root)
-    }
-
-    async fn start(&self, config: CoordinatorConfig) -> Running {
-        self.start_with(config, self.zk_config()).await
-    }
-
-    async fn start_with(&self, config: CoordinatorConfig, zk: ZkConfig) -> Running {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let stop = CancellationToken::new();
-        let c = coordinator::start(listener, config, zk, stop.clone())
-            .await
-            .unwrap();
-        Running {
-            addr: c.local_addr(),
-            c: Some(c),
-            stop,
-        }
-    }
-
-    /// Every queued item, sorted.
-    async fn tasks(&self) -> Vec<String> {
-        let client =
-            redis::Client::open(format!("redis://127.0.0.1:{}/", self.redis_port)).unwrap();
-        let mut c = client.get_multiplexed_async_connection().await.unwrap();
-        let mut v: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(&self.key)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        v.sort();
-        v
-    }
-}
-
-struct Running {
-    addr: SocketAddr,
-    c: Option<Coordinator>,
-    stop: CancellationToken,
-}
-
-impl Running {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn ready(&self) {
-        let c = self.c.as_ref().unwrap();
-        tokio::time::timeout(Duration::from_secs(10), c.wait_ready())
-            .await
-            .expect("coordinator ready within 10 s");
-    }
-
-    async fn stop(mut self) {
-        self.stop.cancel();
-        if let Some(c) = self.c.take() {
-            tokio::time::timeout(Duration::from_secs(20), c.wait())
-                .await
-                .expect("coordinator stops within 20 s");
-        }
-    }
-
-    async fn stats(&self) -> Value {
-        reqwest::get(self.url("/stats"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
-
-/// PUT through reqwest: (status, JSON answer).
-async fn put(client: &reqwest::Client, r: &Running, name: &str, body: Vec<u8>) -> (u16, Value) {
-    let resp = client.put(r.url(name)).body(body).send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, v)
-}
-
-/// One raw HTTP/1.1 exchange (for names no client library leaves alone,
-/// and for malformed requests): (status, head, body).
-async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
-        .await
-        .expect("answer within 20 s")
-        .unwrap();
-    let split = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete head");
-    let head = String::from_utf8_lossy(&out[..split]).to_string();
-    let status = head[9..12].parse().unwrap();
-    (status, head, out[split + 4..].to_vec())
-}
-
-fn raw_put(name: &str, body: &[u8]) -> Vec<u8> {
-    let mut r = format!(
-        "PUT {name} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    r.extend_from_slice(body);
-    r
-}
-
-fn raw_get(name: &str) -> Vec<u8> {
-    format!("GET {name} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes()
-}
-
-fn task(from: &str, to: &str, path: &str) -> String {
-    ReplicationTask {
-        from: vec![from.into()],
-        to: to.into(),
-        path: path.into(),
-    }
-    .encode()
-}
-
-/// Which nodes hold `name` and with which bytes.
-async fn holders(cluster: &Cluster, name: &str) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    for n in &cluster.nodes {
-        if n.task.is_none() {
-            continue;
-        }
-        let (status, _, body) = raw(n.addr, &raw_get(name)).await;
-        if status == 200 {
-            out.insert(n.id.clone(), body);
-        }
-    }
-    out
-}
-
-fn quick() -> CoordinatorConfig {
-    CoordinatorConfig {
-        flush_interval: Duration::from_millis(200),
-        shutdown_timeout: Duration::from_secs(5),
-        node_retry_after: Duration::from_secs(3),
-        announce_every: Duration::from_millis(500),
-        ..CoordinatorConfig::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_lands_on_a_node_and_queues_the_copies() {
@@ -370,7 +72,7 @@ async fn upload_lands_on_a_node_and_queues_the_copies() {
     );
     // The node got the upload's time.
     let w = cluster.nodes.iter().find(|n| &n.id == writer).unwrap();
-    let (_, head, _) = raw(w.addr, &raw_get("/hi.txt")).await;
+    let Answer { head, .. } = request(w.socket_addr(), &raw_get("/hi.txt")).await;
     let time: u64 = head
         .lines()
         .find_map(|l| {
@@ -386,7 +88,7 @@ async fn upload_lands_on_a_node_and_queues_the_copies() {
     // A name no library may rewrite reaches the node and the task byte for byte.
     // (`url` would re-encode the quotes, braces and apostrophes.)
     let odd = "/a%20b/\"q\"/{c}%2F?x='y'&z={w}|";
-    let (status, _, body) = raw(r.addr, &raw_put(odd, b"odd")).await;
+    let Answer { status, body, .. } = request(r.addr, &raw_put(odd, b"odd")).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let has = holders(&cluster, odd).await;
     assert_eq!(has.len(), 1);
@@ -534,7 +236,7 @@ async fn node_failures_one_down_then_all_down() {
     r.ready().await;
     let client = reqwest::Client::new();
 
-    cluster.node("1").kill().await;
+    cluster.node("1").down().await;
     for i in 0..10 {
         let (status, v) = put(&client, &r, &format!("/one-down-{i}"), vec![3; 1000]).await;
         assert_eq!(status, 200, "{v}");
@@ -557,7 +259,7 @@ async fn node_failures_one_down_then_all_down() {
         })
         .await
     );
-    cluster.node("2").kill().await;
+    cluster.node("2").down().await;
     let (status, v) = put(&client, &r, "/all-down", vec![4; 500]).await;
     assert_eq!(status, 502, "{v}");
     let error = v["error"].as_str().unwrap();
@@ -654,7 +356,7 @@ async fn bad_requests_are_refused_and_change_nothing() {
         assert!(v["error"].as_str().unwrap().contains(text), "{shown}: {v}");
     }
     // A control character: refused (by the HTTP parser or by us), 400.
-    let (status, _, _) = raw(r.addr, &raw_put("/a\x01b", b"x")).await;
+    let Answer { status, .. } = request(r.addr, &raw_put("/a\x01b", b"x")).await;
     assert_eq!(status, 400);
     let stats = r.stats().await;
     assert_eq!(stats["processed_uploads"], 0);
@@ -670,7 +372,7 @@ async fn bad_requests_are_refused_and_change_nothing() {
         })
         .await;
     r.ready().await;
-    let (status, _, _) = raw(r.addr, &raw_put(&long, b"x")).await;
+    let Answer { status, .. } = request(r.addr, &raw_put(&long, b"x")).await;
     assert_eq!(status, 200);
     r.stop().await;
 }
@@ -1039,15 +741,7 @@ async fn session_expiry_mid_run() {
 
 /// Sets a Redis server's `maxmemory-policy`.
 async fn set_policy(redis: &backpack_tests::RedisServer, policy: &str) {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port)).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg(policy)
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let () = redis_cmd(redis, &["CONFIG", "SET", "maxmemory-policy", policy]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1190,7 +884,7 @@ async fn uploads_go_to_their_names_first_node_and_count_when_they_cannot() {
     assert_eq!(metric("off_first_node").await.as_deref(), Some("0"));
     assert_eq!(metric("peer_not_probed").await.as_deref(), Some("0"));
     // Its first node down: stored on the other, and counted.
-    cluster.node("1").kill().await;
+    cluster.node("1").down().await;
     let name = name_first_on("1", &["1", "2"], "down");
     assert_eq!(put(&client, &r, &name, b"x".to_vec()).await.0, 200);
     assert_eq!(metric("off_first_node").await.as_deref(), Some("1"));

@@ -20,9 +20,9 @@ use backpack_shared::zk::Zk;
 use backpack_tests::{bin, free_port, require, shared_redis, shared_zk, unique_root};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::common::http::{exchange, raw_get, raw_put, request};
 use crate::common::{
     Nginx, TestNode, eventually, init_root, nginx, nginx_config, start_coordinator,
     start_replicator, two_node_shard,
@@ -112,104 +112,6 @@ impl Cluster {
     }
 }
 
-/// An HTTP answer read off the socket.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {} {:?}",
-                self.head,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    fn error(&self) -> String {
-        self.json()["error"].as_str().unwrap_or("").to_string()
-    }
-}
-
-/// Sends `bytes` as they are and reads the answers until the server
-/// closes (the last request should say `connection: close`).
-async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<Answer> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut got))
-        .await
-        .expect("an answer within 20 s")
-        .ok();
-    let mut answers = Vec::new();
-    let mut rest = &got[..];
-    while !rest.is_empty() {
-        let end = rest
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("a complete answer head")
-            + 4;
-        let head = String::from_utf8_lossy(&rest[..end]).to_string();
-        let status = head[9..12].parse().unwrap();
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        let body = rest[end..(end + len).min(rest.len())].to_vec();
-        rest = &rest[(end + len).min(rest.len())..];
-        answers.push(Answer { status, head, body });
-    }
-    answers
-}
-
-/// One request (which should close the connection): its answer.
-async fn request(addr: SocketAddr, bytes: &[u8]) -> Answer {
-    let mut bytes = bytes.to_vec();
-    if !String::from_utf8_lossy(&bytes)
-        .to_ascii_lowercase()
-        .contains("connection: close")
-    {
-        // Before the blank line ending the head.
-        let at = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        bytes.splice(at + 2..at + 2, b"connection: close\r\n".iter().copied());
-    }
-    exchange(addr, &bytes)
-        .await
-        .into_iter()
-        .next()
-        .expect("an answer")
-}
-
-fn put_bytes(target: &[u8], body: &[u8]) -> Vec<u8> {
-    let mut r = b"PUT ".to_vec();
-    r.extend_from_slice(target);
-    r.extend_from_slice(
-        format!(
-            " HTTP/1.1\r\nhost: c\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    r.extend_from_slice(body);
-    r
-}
-
-fn get_bytes(target: &[u8]) -> Vec<u8> {
-    let mut r = b"GET ".to_vec();
-    r.extend_from_slice(target);
-    r.extend_from_slice(b" HTTP/1.1\r\nhost: c\r\nconnection: close\r\n\r\n");
-    r
-}
-
 /// `/1:<name without its />`.
 fn read_target(name: &[u8]) -> Vec<u8> {
     let mut t = b"/1:".to_vec();
@@ -247,7 +149,7 @@ fn curl_get(url: &str) -> (String, Vec<u8>) {
 /// What an upload of `target` did: `Ok(true)` accepted, `Ok(false)`
 /// refused the way it must be.
 async fn upload(c: &Cluster, target: &[u8], body: &[u8]) -> Result<bool, String> {
-    let a = request(c.front(), &put_bytes(target, body)).await;
+    let a = request(c.front(), &raw_put(target, body)).await;
     let shown = String::from_utf8_lossy(target).to_string();
     let valid = Name::parse_limited(target, CoordinatorConfig::default().max_name_len).is_ok();
     match a.status {
@@ -286,12 +188,12 @@ async fn check_everywhere(c: &Cluster, name: &[u8], body: &[u8]) -> Result<(), S
     let shown = String::from_utf8_lossy(name).to_string();
     for node in c.node_addrs() {
         let there = eventually(Duration::from_secs(15), || async {
-            let a = request(node, &get_bytes(name)).await;
+            let a = request(node, &raw_get(name)).await;
             a.status == 200 && a.body == body
         })
         .await;
         if !there {
-            let a = request(node, &get_bytes(name)).await;
+            let a = request(node, &raw_get(name)).await;
             return Err(format!(
                 "{shown:?} not on node {node} byte for byte: {} {:?}; dead letters: {:?}",
                 a.status,
@@ -301,7 +203,7 @@ async fn check_everywhere(c: &Cluster, name: &[u8], body: &[u8]) -> Result<(), S
         }
     }
     for (via, addr) in [("coordinator", c.front()), ("nginx", c.nginx_addr())] {
-        let a = request(addr, &get_bytes(&read_target(name))).await;
+        let a = request(addr, &raw_get(read_target(name))).await;
         if a.status != 200 || a.body != body {
             return Err(format!(
                 "{shown:?} through {via}: {} {:?}",
@@ -432,7 +334,7 @@ fn every_request_target_is_refused_or_reaches_every_node_byte_for_byte() {
     rt.block_on(async {
         for (name, body) in &accepted {
             for addr in c.node_addrs() {
-                let a = request(addr, &get_bytes(name)).await;
+                let a = request(addr, &raw_get(name)).await;
                 assert_eq!(
                     (a.status, &a.body),
                     (200, body),
@@ -440,7 +342,7 @@ fn every_request_target_is_refused_or_reaches_every_node_byte_for_byte() {
                     String::from_utf8_lossy(name)
                 );
             }
-            let a = request(c.front(), &get_bytes(&read_target(name))).await;
+            let a = request(c.front(), &raw_get(read_target(name))).await;
             assert_eq!((a.status, &a.body), (200, body));
         }
         assert_eq!(c.files().await, [accepted.len() as u64; 2]);
@@ -463,7 +365,7 @@ async fn names_of_every_kind_are_refused_with_our_json_or_copied_as_they_are() {
 
     // A fragment: both would have been stored as /photo.
     for t in [&b"/photo#1.jpg"[..], b"/photo#2.jpg"] {
-        let a = request(c.front(), &put_bytes(t, b"x")).await;
+        let a = request(c.front(), &raw_put(t, b"x")).await;
         assert_eq!(a.status, 400);
         assert!(
             a.error().contains("'#' at byte 6") && a.error().contains("%23"),
@@ -479,7 +381,7 @@ async fn names_of_every_kind_are_refused_with_our_json_or_copied_as_they_are() {
         (b"/x?q=\"a\"", "'\"' at byte 5"),
         (b"/a\x01b", "0x01 at byte 2"),
     ] {
-        let a = request(c.front(), &put_bytes(t, b"x")).await;
+        let a = request(c.front(), &raw_put(t, b"x")).await;
         assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(t));
         assert!(a.error().contains(says), "{}", a.error());
         assert!(a.error().contains("percent-encode"), "{}", a.error());
@@ -493,7 +395,7 @@ async fn names_of_every_kind_are_refused_with_our_json_or_copied_as_they_are() {
     assert_eq!(a.status, 400);
     assert!(a.error().contains("%20"), "{}", a.error());
     // A read of a name with a fragment is refused too, never cut.
-    let a = request(c.front(), &get_bytes(b"/1:photo#1.jpg")).await;
+    let a = request(c.front(), &raw_get(b"/1:photo#1.jpg")).await;
     assert_eq!(a.status, 400);
     assert!(a.error().contains("'#'"), "{}", a.error());
     assert_eq!(c.files().await, [0, 0], "a refused upload stored something");

@@ -4,10 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use backpack_shared::model::{HostPort, QueueInfo, ReplicationTask, paths};
+use backpack_shared::model::{QueueInfo, ReplicationTask, paths};
 use backpack_shared::queue::{FailOutcome, Queue, RedisPool, lock_name};
 use backpack_shared::zk::{Zk, ZkConfig};
 use backpack_tests::{RedisServer, shared_zk, unique_root};
+
+use crate::common::cluster::{queue_info, redis_cmd, smembers};
 
 async fn zk(root: &str) -> Option<Zk> {
     let server = shared_zk()?;
@@ -19,39 +21,14 @@ async fn zk(root: &str) -> Option<Zk> {
 }
 
 fn info(key: &str, servers: &[&RedisServer]) -> QueueInfo {
-    QueueInfo {
-        key: key.into(),
-        servers: servers
-            .iter()
-            .map(|s| HostPort {
-                host: "127.0.0.1".into(),
-                port: s.port,
-            })
-            .collect(),
-    }
+    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+    queue_info(key, &ports)
 }
 
-async fn smembers(server: &RedisServer, key: &str) -> Vec<String> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port)).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    let mut v: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(key)
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    v.sort();
-    v
-}
-
+/// Adds `item` to the set `key` on `server` by hand, as an original
+/// coordinator pushes.
 async fn sadd(server: &RedisServer, key: &str, item: &str) {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port)).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    let _: u64 = redis::cmd("SADD")
-        .arg(key)
-        .arg(item)
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let _: u64 = redis_cmd(server, &["SADD", key, item]).await;
 }
 
 /// Retry at once (no backoff).
@@ -259,17 +236,6 @@ async fn no_server_answering_is_an_error_not_an_empty_queue() {
     zk.close();
 }
 
-/// Runs a command on `server` through a connection of its own.
-async fn redis_cmd(server: &RedisServer, args: &[&str]) {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port)).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    let _: redis::Value = cmd.query_async(&mut c).await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_after_a_broken_connection_is_taken_at_once() {
     let root = unique_root("qbroken");
@@ -286,14 +252,14 @@ async fn a_push_after_a_broken_connection_is_taken_at_once() {
         q.push(&task(&format!("/after-restart-{i}"))).await.unwrap();
     }
     // Our connection killed by CLIENT KILL.
-    redis_cmd(
+    let () = redis_cmd(
         &redis,
         &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"],
     )
     .await;
     q.push(&task("/after-client-kill")).await.unwrap();
     // Idle connections closed by Redis's own `timeout`, after a lull.
-    redis_cmd(&redis, &["CONFIG", "SET", "timeout", "1"]).await;
+    let () = redis_cmd(&redis, &["CONFIG", "SET", "timeout", "1"]).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     q.push(&task("/after-idle-timeout")).await.unwrap();
 
@@ -346,13 +312,7 @@ async fn a_push_during_the_copy_is_copied_again_never_dropped() {
 }
 
 async fn smembers_of_hash(server: &RedisServer, key: &str) -> Vec<String> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port)).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("HKEYS")
-        .arg(key)
-        .query_async(&mut c)
-        .await
-        .unwrap()
+    redis_cmd(server, &["HKEYS", key]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

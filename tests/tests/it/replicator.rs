@@ -6,17 +6,10 @@
 //! never marks a task done from the dead session, and the configuration is
 //! followed live.
 
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use backpack_daemon::coordinator::{self, CoordinatorConfig};
-use backpack_daemon::node::TIME_HEADER;
-use backpack_daemon::replicator::{Counters, Replicator, ReplicatorConfig, Stats};
-use backpack_shared::model::{HostPort, QueueInfo, ReplicationTask, paths};
+use backpack_shared::model::{QueueInfo, paths};
 use backpack_shared::ops::MapOp;
 use backpack_shared::queue::{Queue, RedisPool, lock_name, worker_id};
 use backpack_shared::zk::{Zk, ZkConfig};
@@ -25,258 +18,12 @@ use backpack_tests::{
     wait_until,
 };
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{self, NodeProcess, TestNode};
-
-// ---------------------------------------------------------------- fixtures
-
-/// A storage node of the cluster under its server id: in-process
-/// ([`TestNode`], stoppable and restartable on the same port and data), or
-/// a real process the test runs itself (to SIGSTOP it).
-struct Node {
-    id: String,
-    port: u16,
-    inner: Option<TestNode>,
-}
-
-impl Node {
-    async fn start(id: &str) -> Node {
-        let t = TestNode::start().await;
-        Node {
-            id: id.into(),
-            port: t.addr.port(),
-            inner: Some(t),
-        }
-    }
-
-    fn external(id: &str, port: u16) -> Node {
-        Node {
-            id: id.into(),
-            port,
-            inner: None,
-        }
-    }
-
-    async fn down(&mut self) {
-        if let Some(t) = &mut self.inner {
-            t.stop().await;
-        }
-    }
-
-    async fn up(&mut self) {
-        if let Some(t) = &mut self.inner {
-            t.restart().await;
-        }
-    }
-
-    fn addr(&self) -> HostPort {
-        HostPort {
-            host: "127.0.0.1".into(),
-            port: self.port,
-        }
-    }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
-async fn put(port: u16, path: &str, body: Vec<u8>) {
-    // Explicit Content-Length: reqwest leaves it out for an empty body.
-    let r = http()
-        .put(format!("http://127.0.0.1:{port}{path}"))
-        .header(reqwest::header::CONTENT_LENGTH, body.len())
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "PUT {path} on {port}");
-}
-
-/// Body and `X-Backpack-Time` of a file, `None` on 404.
-async fn get(port: u16, path: &str) -> Option<(Vec<u8>, String)> {
-    let r = http()
-        .get(format!("http://127.0.0.1:{port}{path}"))
-        .send()
-        .await
-        .ok()?;
-    if r.status() == 404 {
-        return None;
-    }
-    assert_eq!(r.status(), 200, "GET {path} on {port}");
-    let time = r
-        .headers()
-        .get(TIME_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    Some((r.bytes().await.unwrap().to_vec(), time))
-}
-
-async fn puts_count(port: u16) -> u64 {
-    let v: serde_json::Value = http()
-        .get(format!("http://127.0.0.1:{port}/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["puts"]["count"].as_u64().unwrap()
-}
-
-/// Deterministic content of file `i`, `len` bytes.
-fn content(i: usize, len: usize) -> Vec<u8> {
-    let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn task(from: &[&Node], to: &Node, path: &str) -> String {
-    ReplicationTask {
-        from: from.iter().map(|n| n.id.clone()).collect(),
-        to: to.id.clone(),
-        path: path.into(),
-    }
-    .encode()
-}
-
-/// A cluster root: the nodes in servers-map and
-/// a queue on the given Redis servers, plus the test's own session on it.
-struct Env {
-    zk_addr: String,
-    root: String,
-    zk: Zk,
-    queue: Queue,
-    info: QueueInfo,
-}
-
-async fn env(zk_addr: &str, name: &str, nodes: &[&Node], redis: &[u16]) -> Env {
-    let root = unique_root(name);
-    let zk = Zk::connect(ZkConfig::new(zk_addr, &root)).await.unwrap();
-    zk.create_root().await.unwrap();
-    let servers: BTreeMap<String, HostPort> =
-        nodes.iter().map(|n| (n.id.clone(), n.addr())).collect();
-    // The replicator reads no shard; tests that upload make their own.
-    let shards = serde_json::json!({});
-    let info = QueueInfo {
-        key: format!("q{}", root.replace('/', "-")),
-        servers: redis
-            .iter()
-            .map(|p| HostPort {
-                host: "127.0.0.1".into(),
-                port: *p,
-            })
-            .collect(),
-    };
-    zk.create_if_missing(paths::SERVERS_MAP, &serde_json::to_vec(&servers).unwrap())
-        .await
-        .unwrap();
-    zk.create_if_missing(paths::SHARDS_MAP, &serde_json::to_vec(&shards).unwrap())
-        .await
-        .unwrap();
-    zk.create_if_missing(paths::QUEUE, &serde_json::to_vec(&info).unwrap())
-        .await
-        .unwrap();
-    let queue = Queue::new(&info, &RedisPool::new(), zk.clone());
-    Env {
-        zk_addr: zk_addr.into(),
-        root,
-        zk,
-        queue,
-        info,
-    }
-}
-
-/// Test settings: quick backoff and announcements, a unique announcement
-/// name (several replicators share this process).
-fn config(concurrency: usize) -> ReplicatorConfig {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let mut c = ReplicatorConfig::new(concurrency);
-    c.backoff_min = Duration::from_millis(50);
-    c.backoff_max = Duration::from_millis(300);
-    c.retry_min = Duration::from_millis(50);
-    c.retry_max = Duration::from_millis(300);
-    c.destination_retry_max = Duration::from_millis(300);
-    c.announce_every = Duration::from_millis(200);
-    c.shutdown_deadline = Duration::from_secs(5);
-    c.name = format!("{}-{}", worker_id(), N.fetch_add(1, Ordering::Relaxed));
-    c
-}
-
-/// An in-process replicator on its own session.
-struct Running {
-    stats: Arc<Stats>,
-    name: String,
-    stop: CancellationToken,
-    task: JoinHandle<Counters>,
-}
-
-impl Running {
-    async fn start(env: &Env, config: ReplicatorConfig, metrics: Option<TcpListener>) -> Running {
-        Self::start_with(ZkConfig::new(&env.zk_addr, &env.root), config, metrics).await
-    }
-
-    async fn start_with(
-        zk: ZkConfig,
-        config: ReplicatorConfig,
-        metrics: Option<TcpListener>,
-    ) -> Running {
-        let zk = Zk::connect_initialized(zk).await.unwrap();
-        let name = config.name.clone();
-        let mut r = Replicator::new(config, zk);
-        if let Some(l) = metrics {
-            r = r.with_metrics(l);
-        }
-        let stats = r.stats();
-        let started = r.started();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(r.run(stop.clone()));
-        tokio::time::timeout(Duration::from_secs(10), started.cancelled())
-            .await
-            .expect("replicator started");
-        Running {
-            stats,
-            name,
-            stop,
-            task,
-        }
-    }
-
-    async fn shutdown(self) -> Counters {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.task)
-            .await
-            .expect("replicator stopped")
-            .unwrap()
-    }
-}
-
-/// Waits for `f` to hold; fails the test, naming `what`, after `timeout`.
-async fn eventually<F, Fut>(timeout: Duration, what: &str, f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    assert!(
-        common::eventually(timeout, f).await,
-        "timed out after {timeout:?} waiting for {what}"
-    );
-}
-
-async fn queue_empty(q: &Queue) -> bool {
-    q.len().await.overall == Some(0) && q.locks().await.map(|l| l.is_empty()).unwrap_or(false)
-}
-
-// ---------------------------------------------------------------- tests
+use crate::common::cluster::queue_empty;
+use crate::common::node::{Node, content, get, put, puts_count};
+use crate::common::replicator::{Running, config, env, eventually, task};
+use crate::common::{self, NodeProcess, client, start_coordinator};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_holds_every_file_byte_for_byte() {
@@ -357,7 +104,7 @@ async fn every_node_holds_every_file_byte_for_byte() {
     .await;
 
     // Prometheus text.
-    let text = http()
+    let text = client()
         .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .send()
         .await
@@ -413,16 +160,7 @@ async fn uploads_through_the_coordinator_reach_every_node_of_their_shard() {
             .unwrap();
     }
     let stop = CancellationToken::new();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let c = coordinator::start(
-        listener,
-        CoordinatorConfig::default(),
-        env.zk.config().clone(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
-    assert!(c.wait_ready().await);
+    let c = start_coordinator(&env.zk, stop.clone()).await;
     let front = format!("http://{}", c.local_addr());
     let r = Running::start(&env, config(4), None).await;
 
@@ -432,7 +170,7 @@ async fn uploads_through_the_coordinator_reach_every_node_of_their_shard() {
     for i in 0..40 {
         let path = format!("/e2e/{i}.jpg");
         let data = content(100 + i, sizes[i % sizes.len()]);
-        let resp = http()
+        let resp = client()
             .put(format!("{front}{path}"))
             .header(reqwest::header::CONTENT_LENGTH, data.len())
             .body(data.clone())
@@ -1194,7 +932,7 @@ async fn a_node_restarted_in_two_seconds_under_steady_uploads_loses_no_task() {
     let stop = CancellationToken::new();
     let front = common::start_coordinator(&zk, stop.clone()).await;
     let running = common::start_replicator(&zks.addr(), &root, 4, stop.clone()).await;
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = common::client();
 
     let mut answered = Vec::new();
     let mut stopped_at: Option<Instant> = None;
