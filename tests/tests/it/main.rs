@@ -5,12 +5,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod clocks;
-mod cluster;
 mod common;
 mod convergence;
-mod coordinator;
+mod fill;
+mod lifecycle;
 mod names;
 mod queue;
+mod read;
 mod replicator;
 mod seed;
+mod upload;
 mod zk;

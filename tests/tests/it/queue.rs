@@ -1,15 +1,18 @@
-//! The replication queue over two real Redis servers and a real ZooKeeper:
-//! the original's wire format and lock names, and our fixes (pop looks at
-//! every server, a dead server does not stall, dead letters).
+//! The replication queue over real Redis servers and a real ZooKeeper: the
+//! original's wire format and lock names, and our fixes (pop looks at
+//! every server, a dead server does not stall, a push during a copy is not
+//! lost, backoffs without a lock, dead letters); claims a batch at a time
+//! by several workers at once.
 
 use std::time::{Duration, Instant};
 
 use backpack_shared::model::{QueueInfo, ReplicationTask, paths};
-use backpack_shared::queue::{FailOutcome, Queue, RedisPool, lock_name};
+use backpack_shared::queue::{FailOutcome, Queue, RedisPool, lock_name, worker_id};
 use backpack_shared::zk::{Zk, ZkConfig};
-use backpack_tests::{RedisServer, shared_zk, unique_root};
+use backpack_tests::{RedisServer, shared_redis, shared_zk, unique_root};
 
 use crate::common::cluster::{queue_info, redis_cmd, smembers};
+use crate::common::replicator::env;
 
 async fn zk(root: &str) -> Option<Zk> {
     let server = shared_zk()?;
@@ -363,4 +366,111 @@ async fn a_failed_task_waits_out_its_backoff_without_a_lock() {
         "{got:?}"
     );
     zk.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_claims_use_the_original_locks_and_never_overlap() {
+    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
+        return;
+    };
+    let env = env(&zks.addr(), "repl-batch", &[], &[redis.port]).await;
+    let items: Vec<String> = (0..300).map(|i| format!("item-{i}")).collect();
+    env.queue.push_many(&items).await.unwrap();
+
+    // Three workers on their own sessions take batches at the same time.
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let zk = Zk::connect(ZkConfig::new(&env.zk_addr, &env.root))
+            .await
+            .unwrap();
+        sessions.push((zk.clone(), Queue::new(&env.info, &RedisPool::new(), zk)));
+    }
+    let (a, b, c) = tokio::join!(
+        sessions[0].1.pop_many(40),
+        sessions[1].1.pop_many(40),
+        sessions[2].1.pop_many(40)
+    );
+    let held = [a.unwrap(), b.unwrap(), c.unwrap()];
+    assert!(held.iter().all(|h| !h.is_empty()), "every worker got some");
+    let mut all: Vec<&str> = held.iter().flatten().map(|c| c.item.as_str()).collect();
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "an item claimed twice");
+    // The original's lock znodes, holding the worker id.
+    for c in &held[0] {
+        let (data, _) = env
+            .zk
+            .get(&lock_name(&env.info.key, &c.item))
+            .await
+            .unwrap()
+            .expect("lock znode");
+        assert_eq!(String::from_utf8(data).unwrap(), worker_id());
+    }
+    // A lock lost meanwhile: done_many refuses that one and removes the rest.
+    let lost = held[1][0].clone();
+    env.zk
+        .call("lock", |c| {
+            let p = env.zk.path(&lock_name(&env.info.key, &lost.item));
+            async move { c.delete(&p, None).await }
+        })
+        .await
+        .unwrap();
+    let done = sessions[1].1.done_many(&held[1]).await.unwrap();
+    assert_eq!(done.iter().filter(|d| !**d).count(), 1);
+    assert!(!done[0]);
+    let done = sessions[0].1.done_many(&held[0]).await.unwrap();
+    assert!(done.iter().all(|d| *d));
+    let left = 300 - held[0].len() - (held[1].len() - 1);
+    assert_eq!(env.queue.len().await.overall, Some(left as u64));
+    let locks = env.queue.locks().await.unwrap();
+    assert_eq!(
+        locks.len(),
+        held[2].len(),
+        "only the third worker's locks remain"
+    );
+    for (zk, _) in sessions {
+        zk.close();
+    }
+    env.zk.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_claims_find_the_last_free_items_among_their_own() {
+    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
+        return;
+    };
+    let env = env(&zks.addr(), "repl-tail", &[], &[redis.port]).await;
+    let items: Vec<String> = (0..200).map(|i| format!("tail-{i}")).collect();
+    env.queue.push_many(&items).await.unwrap();
+    // One worker keeps what it takes (copies in flight): at the end of a
+    // burst nearly every item in the set is its own. Each batch must still
+    // find the free ones, never answer "empty" while some are left (the
+    // claimer would sleep until the next poll).
+    let mut claimed = Vec::new();
+    while claimed.len() < items.len() {
+        let got = env.queue.pop_many(16).await.unwrap();
+        assert!(
+            !got.is_empty(),
+            "no claim with {} of {} items free",
+            items.len() - claimed.len(),
+            items.len()
+        );
+        claimed.extend(got);
+    }
+    let mut names: Vec<&str> = claimed.iter().map(|c| c.item.as_str()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), items.len(), "an item claimed twice");
+    assert!(env.queue.pop_many(16).await.unwrap().is_empty());
+    assert!(
+        env.queue
+            .done_many(&claimed)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| *d)
+    );
+    assert_eq!(env.queue.len().await.overall, Some(0));
+    env.zk.close();
 }

@@ -1,29 +1,24 @@
-//! The replicator against real ZooKeeper, Redis and storage nodes: files
-//! reach every node byte for byte, tasks are never copied twice at once,
-//! nodes and Redis servers that go away and come back lose nothing, a task
-//! that cannot succeed lands in the dead-letter set (and the admin command
-//! handles it), SIGTERM mid-copy releases the lock, session expiry mid-copy
-//! never marks a task done from the dead session, and the configuration is
-//! followed live.
+//! The replicator copying against real ZooKeeper, Redis and storage nodes:
+//! files reach every node byte for byte, tasks are never copied twice at
+//! once, nodes and Redis servers that go away and come back lose nothing, a
+//! task that cannot succeed lands in the dead-letter set (and the admin
+//! command handles it), and the configuration is followed live. Its start,
+//! shutdown and ZooKeeper loss are in `lifecycle::replicator`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use backpack_shared::model::{QueueInfo, paths};
 use backpack_shared::ops::MapOp;
-use backpack_shared::queue::{Queue, RedisPool, lock_name, worker_id};
-use backpack_shared::zk::{Zk, ZkConfig};
-use backpack_tests::{
-    RedisServer, ZkServer, bin, free_port, shared_redis, shared_zk, spawn_with_stdout, unique_root,
-    wait_until,
-};
+use backpack_shared::queue::{Queue, RedisPool};
+use backpack_tests::{RedisServer, bin, shared_redis, shared_zk, unique_root};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::cluster::queue_empty;
 use crate::common::node::{Node, content, get, put, puts_count};
 use crate::common::replicator::{Running, config, env, eventually, task};
-use crate::common::{self, NodeProcess, client, start_coordinator};
+use crate::common::{self, client, start_coordinator};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_holds_every_file_byte_for_byte() {
@@ -202,113 +197,6 @@ async fn uploads_through_the_coordinator_reach_every_node_of_their_shard() {
     assert_eq!(r.shutdown().await.copies_failed, 0);
     stop.cancel();
     c.wait().await;
-    env.zk.close();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batched_claims_use_the_original_locks_and_never_overlap() {
-    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
-        return;
-    };
-    let env = env(&zks.addr(), "repl-batch", &[], &[redis.port]).await;
-    let items: Vec<String> = (0..300).map(|i| format!("item-{i}")).collect();
-    env.queue.push_many(&items).await.unwrap();
-
-    // Three workers on their own sessions take batches at the same time.
-    let mut sessions = Vec::new();
-    for _ in 0..3 {
-        let zk = Zk::connect(ZkConfig::new(&env.zk_addr, &env.root))
-            .await
-            .unwrap();
-        sessions.push((zk.clone(), Queue::new(&env.info, &RedisPool::new(), zk)));
-    }
-    let (a, b, c) = tokio::join!(
-        sessions[0].1.pop_many(40),
-        sessions[1].1.pop_many(40),
-        sessions[2].1.pop_many(40)
-    );
-    let held = [a.unwrap(), b.unwrap(), c.unwrap()];
-    assert!(held.iter().all(|h| !h.is_empty()), "every worker got some");
-    let mut all: Vec<&str> = held.iter().flatten().map(|c| c.item.as_str()).collect();
-    let n = all.len();
-    all.sort();
-    all.dedup();
-    assert_eq!(all.len(), n, "an item claimed twice");
-    // The original's lock znodes, holding the worker id.
-    for c in &held[0] {
-        let (data, _) = env
-            .zk
-            .get(&lock_name(&env.info.key, &c.item))
-            .await
-            .unwrap()
-            .expect("lock znode");
-        assert_eq!(String::from_utf8(data).unwrap(), worker_id());
-    }
-    // A lock lost meanwhile: done_many refuses that one and removes the rest.
-    let lost = held[1][0].clone();
-    env.zk
-        .call("lock", |c| {
-            let p = env.zk.path(&lock_name(&env.info.key, &lost.item));
-            async move { c.delete(&p, None).await }
-        })
-        .await
-        .unwrap();
-    let done = sessions[1].1.done_many(&held[1]).await.unwrap();
-    assert_eq!(done.iter().filter(|d| !**d).count(), 1);
-    assert!(!done[0]);
-    let done = sessions[0].1.done_many(&held[0]).await.unwrap();
-    assert!(done.iter().all(|d| *d));
-    let left = 300 - held[0].len() - (held[1].len() - 1);
-    assert_eq!(env.queue.len().await.overall, Some(left as u64));
-    let locks = env.queue.locks().await.unwrap();
-    assert_eq!(
-        locks.len(),
-        held[2].len(),
-        "only the third worker's locks remain"
-    );
-    for (zk, _) in sessions {
-        zk.close();
-    }
-    env.zk.close();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batched_claims_find_the_last_free_items_among_their_own() {
-    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
-        return;
-    };
-    let env = env(&zks.addr(), "repl-tail", &[], &[redis.port]).await;
-    let items: Vec<String> = (0..200).map(|i| format!("tail-{i}")).collect();
-    env.queue.push_many(&items).await.unwrap();
-    // One worker keeps what it takes (copies in flight): at the end of a
-    // burst nearly every item in the set is its own. Each batch must still
-    // find the free ones, never answer "empty" while some are left (the
-    // claimer would sleep until the next poll).
-    let mut claimed = Vec::new();
-    while claimed.len() < items.len() {
-        let got = env.queue.pop_many(16).await.unwrap();
-        assert!(
-            !got.is_empty(),
-            "no claim with {} of {} items free",
-            items.len() - claimed.len(),
-            items.len()
-        );
-        claimed.extend(got);
-    }
-    let mut names: Vec<&str> = claimed.iter().map(|c| c.item.as_str()).collect();
-    names.sort();
-    names.dedup();
-    assert_eq!(names.len(), items.len(), "an item claimed twice");
-    assert!(env.queue.pop_many(16).await.unwrap().is_empty());
-    assert!(
-        env.queue
-            .done_many(&claimed)
-            .await
-            .unwrap()
-            .iter()
-            .all(|d| *d)
-    );
-    assert_eq!(env.queue.len().await.overall, Some(0));
     env.zk.close();
 }
 
@@ -558,200 +446,6 @@ async fn a_file_that_exists_nowhere_ends_in_the_dead_letter_set() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_mid_copy_releases_the_lock() {
-    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
-        return;
-    };
-    let n1 = Node::start("1").await;
-    // The destination is a real process, stopped mid-copy with SIGSTOP.
-    let dst = NodeProcess::start("");
-    let dst_port = dst.port;
-    let n2 = Node::external("2", dst_port);
-    let env = env(&zks.addr(), "repl-term", &[&n1, &n2], &[redis.port]).await;
-    put(n1.port, "/big.bin", content(3, 4 << 20)).await;
-
-    let dir = tempfile::tempdir().unwrap();
-    let args = [&env.zk_addr, &env.root, "1", "--shutdown-deadline", "1"].map(String::from);
-    let mut replicator = spawn_with_stdout(
-        "backpack-replicator",
-        &bin("backpack-replicator").display().to_string(),
-        &args,
-        dir.path(),
-    );
-    // Its first two lines of standard output, within 30 s.
-    let lines: Vec<String> = tokio::task::block_in_place(|| {
-        wait_until(Duration::from_secs(30), || {
-            replicator.stdout_text().matches('\n').count() >= 2
-        });
-        let text = replicator.stdout_text();
-        text.lines().take(2).map(String::from).collect()
-    });
-    assert_eq!(lines, ["Replicator is ready!", "Replicator started!"]);
-
-    dst.pause();
-    env.queue
-        .push(&task(&[&n1], &n2, "/big.bin"))
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(10), "the task locked", || async {
-        env.queue.locks().await.unwrap().len() == 1
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // well into the copy
-    assert_eq!(env.queue.locks().await.unwrap().len(), 1, "still copying");
-
-    let asked = Instant::now();
-    replicator.signal("TERM");
-    let status = tokio::task::block_in_place(|| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(s) = replicator.exit_status() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "replicator did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    });
-    let took = asked.elapsed();
-    let stderr = replicator.log_text();
-    assert!(status.success(), "exit {status:?}\n{stderr}");
-    assert!(took < Duration::from_secs(5), "took {took:?}");
-    // Released, not done: the lock is gone at once (not at the session
-    // timeout) and the task waits for the next replicator.
-    assert!(
-        env.queue.locks().await.unwrap().is_empty(),
-        "lock left behind\n{stderr}"
-    );
-    assert_eq!(env.queue.len().await.overall, Some(1));
-    assert!(
-        env.queue.sample(1).await[0].attempts == 0,
-        "a cut copy is not a failed attempt"
-    );
-    assert!(stderr.contains("lock released"), "{stderr}");
-    dst.resume();
-
-    // The next replicator finishes it.
-    let r = Running::start(&env, config(1), None).await;
-    eventually(
-        Duration::from_secs(15),
-        "copied by the next replicator",
-        || async { queue_empty(&env.queue).await },
-    )
-    .await;
-    assert_eq!(
-        get(dst_port, "/big.bin").await.unwrap().0,
-        content(3, 4 << 20)
-    );
-    r.shutdown().await;
-    drop(dst);
-    env.zk.close();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn session_expiry_mid_copy_abandons_it_without_marking_it_done() {
-    let Some(redis) = shared_redis() else { return };
-    let Some(zks) = ZkServer::start() else { return };
-    let n1 = Node::start("1").await;
-    let dst = NodeProcess::start("");
-    let dst_port = dst.port;
-    let n2 = Node::external("2", dst_port);
-    let env = env(&zks.addr(), "repl-expiry", &[&n1, &n2], &[redis.port]).await;
-    put(n1.port, "/e.bin", content(5, 2 << 20)).await;
-
-    let mut zc = ZkConfig::new(&env.zk_addr, &env.root);
-    zc.session_timeout = Duration::from_secs(2);
-    let r = Running::start_with(zc, config(1), None).await;
-    dst.pause();
-    env.queue.push(&task(&[&n1], &n2, "/e.bin")).await.unwrap();
-    eventually(Duration::from_secs(10), "the copy in flight", || async {
-        r.stats.snapshot().in_flight == 1
-    })
-    .await;
-
-    // ZooKeeper silent past the session timeout: the session expires and
-    // the copy in flight is abandoned, never marked done.
-    zks.pause();
-    eventually(Duration::from_secs(10), "the copy abandoned", || async {
-        r.stats.snapshot().abandoned >= 1
-    })
-    .await;
-    assert_eq!(r.stats.snapshot().copies_done, 0);
-    zks.resume();
-    dst.resume();
-    // A new session takes the task again and finishes it.
-    eventually(
-        Duration::from_secs(20),
-        "copied on the new session",
-        || async { queue_empty(&env.queue).await && r.stats.snapshot().copies_done == 1 },
-    )
-    .await;
-    assert_eq!(
-        get(dst_port, "/e.bin").await.unwrap().0,
-        content(5, 2 << 20)
-    );
-    r.shutdown().await;
-    drop(dst);
-    env.zk.close();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zookeeper_frozen_past_the_session_timeout_under_load_loses_nothing() {
-    let Some(redis) = shared_redis() else { return };
-    let Some(zks) = ZkServer::start() else { return };
-    let (n1, n2) = (Node::start("1").await, Node::start("2").await);
-    let env = env(&zks.addr(), "repl-freeze", &[&n1, &n2], &[redis.port]).await;
-    let n = 1500;
-    for i in 0..n {
-        put(n1.port, &format!("/f/{i}"), content(i, 700)).await;
-    }
-    let tasks: Vec<String> = (0..n)
-        .map(|i| task(&[&n1], &n2, &format!("/f/{i}")))
-        .collect();
-
-    let mut zc = ZkConfig::new(&env.zk_addr, &env.root);
-    zc.session_timeout = Duration::from_secs(2);
-    let r = Running::start_with(zc, config(8), None).await;
-    env.queue.push_many(&tasks).await.unwrap();
-    // Frozen while tasks are claimed ahead, copying and waiting to be
-    // marked done: every stage holds locks of the session that expires.
-    eventually(Duration::from_secs(20), "copies under way", || async {
-        r.stats.snapshot().copies_done >= 100
-    })
-    .await;
-    zks.pause();
-    let frozen_at = r.stats.snapshot().copies_done;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    zks.resume();
-    eventually(Duration::from_secs(60), "every task done", || async {
-        queue_empty(&env.queue).await
-    })
-    .await;
-    let s = r.stats.snapshot();
-    assert!(
-        frozen_at < n as u64,
-        "the freeze came after the work ({frozen_at} done)"
-    );
-    assert!(
-        s.abandoned >= 1,
-        "no work was in flight at the freeze: {s:?}"
-    );
-    assert_eq!(s.copies_done, n as u64, "{s:?}");
-    assert_eq!(s.copies_failed, 0, "{s:?}");
-    assert!(env.queue.dead(10).await.is_empty());
-    for i in 0..n {
-        let (body, _) = get(n2.port, &format!("/f/{i}"))
-            .await
-            .unwrap_or_else(|| panic!("/f/{i} missing on node 2"));
-        assert_eq!(body, content(i, 700), "/f/{i}");
-    }
-    r.shutdown().await;
-    env.zk.close();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_changes_are_followed_live() {
     let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
         return;
@@ -815,45 +509,6 @@ async fn configuration_changes_are_followed_live() {
     eprintln!("new queue picked up in {:?}", pushed.elapsed());
     assert_eq!(r.shutdown().await.copies_done, 2);
     env.zk.close();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_errors_are_one_clear_line() {
-    let run = |args: &[&str]| {
-        let out = Command::new(bin("backpack-replicator"))
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
-    let dead = format!("127.0.0.1:{}", free_port());
-    let (code, out, err) =
-        tokio::task::block_in_place(|| run(&[&dead, "/backpack", "--zk-timeout", "1"]));
-    assert_eq!(code, Some(1), "{err}");
-    assert!(out.is_empty());
-    let last = err.lines().last().unwrap_or("");
-    assert!(
-        last.starts_with("backpack-replicator: cannot reach ZooKeeper at 127.0.0.1:"),
-        "{err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-
-    let Some(zks) = shared_zk() else { return };
-    let root = unique_root("repl-uninit");
-    let (code, _, err) = tokio::task::block_in_place(|| run(&[&zks.addr(), &root]));
-    assert_eq!(code, Some(1), "{err}");
-    let last = err.lines().last().unwrap_or("");
-    assert!(
-        last.contains("is not initialized") && last.contains("backpack-coordinator-init"),
-        "{err}"
-    );
-
-    let (code, _, err) = tokio::task::block_in_place(|| run(&[&zks.addr(), &root, "0"]));
-    assert_ne!(code, Some(0), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

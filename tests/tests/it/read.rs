@@ -1,10 +1,11 @@
-//! Whole-cluster pieces: nginx in front of the storage nodes with the
-//! configuration `backpack-coordinator-nginx-config` prints.
+//! The read path: `GET /<shard>:<name>` through the coordinator, and nginx
+//! in front of the storage nodes with the configuration
+//! `backpack-coordinator-nginx-config` prints; a node down or a file not
+//! yet copied is read from another node of the shard.
 
-use std::process::Command;
 use std::time::Duration;
 
-use backpack_tests::{bin, free_port, require, shared_zk, unique_root};
+use backpack_tests::{free_port, require, shared_zk, unique_root};
 
 use crate::common::{
     Nginx, eventually, init_root, nginx, nginx_config, start_coordinator, two_node_shard,
@@ -77,55 +78,6 @@ async fn nginx_serves_a_shard_with_one_node_down() {
     );
     drop((b, nginx));
     zk.close();
-}
-
-#[test]
-fn systemd_units_verify() {
-    let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    if !require(
-        "systemd-analyze (Debian package systemd)",
-        analyze.is_some(),
-    ) {
-        return;
-    }
-    let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd");
-    let dir = tempfile::tempdir().unwrap();
-    for (unit, program) in [
-        ("backpack-node@.service", "backpack-node"),
-        ("backpack-coordinator@.service", "backpack-coordinator"),
-        ("backpack-replicator@.service", "backpack-replicator"),
-    ] {
-        let text = std::fs::read_to_string(units.join(unit)).unwrap();
-        for needed in [
-            "Restart=on-failure",
-            "KillSignal=SIGTERM",
-            "EnvironmentFile=",
-        ] {
-            assert!(text.contains(needed), "{unit} lacks {needed}");
-        }
-        // Point ExecStart at the binary built here so verify can check it.
-        let text = text.replace(
-            &format!("/usr/local/bin/{program}"),
-            &bin(program).display().to_string(),
-        );
-        let instance = unit.replace("@.service", "@1.service");
-        std::fs::write(dir.path().join(unit), &text).unwrap();
-        std::fs::write(dir.path().join(&instance), &text).unwrap();
-        let out = Command::new(analyze.unwrap())
-            .arg("verify")
-            .arg("--man=no")
-            .arg(dir.path().join(&instance))
-            .env("SYSTEMD_LOG_LEVEL", "notice")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && stderr.trim().is_empty(),
-            "{unit}: {stderr}"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
