@@ -14,8 +14,8 @@ use backpack_tests::{shared_redis, shared_zk, unique_root};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
-    CoordinatorProcess, NodeProcess, add_shard, client, drained, init_root, name_first_on,
-    queue_on, require_faketime, start_replicator,
+    CoordinatorProcess, NodeProcess, add_shard, client, drained, get_json, init_root,
+    name_first_on, queue_on, require_faketime, start_replicator,
 };
 
 /// Uploads through a coordinator; the answer's status.
@@ -51,16 +51,9 @@ async fn read_through(c: &reqwest::Client, front: SocketAddr, name: &str) -> Opt
     (r.status() == 200).then_some(r.text().await.ok()?)
 }
 
+/// The coordinator's count of uploads stored without the ordering guarantee.
 async fn unordered(c: &reqwest::Client, front: SocketAddr) -> serde_json::Value {
-    let stats: serde_json::Value = c
-        .get(format!("http://{front}/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    stats["uploads_unordered"].clone()
+    get_json(c, &format!("http://{front}/stats")).await["uploads_unordered"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -172,38 +172,20 @@ fn the_seed_walkthrough_on_two_hosts() {
         ],
         dir,
     );
-    let _r1 = daemon(
-        "one",
-        "redis-one",
-        "redis-server",
-        &[
-            "--port",
-            "13001",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-        ],
-        dir,
-    );
-    let _r2 = daemon(
-        "two",
-        "redis-two",
-        "redis-server",
-        &[
-            "--port",
-            "13002",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-        ],
-        dir,
-    );
+    let _redis =
+        [("one", "redis-one", "13001"), ("two", "redis-two", "13002")].map(|(host, name, port)| {
+            let args = [
+                "--port",
+                port,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ];
+            daemon(host, name, "redis-server", &args, dir)
+        });
     assert!(
         wait_until(Duration::from_secs(30), || port_open("one", 2181)),
         "ZooKeeper did not start"

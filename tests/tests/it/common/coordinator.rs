@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::cluster::{init_root, smembers};
 use super::http::{Answer, raw_get, request};
 use super::node::Node;
+use super::{client, get_json};
 
 /// A coordinator in-process on a free loopback port with the default
 /// settings, once it has read the configuration.
@@ -183,12 +184,7 @@ impl Running {
     }
 
     pub async fn stats(&self) -> Value {
-        reqwest::get(self.url("/stats"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(&client(), &self.url("/stats")).await
     }
 }
 

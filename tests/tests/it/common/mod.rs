@@ -52,13 +52,6 @@ pub fn client() -> reqwest::Client {
 }
 
 /// The JSON a GET of `url` answers (a daemon's `/stats`).
-pub async fn get_json(url: &str) -> serde_json::Value {
-    client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
 }

@@ -166,7 +166,7 @@ pub async fn get(port: u16, path: &str) -> Option<(Vec<u8>, String)> {
 
 /// How many PUTs the node at `port` has stored (its `/stats`).
 pub async fn puts_count(port: u16) -> u64 {
-    let v = get_json(&format!("http://127.0.0.1:{port}/stats")).await;
+    let v = get_json(&client(), &format!("http://127.0.0.1:{port}/stats")).await;
     v["puts"]["count"].as_u64().unwrap()
 }
 

@@ -238,15 +238,9 @@ pub fn wait_listening(port: u16) -> bool {
 /// What `backpack-coordinator-nginx-config <zk> <root> <args>` prints (it
 /// must succeed).
 pub fn nginx_config(zk_addr: &str, root: &str, args: &[&str]) -> String {
-    let out = Command::new(backpack_tests::bin("backpack-coordinator-nginx-config"))
-        .args([zk_addr, root])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let all: Vec<&str> = [zk_addr, root]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    backpack_tests::admin("nginx-config", &all)
 }
