@@ -1,7 +1,8 @@
-//! The integration tests: one binary (see ARCHITECTURE.md). Daemons run
-//! in-process through their library entry points against real ZooKeeper,
-//! Redis and storage nodes; tests that need real processes use
-//! `backpack_tests::bin`.
+//! The integration tests: one binary (see ARCHITECTURE.md), a module per
+//! topic, what they set up in `common`. Daemons run in-process through
+//! their library entry points against real ZooKeeper, Redis and storage
+//! nodes; tests that need real processes run the workspace's binaries
+//! (`backpack_tests::bin`) under `backpack_tests::Process`.
 #![allow(clippy::unwrap_used)]
 
 mod clocks;
