@@ -70,9 +70,10 @@ pub struct Process {
 const GUARD: &str = r#""$@" & pid=$!; trap 'kill -9 $pid 2>/dev/null; wait $pid' EXIT; read _; kill -CONT $pid 2>/dev/null"#;
 
 impl Process {
-    /// Whether the guard (and so the server) still runs.
+    /// Whether the server still runs. (The guard runs until it is dropped,
+    /// whatever became of the server: ask [`Process::exit_status`].)
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.exit_status().is_none()
     }
 
     pub fn log_text(&self) -> String {
