@@ -102,7 +102,9 @@ impl Process {
     /// being started). The guard does not reap it before it is dropped,
     /// so its status is read from `/proc/<pid>/stat` (Linux). Once the
     /// guard itself has ended (it killed the server, or reaped it), the
-    /// guard's status.
+    /// guard's status. A server that ends within the guard's first
+    /// milliseconds (before it waits in `read`) may be reaped by the guard
+    /// shell, and then reads as `None` until the guard is dropped.
     pub fn exit_status(&mut self) -> Option<ExitStatus> {
         if let Ok(Some(status)) = self.child.try_wait() {
             return Some(status);
@@ -578,7 +580,9 @@ mod tests {
     fn a_prepared_command_runs_with_its_environment_and_reports_its_exit() {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", "echo \"$GREETING\"; exit 3"])
+        // It outlives the guard's start-up: a server that ends within the
+        // first milliseconds can be reaped by the guard (see exit_status).
+        cmd.args(["-c", "echo \"$GREETING\"; sleep 1; exit 3"])
             .env("GREETING", "hello");
         let mut p = spawn_command("greeter", &cmd, dir.path());
         assert_eq!(exited(&mut p).and_then(|s| s.code()), Some(3));
