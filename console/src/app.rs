@@ -15,9 +15,10 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use backpack_shared::clock::now_ms;
 use backpack_shared::live::{ClusterState, watch_cluster};
 use backpack_shared::model::{HostPort, QueueInfo};
 use backpack_shared::queue::{Queue, RedisPool};
@@ -28,16 +29,9 @@ use futures::StreamExt;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
 use crate::cli::Args;
-use crate::event::{Event, Health, Millis, QueueReport};
+use crate::event::{Event, Health, QueueReport};
 use crate::state::{Command, Config, State};
 use crate::term::{Guard, check_terminal};
-
-pub fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
 
 /// The binary's main: parse, check the terminal, log to a file, run.
 pub fn main_entry() -> ExitCode {

@@ -7,9 +7,13 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
+
+/// Kept here for callers that knew it here; the clock is
+/// [`backpack_shared::clock`].
+pub use backpack_shared::clock::now_ms;
 
 use super::view::View;
 
@@ -188,13 +192,6 @@ impl Stats {
             rejected_bytes,
         }
     }
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Cluster-wide figures from the live view, as the original computes them.

@@ -18,7 +18,7 @@ use backpack_shared::queue::{Queue, TaskInfo, describe_item};
 use backpack_shared::zk::{Zk, ZkConfig};
 use clap::{Parser, Subcommand};
 
-use super::stats::now_ms;
+use backpack_shared::clock::now_ms;
 
 /// Lists, re-queues or drops the replication tasks that failed too often
 /// (the queue's dead-letter set).
