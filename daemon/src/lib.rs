@@ -8,5 +8,6 @@ pub mod benchkit;
 pub mod coordinator;
 pub mod node;
 pub mod node_client;
+pub mod prometheus;
 pub mod replicator;
 pub mod runtime;
