@@ -3,6 +3,7 @@
 //! `main` over one function of this library, so tests run the real code
 //! in-process.
 
+pub mod accept;
 pub mod admin;
 pub mod benchkit;
 pub mod coordinator;

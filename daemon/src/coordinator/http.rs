@@ -26,7 +26,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use backpack_shared::model::name::{NameError, split_read_target};
 use backpack_shared::model::{Name, hash_hex};
@@ -192,42 +191,17 @@ fn json_response(status: StatusCode, value: &serde_json::Value, head: bool) -> R
 }
 
 /// Accepts connections until `shutdown`, then lets in-flight requests
-/// finish within `deadline`.
+/// finish within `deadline` (see [`crate::accept`]).
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: CancellationToken,
     deadline: Duration,
 ) {
-    let tracker = TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Typically out of file descriptors: back off, keep serving.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        tracker.spawn(serve_connection(stream, app.clone(), shutdown.clone()));
-    }
-    drop(listener);
-    tracker.close();
-    if tokio::time::timeout(deadline, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            ?deadline,
-            "requests still running at the shutdown deadline; dropping them"
-        );
-    }
+    crate::accept::serve(listener, &shutdown, deadline, |stream| {
+        serve_connection(stream, app.clone(), shutdown.clone())
+    })
+    .await;
 }
 
 async fn serve_connection(
