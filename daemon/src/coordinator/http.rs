@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -36,7 +36,7 @@ use super::nodes::Attempt;
 use super::raw_target::{HeadError, Lines, RawRequest, RawTargets};
 use super::stats::{Snapshot, metrics_text, stats_json};
 use super::{read, upload};
-use crate::node_client::{HASH_HEADER, TIME_HEADER};
+use crate::node_client::{HASH_HEADER, TIME_HEADER, UNORDERED_HEADER};
 
 /// Answers are small JSON documents or files streamed from a node.
 pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -301,10 +301,8 @@ async fn put(app: &App, target: &[u8], req: Request<Incoming>) -> Response<Body>
                 }
             }
             if let Some(why) = done.unordered {
-                resp.headers_mut().insert(
-                    HeaderName::from_static("x-backpack-unordered"),
-                    HeaderValue::from_static(why.label()),
-                );
+                resp.headers_mut()
+                    .insert(UNORDERED_HEADER, HeaderValue::from_static(why.label()));
             }
             (StatusCode::OK, resp)
         }
