@@ -80,6 +80,15 @@ impl Text {
         self.family(name, kind, help).sample(&[], value);
     }
 
+    /// A family of one sample without labels when `value` is known; when
+    /// not, the family is still declared, without a sample.
+    pub fn maybe(&mut self, name: &str, kind: Kind, help: &str, value: Option<impl Display>) {
+        let mut family = self.family(name, kind, help);
+        if let Some(v) = value {
+            family.sample(&[], v);
+        }
+    }
+
     /// The text, every line ending in a newline.
     pub fn finish(self) -> String {
         self.out
@@ -139,12 +148,15 @@ mod tests {
     fn families_labels_and_escapes() {
         let mut m = Text::new("p_");
         m.family("empty", Kind::Gauge, "Nothing yet.");
+        m.maybe("unknown", Kind::Gauge, "Not read.", None::<u64>);
         m.family("by", Kind::Counter, "Two labels.")
             .sample(&[("a", "x"), ("b", "say \"hi\"\\\n")], 2)
             .sample(&[], format_args!("{:.3}", 1.5));
         let mut h = m.finish();
         let want = "# HELP p_empty Nothing yet.\n\
                     # TYPE p_empty gauge\n\
+                    # HELP p_unknown Not read.\n\
+                    # TYPE p_unknown gauge\n\
                     # HELP p_by Two labels.\n\
                     # TYPE p_by counter\n\
                     p_by{a=\"x\",b=\"say \\\"hi\\\"\\\\\\n\"} 2\n\

@@ -150,26 +150,24 @@ pub fn prometheus(
         u8::from(zk_connected),
     );
     // Figures Redis did not give are declared without a sample.
-    let mut f = m.family(
+    m.maybe(
         "queue_length",
         Gauge,
         "Tasks in the replication queue (largest count of any Redis server; absent when none answered).",
+        q.length,
     );
-    if let Some(v) = q.length {
-        f.sample(&[], v);
-    }
-    let mut f = m.family(
+    m.maybe(
         "queue_oldest_age_seconds",
         Gauge,
         "Age of the oldest queued task with a known queue time (absent when none).",
+        q.oldest_age.map(|d| format!("{:.3}", d.as_secs_f64())),
     );
-    if let Some(d) = q.oldest_age {
-        f.sample(&[], format_args!("{:.3}", d.as_secs_f64()));
-    }
-    let mut f = m.family("dead_letter_length", Gauge, "Tasks in the dead-letter set.");
-    if let Some(v) = q.dead {
-        f.sample(&[], v);
-    }
+    m.maybe(
+        "dead_letter_length",
+        Gauge,
+        "Tasks in the dead-letter set.",
+        q.dead,
+    );
     let mut f = m.family(
         "queue_server_up",
         Gauge,
