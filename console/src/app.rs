@@ -15,33 +15,26 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use backpack_shared::clock::now_ms;
 use backpack_shared::live::{ClusterState, watch_cluster};
 use backpack_shared::model::{HostPort, QueueInfo};
 use backpack_shared::queue::{Queue, RedisPool};
-use backpack_shared::zk::{Zk, ZkConfig};
-use clap::Parser;
+use backpack_shared::zk::Zk;
 use crossterm::event::{Event as TermEvent, EventStream};
 use futures::StreamExt;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
 use crate::cli::Args;
-use crate::event::{Event, Health, Millis, QueueReport};
+use crate::event::{Event, Health, QueueReport};
 use crate::state::{Command, Config, State};
 use crate::term::{Guard, check_terminal};
 
-pub fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
-
 /// The binary's main: parse, check the terminal, log to a file, run.
 pub fn main_entry() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::parse_with_env();
     if let Err(msg) = check_terminal() {
         eprintln!("{msg}");
         return ExitCode::from(2);
@@ -62,8 +55,8 @@ pub fn main_entry() -> ExitCode {
         .unwrap_or(0);
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let config = Config {
-        zk_servers: args.zk_servers.clone(),
-        root: args.root.clone(),
+        zk_servers: args.zk.zk_servers.clone(),
+        root: args.zk.root.clone(),
         read_only: args.read_only,
         color,
         utc_offset_secs,
@@ -136,12 +129,14 @@ impl Latency {
 }
 
 async fn run(args: Args, config: Config) -> anyhow::Result<()> {
-    tracing::info!(zk = %args.zk_servers, root = %args.root, read_only = args.read_only, "backpack-console starting");
+    tracing::info!(zk = %args.zk.zk_servers, root = %args.zk.root, read_only = args.read_only, "backpack-console starting");
     eprintln!(
         "backpack-console: connecting to ZooKeeper at {}…",
-        args.zk_servers
+        args.zk.zk_servers
     );
-    let zk = Zk::connect_initialized(ZkConfig::new(&args.zk_servers, &args.root))
+    let zk = args
+        .zk
+        .connect_initialized()
         .await
         .context("cannot start")?;
     let mut guard = Guard::enter().context("cannot set up the terminal")?;

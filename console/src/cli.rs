@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use backpack_shared::cli::ZkArgs;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 /// Watch a backpack cluster live and manage its shards from the keyboard.
 ///
@@ -11,12 +12,10 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "backpack-console", version)]
 pub struct Args {
-    /// ZooKeeper servers, host:port[,host:port...]
-    #[arg(env = "BACKPACK_ZK")]
-    pub zk_servers: String,
-    /// The cluster's root znode, e.g. /backpack
-    #[arg(env = "BACKPACK_ROOT")]
-    pub root: String,
+    /// `<zk_servers> </zk/root>` (also from BACKPACK_ZK and BACKPACK_ROOT,
+    /// see [`Args::command_with_env`]) and the ZooKeeper timeouts.
+    #[command(flatten)]
+    pub zk: ZkArgs,
     /// Watch only: every write key is disabled.
     #[arg(long)]
     pub read_only: bool,
@@ -37,6 +36,22 @@ pub struct Args {
 }
 
 impl Args {
+    /// The command line with the console's environment fallbacks for its
+    /// two arguments: `BACKPACK_ZK` and `BACKPACK_ROOT`. Only the console
+    /// reads them: the other commands take more positional arguments after
+    /// these two, which a missing first one would shift.
+    pub fn command_with_env() -> clap::Command {
+        Args::command()
+            .mut_arg("zk_servers", |a| a.env("BACKPACK_ZK"))
+            .mut_arg("root", |a| a.env("BACKPACK_ROOT"))
+    }
+
+    /// Parses the process's arguments; exits on an error or `--help`, as
+    /// `Parser::parse` does.
+    pub fn parse_with_env() -> Args {
+        Args::from_arg_matches(&Args::command_with_env().get_matches()).unwrap_or_else(|e| e.exit())
+    }
+
     pub fn log_path(&self) -> PathBuf {
         if let Some(p) = &self.log_file {
             return p.clone();
@@ -59,5 +74,19 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Args::command().debug_assert();
+        Args::command_with_env().debug_assert();
+    }
+
+    #[test]
+    fn zookeeper_arguments_fall_back_on_the_environment() {
+        let cmd = Args::command_with_env();
+        let env = |id: &str| {
+            cmd.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_env())
+                .map(|v| v.to_string_lossy().into_owned())
+        };
+        assert_eq!(env("zk_servers").as_deref(), Some("BACKPACK_ZK"));
+        assert_eq!(env("root").as_deref(), Some("BACKPACK_ROOT"));
     }
 }

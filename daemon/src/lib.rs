@@ -3,9 +3,11 @@
 //! `main` over one function of this library, so tests run the real code
 //! in-process.
 
+pub mod accept;
 pub mod admin;
 pub mod coordinator;
 pub mod node;
 pub mod node_client;
+pub mod prometheus;
 pub mod replicator;
 pub mod runtime;

@@ -38,6 +38,11 @@ pub const AFTER_HEADER: &str = "x-backpack-after";
 /// [`backpack_shared::model::Version`]) from the node, on GET, HEAD and 201.
 pub const HASH_HEADER: &str = "x-backpack-hash";
 
+/// Header on the coordinator's answer to an upload stored without the
+/// ordering guarantee, naming why (`coordinator::stats::Unordered`). Not
+/// node traffic; here so that every `X-Backpack-*` name is in one place.
+pub const UNORDERED_HEADER: &str = "x-backpack-unordered";
+
 /// How the node versions a PUT.
 #[derive(Debug, Clone)]
 pub enum Versioning {

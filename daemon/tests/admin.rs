@@ -409,3 +409,20 @@ fn bad_input_gets_one_clear_line_and_writes_nothing() {
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
     zk.close();
 }
+
+/// Every command takes the same ZooKeeper flags
+/// (`backpack_shared::cli::ZkArgs`): `--zk-connect-timeout`, and the admin
+/// commands' old spelling `--zk-timeout`.
+#[test]
+fn zookeeper_timeout_flag_new_and_old_spelling() {
+    let dead = format!("127.0.0.1:{}", backpack_tests::free_port());
+    for flag in ["--zk-connect-timeout", "--zk-timeout"] {
+        let start = std::time::Instant::now();
+        let err = fails("print-stats", &[&dead, "/backpack", flag, "1"]);
+        assert!(
+            err.contains("cannot reach ZooKeeper") && err.contains("within 1s"),
+            "{err}"
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    }
+}

@@ -160,3 +160,24 @@ fn prints_the_ready_lines_serves_and_stops_on_sigterm() {
     assert!(status.success(), "{status}: {stderr}");
     assert!(stderr.contains("backpack-coordinator stopped"), "{stderr}");
 }
+
+/// The admin commands' spelling of the ZooKeeper timeout works here too
+/// (one `ZkArgs` for every command).
+#[test]
+fn takes_the_old_zookeeper_timeout_spelling() {
+    let port = free_port();
+    let start = Instant::now();
+    let e = fails(&[
+        &format!("127.0.0.1:{port}"),
+        "/backpack",
+        "127.0.0.1",
+        "0",
+        "--zk-timeout",
+        "1",
+    ]);
+    assert!(
+        e.contains("cannot reach ZooKeeper") && e.contains("within 1s"),
+        "{e}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+}

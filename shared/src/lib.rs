@@ -1,5 +1,8 @@
 //! backpack-shared: what every part of backpack-cluster shares.
 //!
+//! - [`cli`]: what every command's line shares: the ZooKeeper arguments
+//!   ([`cli::ZkArgs`]) and the size notation of flags.
+//! - [`clock`]: the wall clock in milliseconds, read in one place.
 //! - [`model`]: the cluster's ZooKeeper JSON documents, size notation, the
 //!   shard choice and the replication task. Pure: no IO.
 //! - [`ops`]: the map changes (add server, add shard, enable, ...) as pure
@@ -12,6 +15,8 @@
 //! - [`queue`]: the replication queue over several Redis servers, in the
 //!   original's wire format, plus our documented additions.
 
+pub mod cli;
+pub mod clock;
 pub mod live;
 pub mod model;
 pub mod ops;

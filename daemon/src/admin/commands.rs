@@ -16,7 +16,7 @@ use backpack_shared::ops::{MapOp, validate_id};
 use backpack_shared::queue::{Queue, RedisPool};
 use backpack_shared::zk::{Zk, ZkError};
 
-use super::{AdminCommand, ZkArgs};
+use super::{AdminCommand, ZkArgs, connect, zk_config};
 
 /// Initializes a cluster's root in ZooKeeper: creates the root (and its
 /// parents), an empty servers map, an empty shards map and the queue info,
@@ -41,7 +41,7 @@ impl AdminCommand for Init {
         if self.queue_key.trim().is_empty() {
             bail!("the queue key is empty; give a Redis key like backpack-queue");
         }
-        let zk = Zk::connect(self.zk.config()).await?;
+        let zk = Zk::connect(zk_config(&self.zk)).await?;
         zk.create_root().await?;
         let queue = QueueInfo {
             key: self.queue_key.clone(),
@@ -210,7 +210,7 @@ impl AdminCommand for SetQueue {
 }
 
 async fn apply(args: &ZkArgs, op: MapOp) -> anyhow::Result<()> {
-    let zk = args.connect().await?;
+    let zk = connect(args).await?;
     let message = zk.apply(&op).await?;
     say!("{message}");
     zk.close();
@@ -237,7 +237,7 @@ impl AdminCommand for DumpShards {
     const USAGE: &'static str = "Usage: backpack-coordinator-dump-shards <zk_servers> </zk/root>";
 
     async fn run(self) -> anyhow::Result<()> {
-        let zk = self.zk.connect().await?;
+        let zk = connect(&self.zk).await?;
         let servers: ServersMap = read_map(&zk, paths::SERVERS_MAP).await?;
         let shards: ShardsMap = read_map(&zk, paths::SHARDS_MAP).await?;
         zk.close();
@@ -292,7 +292,7 @@ impl AdminCommand for PrintStats {
     const USAGE: &'static str = "Usage: backpack-coordinator-print-stats <zk_servers> </zk/root>";
 
     async fn run(self) -> anyhow::Result<()> {
-        let zk = self.zk.connect().await?;
+        let zk = connect(&self.zk).await?;
         let shards: ShardsMap = read_map(&zk, paths::SHARDS_MAP).await?;
         let mut sizes = BTreeMap::new();
         for id in shards.keys() {
@@ -364,7 +364,7 @@ impl AdminCommand for ReplicatorPush {
         if let Err(e) = Name::parse(self.path.as_bytes()) {
             bail!("the path {:?} cannot be copied: {e}", self.path);
         }
-        let zk = self.zk.connect().await?;
+        let zk = connect(&self.zk).await?;
         let queue = Queue::new(
             &QueueInfo {
                 key: self.redis_key,
@@ -409,7 +409,7 @@ impl AdminCommand for NginxConfig {
     const USAGE: &'static str = "Usage: backpack-coordinator-nginx-config <zk_servers> </zk/root> [--listen 80] [--server-name one]";
 
     async fn run(self) -> anyhow::Result<()> {
-        let zk = self.zk.connect().await?;
+        let zk = connect(&self.zk).await?;
         let servers: ServersMap = read_map(&zk, paths::SERVERS_MAP).await?;
         let shards: ShardsMap = read_map(&zk, paths::SHARDS_MAP).await?;
         zk.close();

@@ -8,7 +8,9 @@
 //! - errors: one line `error: ...` naming the problem and the fix, exit 1,
 //!   no backtrace; nothing half-written (map changes go through
 //!   [`backpack_shared::zk::Zk::apply`]);
-//! - ZooKeeper unreachable: give up after `--zk-timeout` seconds.
+//! - ZooKeeper unreachable: give up after `--zk-connect-timeout` (alias
+//!   `--zk-timeout`) seconds; every request is bounded by the same time
+//!   (at most 10 s).
 
 /// Prints a line on stdout; a closed pipe (`| head`) is not an error.
 macro_rules! say {
@@ -23,46 +25,27 @@ mod commands;
 
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::Parser;
 
 pub use commands::{
     AddServer, AddShard, DisableShard, DumpShards, EnableShard, Init, NginxConfig, PrintStats,
     ReplicatorPush, SetQueue, nginx_config,
 };
 
+pub use backpack_shared::cli::ZkArgs;
 use backpack_shared::zk::{Zk, ZkConfig};
 
-/// Settings every admin command takes (flags, with environment fallbacks).
-#[derive(Debug, Clone, Args)]
-pub struct ZkArgs {
-    /// ZooKeeper servers, comma-separated host:port (e.g. one.local:2181)
-    #[arg(value_name = "zk_servers")]
-    pub zk_servers: String,
-    /// The cluster's root znode (e.g. /backpack)
-    #[arg(value_name = "/zk/root")]
-    pub root: String,
-    /// Seconds to keep trying to reach ZooKeeper before giving up
-    #[arg(
-        long,
-        env = "BACKPACK_ZK_TIMEOUT",
-        default_value_t = 10,
-        value_name = "SECS"
-    )]
-    pub zk_timeout: u64,
+/// An admin command's connection settings: a one-shot command waits on
+/// each request as long as it waits to connect (at most 10 s).
+fn zk_config(args: &ZkArgs) -> ZkConfig {
+    let mut c = args.config();
+    c.request_timeout = Duration::from_secs(args.connect_timeout.clamp(1, 10));
+    c
 }
 
-impl ZkArgs {
-    pub fn config(&self) -> ZkConfig {
-        let mut c = ZkConfig::new(&self.zk_servers, &self.root);
-        c.connect_timeout = Duration::from_secs(self.zk_timeout.max(1));
-        c.request_timeout = Duration::from_secs(self.zk_timeout.clamp(1, 10));
-        c
-    }
-
-    /// Connects and refuses an uninitialized root (naming `init`).
-    pub async fn connect(&self) -> anyhow::Result<Zk> {
-        Ok(Zk::connect_initialized(self.config()).await?)
-    }
+/// Connects and refuses an uninitialized root (naming `init`).
+async fn connect(args: &ZkArgs) -> anyhow::Result<Zk> {
+    Ok(Zk::connect_initialized(zk_config(args)).await?)
 }
 
 /// An admin command: a clap parser with the original's usage line.

@@ -13,7 +13,7 @@ use backpack_shared::zk::{Zk, spawn_announcer};
 use tokio_util::sync::CancellationToken;
 
 use super::App;
-use super::stats::now_ms;
+use backpack_shared::clock::now_ms;
 
 /// The name under `coordinators/`: `--announce-as`, else the listening
 /// address, with the machine's host name for a wildcard address.

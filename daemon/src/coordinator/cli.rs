@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use backpack_shared::zk::ZkConfig;
+use backpack_shared::cli::{ZkArgs, size};
 use clap::Parser;
 
 use super::{CoordinatorConfig, CoordinatorError};
@@ -16,10 +16,8 @@ use super::{CoordinatorConfig, CoordinatorError};
 #[derive(Debug, Parser)]
 #[command(name = "backpack-coordinator", version)]
 pub struct Args {
-    /// ZooKeeper servers, comma-separated host:port (e.g. one:2181,two:2181).
-    pub zk_servers: String,
-    /// The cluster's root znode (e.g. /backpack), set up by backpack-coordinator-init.
-    pub zk_root: String,
+    #[command(flatten)]
+    pub zk: ZkArgs,
     /// Address to listen on (127.0.0.1, 0.0.0.0, a host name).
     pub listen_host: String,
     /// Port to listen on.
@@ -31,13 +29,13 @@ pub struct Args {
     #[arg(long, env = "BACKPACK_COORDINATOR_MAX_NAME_LEN", default_value_t = 255)]
     pub max_name_len: usize,
     /// Largest accepted upload (b, kb, mb, gb, tb; 1024-based).
-    #[arg(long, env = "BACKPACK_COORDINATOR_MAX_BODY", default_value = "1gb", value_parser = parse_size)]
+    #[arg(long, env = "BACKPACK_COORDINATOR_MAX_BODY", default_value = "1gb", value_parser = size)]
     pub max_body: u64,
     /// Uploads up to this size are held in memory, larger ones in a temporary file.
-    #[arg(long, env = "BACKPACK_COORDINATOR_MEMORY_THRESHOLD", default_value = "1mb", value_parser = parse_size)]
+    #[arg(long, env = "BACKPACK_COORDINATOR_MEMORY_THRESHOLD", default_value = "1mb", value_parser = size)]
     pub memory_threshold: u64,
     /// Memory for the bodies of all uploads together; beyond it bodies go to temporary files.
-    #[arg(long, env = "BACKPACK_COORDINATOR_MEMORY_BUDGET", default_value = "64mb", value_parser = parse_size)]
+    #[arg(long, env = "BACKPACK_COORDINATOR_MEMORY_BUDGET", default_value = "64mb", value_parser = size)]
     pub memory_budget: u64,
     /// Directory of the temporary files (default: the system's temp dir).
     #[arg(long, env = "BACKPACK_COORDINATOR_SPILL_DIR")]
@@ -107,12 +105,6 @@ pub struct Args {
     /// until the policy is noeviction.
     #[arg(long, env = "BACKPACK_COORDINATOR_ALLOW_EVICTING_QUEUE")]
     pub allow_evicting_queue: bool,
-    /// ZooKeeper session timeout in seconds.
-    #[arg(long, env = "BACKPACK_ZK_SESSION_TIMEOUT", default_value_t = 10)]
-    pub zk_session_timeout: u64,
-    /// Seconds to reach ZooKeeper at start before giving up.
-    #[arg(long, env = "BACKPACK_ZK_CONNECT_TIMEOUT", default_value_t = 10)]
-    pub zk_connect_timeout: u64,
 }
 
 /// The original's usage line, printed (with exit code 1) when arguments
@@ -143,10 +135,6 @@ pub fn parse() -> Result<Args, i32> {
     }
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    backpack_shared::model::parse_size(s).map_err(|e| e.to_string())
-}
-
 impl Args {
     pub fn config(&self) -> CoordinatorConfig {
         let d = CoordinatorConfig::default();
@@ -173,13 +161,6 @@ impl Args {
             queue_check_every: d.queue_check_every,
         }
     }
-
-    pub fn zk_config(&self) -> ZkConfig {
-        let mut c = ZkConfig::new(&self.zk_servers, &self.zk_root);
-        c.session_timeout = Duration::from_secs(self.zk_session_timeout.max(1));
-        c.connect_timeout = Duration::from_secs(self.zk_connect_timeout.max(1));
-        c
-    }
 }
 
 /// The whole command: listen, connect, print the original's two lines once
@@ -199,7 +180,7 @@ pub async fn main(args: Args) -> Result<(), CoordinatorError> {
         .unwrap_or(args.listen_port);
     let shutdown = crate::runtime::shutdown_on_signal();
     let coordinator =
-        super::start(listener, args.config(), args.zk_config(), shutdown.clone()).await?;
+        super::start(listener, args.config(), args.zk.config(), shutdown.clone()).await?;
     if coordinator.wait_ready().await {
         // The original's lines, on stdout: scripts wait for them.
         println!("coordinator is ready!");

@@ -11,223 +11,44 @@
 //!   [`super::read`]).
 //! - Other paths: 404; other methods: 405.
 //!
-//! Errors answer JSON `{"error": "..."}` through [`ApiError`]; 5xx are also
-//! logged. Bodies end with a newline, like the original's.
+//! Errors answer JSON `{"error": "..."}` through [`ApiError`] (see
+//! [`super::error`]); 5xx are also logged. Bodies end with a newline, like
+//! the original's (see [`super::response`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use backpack_shared::model::name::{NameError, split_read_target};
+use backpack_shared::model::name::split_read_target;
 use backpack_shared::model::{Name, hash_hex};
 
 use super::App;
-use super::body::BodyError;
-use super::nodes::Attempt;
-use super::raw_target::{HeadError, Lines, RawRequest, RawTargets};
+use super::error::ApiError;
+use super::raw_target::{Lines, RawRequest, RawTargets};
+use super::response::{Body, json_response, text_response};
 use super::stats::{Snapshot, metrics_text, stats_json};
 use super::{read, upload};
-use crate::node_client::{HASH_HEADER, TIME_HEADER};
-
-/// Answers are small JSON documents or files streamed from a node.
-pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
-
-/// A body of known bytes.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-/// Everything an upload or request can be answered with, besides 200.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{}", bad_name(.0))]
-    BadName(NameError),
-    #[error("{0}")]
-    BadHead(HeadError),
-    #[error("the request line was lost between the connection and the server; retry")]
-    LostRequestLine,
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("PUT needs a Content-Length header (chunked uploads are not accepted)")]
-    LengthRequired,
-    #[error("the body of {len} bytes is over the limit of {max} bytes (--max-body)")]
-    TooLarge { len: u64, max: u64 },
-    #[error("{0}")]
-    Body(BodyError),
-    #[error("the coordinator has not read the cluster configuration from ZooKeeper yet; retry")]
-    NotReady,
-    #[error("the coordinator is shutting down; retry on another one")]
-    ShuttingDown,
-    #[error(
-        "No writable shards found! (no enabled shard has room for {len} bytes; add or enable a shard)"
-    )]
-    NoWritableShard { len: u64 },
-    #[error("every node of shard {shard} failed: {}", describe(.attempts))]
-    AllNodesFailed {
-        shard: String,
-        attempts: Vec<Attempt>,
-    },
-    #[error(
-        "the file is on node {node} only: the replication queue is not configured (set it with backpack-coordinator-set-queue); retry the upload"
-    )]
-    QueueUnconfigured { node: String },
-    #[error(
-        "the file is on node {node} only: cannot queue its replication ({error}); retry the upload"
-    )]
-    QueuePush { node: String, error: String },
-    #[error(
-        "the queue Redis {0} may evict queued copies (maxmemory-policy allkeys-*), so an upload's copies could vanish: set maxmemory-policy noeviction there (CONFIG SET and redis.conf), or start the coordinator with --allow-evicting-queue"
-    )]
-    QueueEvicts(String),
-    #[error("{0} is not served here: upload with PUT /<name>, read with GET /<shard>:<name>")]
-    NotFound(String),
-    #[error("shard {0} does not exist; the upload answered the shard id to read from")]
-    UnknownShard(String),
-    #[error("{name} is on no node of shard {shard}")]
-    FileNotFound { shard: String, name: String },
-    #[error("no node of shard {shard} could answer for {name}: {}", describe(.attempts))]
-    ReadFailed {
-        shard: String,
-        name: String,
-        attempts: Vec<Attempt>,
-    },
-    #[error(
-        "method {0} is not supported; use PUT /<name>, GET or HEAD /<shard>:<name>, or GET /stats, /metrics, /health"
-    )]
-    Method(Method),
-}
-
-/// A name's refusal; a long one names the flag that sets the limit.
-fn bad_name(e: &NameError) -> String {
-    match e {
-        NameError::TooLong { .. } => format!("{e} (the coordinator's --max-name-len)"),
-        _ => e.to_string(),
-    }
-}
-
-fn describe(attempts: &[Attempt]) -> String {
-    if attempts.is_empty() {
-        return "none of its nodes is in the servers map".into();
-    }
-    attempts
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-impl ApiError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::BadName(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::BadHead(HeadError::TooLarge) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ApiError::BadHead(_) => StatusCode::BAD_REQUEST,
-            ApiError::LostRequestLine => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::LengthRequired => StatusCode::LENGTH_REQUIRED,
-            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Body(BodyError::Stalled(_)) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Body(BodyError::Spill { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Body(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotReady
-            | ApiError::ShuttingDown
-            | ApiError::NoWritableShard { .. }
-            | ApiError::QueueUnconfigured { .. }
-            | ApiError::QueuePush { .. }
-            | ApiError::QueueEvicts(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::AllNodesFailed { .. } | ApiError::ReadFailed { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
-            ApiError::NotFound(_) | ApiError::UnknownShard(_) | ApiError::FileNotFound { .. } => {
-                StatusCode::NOT_FOUND
-            }
-            ApiError::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
-        }
-    }
-
-    pub fn into_response(self, head: bool) -> Response<Body> {
-        let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(error = %self, status = status.as_u16(), "request failed");
-        } else {
-            tracing::debug!(error = %self, status = status.as_u16(), "request refused");
-        }
-        let mut resp = json_response(
-            status,
-            &serde_json::json!({ "error": self.to_string() }),
-            head,
-        );
-        if status == StatusCode::METHOD_NOT_ALLOWED {
-            resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, PUT"));
-        }
-        resp
-    }
-}
-
-fn json_response(status: StatusCode, value: &serde_json::Value, head: bool) -> Response<Body> {
-    let mut text = value.to_string();
-    text.push('\n');
-    let len = text.len();
-    let mut resp = Response::new(if head { full(Bytes::new()) } else { full(text) });
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    resp
-}
+use crate::node_client::{HASH_HEADER, TIME_HEADER, UNORDERED_HEADER};
 
 /// Accepts connections until `shutdown`, then lets in-flight requests
-/// finish within `deadline`.
+/// finish within `deadline` (see [`crate::accept`]).
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: CancellationToken,
     deadline: Duration,
 ) {
-    let tracker = TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Typically out of file descriptors: back off, keep serving.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        tracker.spawn(serve_connection(stream, app.clone(), shutdown.clone()));
-    }
-    drop(listener);
-    tracker.close();
-    if tokio::time::timeout(deadline, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            ?deadline,
-            "requests still running at the shutdown deadline; dropping them"
-        );
-    }
+    crate::accept::serve(listener, &shutdown, deadline, |stream| {
+        serve_connection(stream, app.clone(), shutdown.clone())
+    })
+    .await;
 }
 
 async fn serve_connection(
@@ -308,8 +129,15 @@ async fn route(app: &App, raw: &RawRequest, req: Request<Incoming>, head: bool) 
 
 async fn put(app: &App, target: &[u8], req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
+    // The Content-Length, once known, for the counters.
     let mut len = 0;
-    let result = upload::upload(app, target, req, &mut len).await;
+    let result = match name_and_length(app, target, &req) {
+        Ok((name, n)) => {
+            len = n;
+            upload::upload(app, name, len, req.into_body()).await
+        }
+        Err(e) => Err(e),
+    };
     let took = started.elapsed();
     let (status, resp) = match result {
         Ok(done) => {
@@ -327,10 +155,8 @@ async fn put(app: &App, target: &[u8], req: Request<Incoming>) -> Response<Body>
                 }
             }
             if let Some(why) = done.unordered {
-                resp.headers_mut().insert(
-                    HeaderName::from_static("x-backpack-unordered"),
-                    HeaderValue::from_static(why.label()),
-                );
+                resp.headers_mut()
+                    .insert(UNORDERED_HEADER, HeaderValue::from_static(why.label()));
             }
             (StatusCode::OK, resp)
         }
@@ -343,22 +169,36 @@ async fn put(app: &App, target: &[u8], req: Request<Incoming>) -> Response<Body>
     resp
 }
 
-async fn snapshot_parts(app: &App, oldest: bool) -> (Option<u64>, Option<Duration>) {
-    let queue = app.view.borrow().queue.clone();
-    let Some(queue) = queue else {
-        return (None, None);
+/// An upload's name (the request target, as sent) and length
+/// (Content-Length), checked in this order.
+fn name_and_length(
+    app: &App,
+    target: &[u8],
+    req: &Request<Incoming>,
+) -> Result<(Name, u64), ApiError> {
+    let name = Name::parse_limited(target, app.config.max_name_len).map_err(ApiError::BadName)?;
+    let mut values = req.headers().get_all(header::CONTENT_LENGTH).iter();
+    let Some(v) = values.next() else {
+        return Err(ApiError::LengthRequired);
     };
-    if oldest {
-        tokio::join!(async { queue.len().await.overall }, queue.oldest_age())
-    } else {
-        (queue.len().await.overall, None)
-    }
+    let len = v
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .ok_or_else(|| ApiError::BadRequest("Content-Length must be a number of bytes".into()))?;
+    Ok((name, len))
 }
 
-async fn stats(app: &App, head: bool) -> Response<Body> {
-    let (queue_length, queue_oldest) = snapshot_parts(app, true).await;
+/// Renders the counters with what they need from outside, read now: the
+/// queue's figures from Redis, the live view, the queue servers' settings.
+async fn report<T>(app: &App, render: impl FnOnce(&Snapshot<'_>) -> T) -> T {
+    let queue = app.view.borrow().queue.clone();
+    let (queue_length, queue_oldest) = match queue {
+        Some(queue) => tokio::join!(async { queue.len().await.overall }, queue.oldest_age()),
+        None => (None, None),
+    };
     let view = app.view.borrow().clone();
-    let value = stats_json(&Snapshot {
+    render(&Snapshot {
         stats: &app.stats,
         view: &view,
         queue_length,
@@ -366,31 +206,22 @@ async fn stats(app: &App, head: bool) -> Response<Body> {
         queue_servers: app.queue_check.servers(),
         pending_fill: app.fill.pending_total(),
         zk_connected: app.zk_connected(),
-    });
+    })
+}
+
+async fn stats(app: &App, head: bool) -> Response<Body> {
+    let value = report(app, stats_json).await;
     json_response(StatusCode::OK, &value, head)
 }
 
 async fn metrics(app: &App, head: bool) -> Response<Body> {
-    let (queue_length, queue_oldest) = snapshot_parts(app, true).await;
-    let view = app.view.borrow().clone();
-    let text = metrics_text(&Snapshot {
-        stats: &app.stats,
-        view: &view,
-        queue_length,
-        queue_oldest,
-        queue_servers: app.queue_check.servers(),
-        pending_fill: app.fill.pending_total(),
-        zk_connected: app.zk_connected(),
-    });
-    let len = text.len();
-    let mut resp = Response::new(if head { full(Bytes::new()) } else { full(text) });
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    resp
+    let text = report(app, metrics_text).await;
+    text_response(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        text,
+        head,
+    )
 }
 
 fn health(app: &App, head: bool) -> Response<Body> {

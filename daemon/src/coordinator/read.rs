@@ -12,8 +12,9 @@ use hyper::header::{self, HeaderName};
 use backpack_shared::model::Name;
 
 use super::App;
-use super::http::{ApiError, Body};
+use super::error::ApiError;
 use super::nodes::Attempt;
+use super::response::Body;
 use crate::node_client::{HASH_HEADER, TIME_HEADER};
 
 /// Headers of the node's answer passed on to the reader.

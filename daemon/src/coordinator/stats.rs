@@ -5,13 +5,20 @@
 //! Redis at request time. `/stats` keeps the original's fields and meaning
 //! and adds ours; `/metrics` is the Prometheus text format of the same.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+/// Kept here for callers that knew it here; the clock is
+/// [`backpack_shared::clock`].
+pub use backpack_shared::clock::now_ms;
+
+use backpack_shared::model::ShardSize;
+use backpack_shared::queue::Keeping;
+
 use super::view::View;
+use crate::prometheus::{Kind, Text};
 
 /// Upper bounds (seconds) of the upload latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 16] = [
@@ -190,13 +197,6 @@ impl Stats {
     }
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Cluster-wide figures from the live view, as the original computes them.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ClusterFigures {
@@ -243,7 +243,7 @@ pub struct Snapshot<'a> {
     pub queue_length: Option<u64>,
     pub queue_oldest: Option<Duration>,
     /// The last reading of the queue servers' settings.
-    pub queue_servers: Vec<backpack_shared::queue::Keeping>,
+    pub queue_servers: Vec<Keeping>,
     pub pending_fill: u64,
     pub zk_connected: bool,
 }
@@ -285,268 +285,219 @@ pub fn stats_json(s: &Snapshot<'_>) -> serde_json::Value {
     })
 }
 
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 /// The `/metrics` text (Prometheus exposition format 0.0.4).
 pub fn metrics_text(s: &Snapshot<'_>) -> String {
+    use Kind::{Counter, Gauge, Histogram};
     let st = s.stats;
     let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let f = ClusterFigures::of(s.view);
-    let mut out = String::with_capacity(4096);
-    let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
-        let _ = writeln!(out, "# HELP backpack_coordinator_{name} {help}");
-        let _ = writeln!(out, "# TYPE backpack_coordinator_{name} {kind}");
-        for (labels, value) in lines {
-            let _ = writeln!(out, "backpack_coordinator_{name}{labels} {value}");
-        }
-    };
-    let one = |v: String| vec![(String::new(), v)];
-    metric(
+    let mut m = Text::new("backpack_coordinator_");
+    m.one(
         "uptime_seconds",
-        "gauge",
+        Gauge,
         "Seconds since the coordinator started.",
-        &one(format!("{:.3}", st.uptime().as_secs_f64())),
+        format_args!("{:.3}", st.uptime().as_secs_f64()),
     );
-    metric(
+    m.one(
         "ready",
-        "gauge",
+        Gauge,
         "1 once the cluster configuration has been read from ZooKeeper.",
-        &one(u8::from(s.view.ready).to_string()),
+        u8::from(s.view.ready),
     );
-    metric(
+    m.one(
         "zookeeper_connected",
-        "gauge",
+        Gauge,
         "1 while the ZooKeeper session is connected.",
-        &one(u8::from(s.zk_connected).to_string()),
+        u8::from(s.zk_connected),
     );
-    metric(
+    m.family(
         "uploads_total",
-        "counter",
+        Counter,
         "Finished uploads by result: ok, rejected (4xx), failed (5xx).",
-        &[
-            ("{result=\"ok\"}".into(), r(&st.ok_uploads).to_string()),
-            (
-                "{result=\"rejected\"}".into(),
-                r(&st.rejected_uploads).to_string(),
-            ),
-            (
-                "{result=\"failed\"}".into(),
-                r(&st.failed_uploads).to_string(),
-            ),
-        ],
-    );
-    metric(
+    )
+    .sample(&[("result", "ok")], r(&st.ok_uploads))
+    .sample(&[("result", "rejected")], r(&st.rejected_uploads))
+    .sample(&[("result", "failed")], r(&st.failed_uploads));
+    m.family(
         "upload_bytes_total",
-        "counter",
+        Counter,
         "Content-Length of finished uploads by result.",
-        &[
-            ("{result=\"ok\"}".into(), r(&st.ok_bytes).to_string()),
-            (
-                "{result=\"rejected\"}".into(),
-                r(&st.rejected_bytes).to_string(),
-            ),
-            (
-                "{result=\"failed\"}".into(),
-                r(&st.failed_bytes).to_string(),
-            ),
-        ],
-    );
-    metric(
+    )
+    .sample(&[("result", "ok")], r(&st.ok_bytes))
+    .sample(&[("result", "rejected")], r(&st.rejected_bytes))
+    .sample(&[("result", "failed")], r(&st.failed_bytes));
+    let mut responses = m.family(
         "upload_responses_total",
-        "counter",
+        Counter,
         "Upload answers by HTTP status.",
-        &STATUSES
-            .iter()
-            .zip(&st.by_status)
-            .map(|(code, n)| (format!("{{status=\"{code}\"}}"), r(n).to_string()))
-            .collect::<Vec<_>>(),
     );
-    let mut hist = Vec::new();
+    for (code, n) in STATUSES.iter().zip(&st.by_status) {
+        responses.sample(&[("status", &code.to_string())], r(n));
+    }
+    let mut hist = m.family(
+        "upload_duration_seconds",
+        Histogram,
+        "Time from request to answer of successful uploads.",
+    );
     let mut cumulative = 0;
     for (bound, n) in LATENCY_BUCKETS.iter().zip(&st.latency_buckets) {
         cumulative += r(n);
-        hist.push((format!("_bucket{{le=\"{bound}\"}}"), cumulative.to_string()));
+        hist.sample_of("_bucket", &[("le", &bound.to_string())], cumulative);
     }
-    hist.push((
-        "_bucket{le=\"+Inf\"}".into(),
-        r(&st.latency_count).to_string(),
-    ));
-    hist.push((
-        "_sum".into(),
-        format!("{:.6}", r(&st.latency_sum_us) as f64 / 1e6),
-    ));
-    hist.push(("_count".into(), r(&st.latency_count).to_string()));
-    metric(
-        "upload_duration_seconds",
-        "histogram",
-        "Time from request to answer of successful uploads.",
-        &hist,
-    );
-    metric(
+    hist.sample_of("_bucket", &[("le", "+Inf")], r(&st.latency_count))
+        .sample_of(
+            "_sum",
+            &[],
+            format_args!("{:.6}", r(&st.latency_sum_us) as f64 / 1e6),
+        )
+        .sample_of("_count", &[], r(&st.latency_count));
+    m.one(
         "node_write_failures_total",
-        "counter",
+        Counter,
         "Writes to a storage node that failed (another node was tried).",
-        &one(r(&st.node_write_failures).to_string()),
+        r(&st.node_write_failures),
     );
-    metric(
+    let mut unordered = m.family(
         "uploads_unordered_total",
-        "counter",
+        Counter,
         "Uploads stored without the ordering guarantee (README, Overwrites), by reason: off_first_node (the first node of the name's order was down or failing), peer_not_probed (another node of the shard did not say which version it holds). Their order against other uploads of the name rests on node clocks.",
-        &Unordered::ALL
-            .iter()
-            .map(|u| {
-                (
-                    format!("{{reason=\"{}\"}}", u.label()),
-                    r(&st.unordered[*u as usize]).to_string(),
-                )
-            })
-            .collect::<Vec<_>>(),
     );
-    metric(
-        "queue_push_failures_total",
-        "counter",
-        "Uploads whose replication tasks could not be queued.",
-        &one(r(&st.queue_push_failures).to_string()),
-    );
-    metric(
-        "tasks_queued_total",
-        "counter",
-        "Replication tasks queued.",
-        &one(r(&st.tasks_queued).to_string()),
-    );
-    metric(
-        "spilled_uploads_total",
-        "counter",
-        "Uploads held in a temporary file instead of memory.",
-        &one(r(&st.spilled_uploads).to_string()),
-    );
-    metric(
-        "total_size_bytes",
-        "gauge",
-        "Capacity of every shard.",
-        &one(f.total_size.to_string()),
-    );
-    metric(
-        "used_size_bytes",
-        "gauge",
-        "Bytes used in every shard (shard-size znodes).",
-        &one(f.used_size.to_string()),
-    );
-    metric(
-        "usage_ratio",
-        "gauge",
-        "used / total (1 with no capacity).",
-        &one(f.usage_ratio.to_string()),
-    );
-    metric(
-        "available_space_bytes",
-        "gauge",
-        "Free bytes of writable shards.",
-        &one(f.available_space.to_string()),
-    );
-    metric(
-        "shards",
-        "gauge",
-        "Shards in the shards map.",
-        &one(f.total_shards.to_string()),
-    );
-    metric(
-        "writable_shards",
-        "gauge",
-        "Enabled shards below capacity.",
-        &one(f.writable_shards.to_string()),
-    );
-    let mut cap = Vec::new();
-    let mut used = Vec::new();
-    let mut ratio = Vec::new();
-    for (id, shard) in &s.view.shards {
-        let Some(size) = s.view.sizes.get(id) else {
-            continue;
-        };
-        let labels = format!(
-            "{{shard=\"{}\",writable=\"{}\"}}",
-            escape_label(id),
-            shard.writable()
-        );
-        cap.push((labels.clone(), size.capacity.to_string()));
-        used.push((labels.clone(), size.used().to_string()));
-        let fill = if size.capacity == 0 {
-            1.0
-        } else {
-            size.used() as f64 / size.capacity as f64
-        };
-        ratio.push((labels, format!("{fill:.6}")));
+    for u in Unordered::ALL {
+        unordered.sample(&[("reason", u.label())], r(&st.unordered[u as usize]));
     }
-    metric(
+    m.one(
+        "queue_push_failures_total",
+        Counter,
+        "Uploads whose replication tasks could not be queued.",
+        r(&st.queue_push_failures),
+    );
+    m.one(
+        "tasks_queued_total",
+        Counter,
+        "Replication tasks queued.",
+        r(&st.tasks_queued),
+    );
+    m.one(
+        "spilled_uploads_total",
+        Counter,
+        "Uploads held in a temporary file instead of memory.",
+        r(&st.spilled_uploads),
+    );
+    m.one(
+        "total_size_bytes",
+        Gauge,
+        "Capacity of every shard.",
+        f.total_size,
+    );
+    m.one(
+        "used_size_bytes",
+        Gauge,
+        "Bytes used in every shard (shard-size znodes).",
+        f.used_size,
+    );
+    m.one(
+        "usage_ratio",
+        Gauge,
+        "used / total (1 with no capacity).",
+        f.usage_ratio,
+    );
+    m.one(
+        "available_space_bytes",
+        Gauge,
+        "Free bytes of writable shards.",
+        f.available_space,
+    );
+    m.one("shards", Gauge, "Shards in the shards map.", f.total_shards);
+    m.one(
+        "writable_shards",
+        Gauge,
+        "Enabled shards below capacity.",
+        f.writable_shards,
+    );
+    // One family after the other: each lists every shard with a size.
+    let shards: Vec<_> = s
+        .view
+        .shards
+        .iter()
+        .filter_map(|(id, shard)| {
+            let size = s.view.sizes.get(id)?;
+            Some((id.as_str(), shard.writable().to_string(), size))
+        })
+        .collect();
+    let per_shard = |m: &mut Text, name, help, value: &dyn Fn(&ShardSize) -> String| {
+        let mut family = m.family(name, Gauge, help);
+        for (id, writable, size) in &shards {
+            family.sample(&[("shard", id), ("writable", writable)], value(size));
+        }
+    };
+    per_shard(
+        &mut m,
         "shard_capacity_bytes",
-        "gauge",
         "Capacity of each shard.",
-        &cap,
+        &|size| size.capacity.to_string(),
     );
-    metric(
+    per_shard(
+        &mut m,
         "shard_used_bytes",
-        "gauge",
         "Bytes used in each shard.",
-        &used,
+        &|size| size.used().to_string(),
     );
-    metric(
+    per_shard(
+        &mut m,
         "shard_fill_ratio",
-        "gauge",
         "used / capacity of each shard.",
-        &ratio,
+        &|size| {
+            let fill = if size.capacity == 0 {
+                1.0
+            } else {
+                size.used() as f64 / size.capacity as f64
+            };
+            format!("{fill:.6}")
+        },
     );
-    metric(
+    m.one(
         "pending_fill_bytes",
-        "gauge",
+        Gauge,
         "Uploaded bytes not yet added to shard-size znodes (next flush).",
-        &one(s.pending_fill.to_string()),
+        s.pending_fill,
     );
     if let Some(len) = s.queue_length {
-        metric(
+        m.one(
             "queue_length",
-            "gauge",
+            Gauge,
             "Replication tasks waiting in the queue.",
-            &one(len.to_string()),
+            len,
         );
     }
     if let Some(age) = s.queue_oldest {
-        metric(
+        m.one(
             "queue_oldest_age_seconds",
-            "gauge",
+            Gauge,
             "Age of the oldest queued replication task.",
-            &one(format!("{:.3}", age.as_secs_f64())),
+            format_args!("{:.3}", age.as_secs_f64()),
         );
     }
-    let per_server = |value: &dyn Fn(&backpack_shared::queue::Keeping) -> Option<bool>| {
-        s.queue_servers
-            .iter()
-            .filter_map(|k| {
-                value(k).map(|v| {
-                    (
-                        format!("{{server=\"{}\"}}", k.addr),
-                        u8::from(v).to_string(),
-                    )
-                })
-            })
-            .collect::<Vec<_>>()
+    let per_server = |m: &mut Text, name, help, value: &dyn Fn(&Keeping) -> Option<bool>| {
+        let mut family = m.family(name, Gauge, help);
+        for k in &s.queue_servers {
+            if let Some(v) = value(k) {
+                family.sample(&[("server", &k.addr.to_string())], u8::from(v));
+            }
+        }
     };
-    metric(
+    per_server(
+        &mut m,
         "queue_redis_evicting",
-        "gauge",
         "1 while a queue Redis server's maxmemory-policy may evict queued copies (uploads are refused unless --allow-evicting-queue).",
-        &per_server(&|k| k.policy.as_ref().map(|_| k.evicts())),
+        &|k| k.policy.as_ref().map(|_| k.evicts()),
     );
-    metric(
+    per_server(
+        &mut m,
         "queue_redis_appendonly",
-        "gauge",
         "1 when a queue Redis server persists its data across a restart (appendonly yes).",
-        &per_server(&|k| k.appendonly),
+        &|k| k.appendonly,
     );
-    out
+    m.finish()
 }
 
 #[cfg(test)]

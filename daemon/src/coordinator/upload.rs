@@ -1,8 +1,9 @@
 //! The upload path: `PUT /<name>`.
 //!
-//! 1. Check the name (see [`Name`]), Content-Length (411) and the
-//!    size limit (413); answer 503 until the configuration is read or when
-//!    no writable shard has room for the file.
+//! 1. Check the name (see [`Name`]) and Content-Length (411), in
+//!    [`super::http`]; then the size limit (413); answer 503 until the
+//!    configuration is read or when no writable shard has room for the
+//!    file.
 //! 2. Pick a writable shard with room, weighted by free bytes (counting
 //!    the increments not yet flushed).
 //! 3. Hold the body (memory or a temporary file, see [`super::body`]),
@@ -26,11 +27,10 @@ use std::time::Instant;
 use backpack_shared::model::{
     HostPort, Name, ReplicationTask, ShardSize, ShardsMap, Version, choose_shard, shard_chances,
 };
-use hyper::Request;
 use hyper::body::Incoming;
 
 use super::App;
-use super::http::ApiError;
+use super::error::ApiError;
 use super::stats::Unordered;
 
 /// What a successful upload answers with.
@@ -42,18 +42,10 @@ pub struct Uploaded {
     pub unordered: Option<Unordered>,
 }
 
-/// Handles one upload of `target` (the request target as sent); returns
-/// the shard it went to. `len` is filled in as soon as Content-Length is
-/// known (for the counters).
-pub async fn upload(
-    app: &App,
-    target: &[u8],
-    req: Request<Incoming>,
-    len_out: &mut u64,
-) -> Result<Uploaded, ApiError> {
-    let name = Name::parse_limited(target, app.config.max_name_len).map_err(ApiError::BadName)?;
-    let len = content_length(&req)?;
-    *len_out = len;
+/// Handles one upload of `name` (already checked, see [`Name`]) whose
+/// body has `len` bytes (its Content-Length); returns the shard it went
+/// to.
+pub async fn upload(app: &App, name: Name, len: u64, body: Incoming) -> Result<Uploaded, ApiError> {
     if len > app.config.max_body {
         return Err(ApiError::TooLarge {
             len,
@@ -81,7 +73,7 @@ pub async fn upload(
     // The shard's other nodes say which versions they hold while the body
     // arrives (see `Nodes::probe`).
     let (held, early_probe) = tokio::join!(
-        app.holder.receive(req.into_body(), len),
+        app.holder.receive(body, len),
         app.nodes.probe(&name, shard_nodes(app, &early)),
     );
     let held = held.map_err(ApiError::Body)?;
@@ -167,17 +159,6 @@ pub async fn upload(
         version: written.version,
         unordered,
     })
-}
-
-fn content_length(req: &Request<Incoming>) -> Result<u64, ApiError> {
-    let mut values = req.headers().get_all(hyper::header::CONTENT_LENGTH).iter();
-    let Some(v) = values.next() else {
-        return Err(ApiError::LengthRequired);
-    };
-    v.to_str()
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .ok_or_else(|| ApiError::BadRequest("Content-Length must be a number of bytes".into()))
 }
 
 /// The shard's nodes with their addresses (those the servers map knows).

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use backpack_shared::zk::{Zk, ZkConfig};
+use backpack_shared::cli::ZkArgs;
 use clap::Parser;
 
 use super::{Replicator, ReplicatorConfig};
@@ -14,12 +14,8 @@ use super::{Replicator, ReplicatorConfig};
 #[derive(Debug, Parser)]
 #[command(name = "backpack-replicator", version)]
 pub struct Args {
-    /// ZooKeeper servers, comma-separated host:port (e.g. one.local:2181)
-    #[arg(value_name = "zk_servers")]
-    pub zk_servers: String,
-    /// The cluster's root znode (e.g. /backpack)
-    #[arg(value_name = "/zk/root")]
-    pub root: String,
+    #[command(flatten)]
+    pub zk: ZkArgs,
     /// Copies running at once
     #[arg(default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub concurrency: u16,
@@ -55,14 +51,6 @@ pub struct Args {
         value_name = "SECS"
     )]
     pub shutdown_deadline: u64,
-    /// Seconds to keep trying to reach ZooKeeper at start before giving up
-    #[arg(
-        long,
-        env = "BACKPACK_ZK_TIMEOUT",
-        default_value_t = 10,
-        value_name = "SECS"
-    )]
-    pub zk_timeout: u64,
 }
 
 /// `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
@@ -94,17 +82,11 @@ impl Args {
         c.shutdown_deadline = Duration::from_secs(self.shutdown_deadline);
         c
     }
-
-    pub fn zk_config(&self) -> ZkConfig {
-        let mut c = ZkConfig::new(&self.zk_servers, &self.root);
-        c.connect_timeout = Duration::from_secs(self.zk_timeout.max(1));
-        c
-    }
 }
 
 /// The whole command: connect, say ready, run until SIGTERM or Ctrl-C.
 pub async fn main(args: Args) -> anyhow::Result<()> {
-    let zk = Zk::connect_initialized(args.zk_config()).await?;
+    let zk = args.zk.connect_initialized().await?;
     let mut replicator = Replicator::new(args.config(), zk);
     if let Some(addr) = &args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr.as_str())

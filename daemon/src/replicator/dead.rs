@@ -11,35 +11,20 @@
 //! An argument starting with `{` is a task as `list` prints it; anything
 //! else is a file name (`/photo.jpg`) and selects every dead task for it.
 
-use std::time::Duration;
-
 use anyhow::{Context as _, bail};
+use backpack_shared::cli::ZkArgs;
 use backpack_shared::queue::{Queue, TaskInfo, describe_item};
-use backpack_shared::zk::{Zk, ZkConfig};
 use clap::{Parser, Subcommand};
 
-use super::stats::now_ms;
+use backpack_shared::clock::now_ms;
 
 /// Lists, re-queues or drops the replication tasks that failed too often
 /// (the queue's dead-letter set).
 #[derive(Debug, Parser)]
 #[command(name = "backpack-replicator-dead", version)]
 pub struct Args {
-    /// ZooKeeper servers, comma-separated host:port (e.g. one.local:2181)
-    #[arg(value_name = "zk_servers")]
-    pub zk_servers: String,
-    /// The cluster's root znode (e.g. /backpack)
-    #[arg(value_name = "/zk/root")]
-    pub root: String,
-    /// Seconds to keep trying to reach ZooKeeper before giving up
-    #[arg(
-        long,
-        env = "BACKPACK_ZK_TIMEOUT",
-        default_value_t = 10,
-        value_name = "SECS",
-        global = true
-    )]
-    pub zk_timeout: u64,
+    #[command(flatten)]
+    pub zk: ZkArgs,
     #[command(subcommand)]
     pub action: Action,
 }
@@ -75,9 +60,7 @@ pub const USAGE: &str = "Usage: backpack-replicator-dead <zk_servers> </zk/root>
 
 /// The whole command: connect, act, print.
 pub async fn main(args: Args) -> anyhow::Result<()> {
-    let mut config = ZkConfig::new(&args.zk_servers, &args.root);
-    config.connect_timeout = Duration::from_secs(args.zk_timeout.max(1));
-    let zk = Zk::connect_initialized(config).await?;
+    let zk = args.zk.connect_initialized().await?;
     let queue = super::queue_of(&zk).await?;
     let r = act(&queue, &args.action).await;
     zk.close();

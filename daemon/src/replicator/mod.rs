@@ -156,7 +156,7 @@ impl Replicator {
         let background = CancellationToken::new();
         let active = live::follow(&zk, RedisPool::new(), background.clone());
 
-        let started_ms = stats::now_ms();
+        let started_ms = backpack_shared::clock::now_ms();
         let announcer = {
             let stats = stats.clone();
             let (concurrency, max_attempts) = (config.concurrency, config.max_attempts);

@@ -1,11 +1,12 @@
 //! What a replicator counts, how it announces itself in ZooKeeper and what
 //! `/metrics` shows.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::prometheus::{Kind, Text};
 
 /// Counters of one replicator, shared by its workers.
 #[derive(Debug, Default)]
@@ -79,13 +80,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// The JSON of `<root>/replicators/<host:pid>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announcement {
@@ -115,94 +109,74 @@ pub fn prometheus(
     zk_connected: bool,
     q: &QueueFigures,
 ) -> String {
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: Option<String>| {
-        let _ = writeln!(out, "# HELP backpack_replicator_{name} {help}");
-        let _ = writeln!(out, "# TYPE backpack_replicator_{name} {kind}");
-        if let Some(v) = value {
-            let _ = writeln!(out, "backpack_replicator_{name} {v}");
-        }
-    };
-    let some = |v: u64| Some(v.to_string());
-    metric(
+    use Kind::{Counter, Gauge};
+    let mut m = Text::new("backpack_replicator_");
+    m.one(
         "copies_total",
-        "counter",
+        Counter,
         "Files copied and marked done.",
-        some(c.copies_done),
+        c.copies_done,
     );
-    metric(
+    m.one(
         "failures_total",
-        "counter",
+        Counter,
         "Failed copy attempts.",
-        some(c.copies_failed),
+        c.copies_failed,
     );
-    metric(
+    m.one(
         "dead_lettered_total",
-        "counter",
+        Counter,
         "Tasks this replicator moved to the dead-letter set.",
-        some(c.dead_lettered),
+        c.dead_lettered,
     );
-    metric(
+    m.one(
         "abandoned_total",
-        "counter",
+        Counter,
         "Copies dropped when the ZooKeeper session was lost or at the shutdown deadline.",
-        some(c.abandoned),
+        c.abandoned,
     );
-    metric(
+    m.one(
         "bytes_total",
-        "counter",
+        Counter,
         "Bytes of the files copied.",
-        some(c.bytes),
+        c.bytes,
     );
-    metric(
-        "in_flight",
-        "gauge",
-        "Copies running now.",
-        some(c.in_flight),
-    );
-    metric(
-        "workers",
-        "gauge",
-        "Configured concurrency.",
-        some(concurrency as u64),
-    );
-    metric(
+    m.one("in_flight", Gauge, "Copies running now.", c.in_flight);
+    m.one("workers", Gauge, "Configured concurrency.", concurrency);
+    m.one(
         "zookeeper_connected",
-        "gauge",
+        Gauge,
         "1 when the ZooKeeper session is connected.",
-        some(u64::from(zk_connected)),
+        u8::from(zk_connected),
     );
-    metric(
+    // Figures Redis did not give are declared without a sample.
+    m.maybe(
         "queue_length",
-        "gauge",
+        Gauge,
         "Tasks in the replication queue (largest count of any Redis server; absent when none answered).",
-        q.length.map(|v| v.to_string()),
+        q.length,
     );
-    metric(
+    m.maybe(
         "queue_oldest_age_seconds",
-        "gauge",
+        Gauge,
         "Age of the oldest queued task with a known queue time (absent when none).",
         q.oldest_age.map(|d| format!("{:.3}", d.as_secs_f64())),
     );
-    metric(
+    m.maybe(
         "dead_letter_length",
-        "gauge",
+        Gauge,
         "Tasks in the dead-letter set.",
-        q.dead.map(|v| v.to_string()),
+        q.dead,
     );
-    let _ = writeln!(
-        out,
-        "# HELP backpack_replicator_queue_server_up 1 when the queue's Redis server answered."
+    let mut f = m.family(
+        "queue_server_up",
+        Gauge,
+        "1 when the queue's Redis server answered.",
     );
-    let _ = writeln!(out, "# TYPE backpack_replicator_queue_server_up gauge");
     for (addr, up) in &q.servers {
-        let _ = writeln!(
-            out,
-            "backpack_replicator_queue_server_up{{server=\"{addr}\"}} {}",
-            u8::from(*up)
-        );
+        f.sample(&[("server", addr)], u8::from(*up));
     }
-    out
+    m.finish()
 }
 
 #[cfg(test)]
