@@ -8,13 +8,21 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so a
-/// supervisor (systemd, the local cluster script) collects them.
+/// supervisor (systemd, the local cluster script) collects them; coloured
+/// only on a terminal (never in a log file), and never with `NO_COLOR`.
 pub fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour())
         .try_init();
+}
+
+/// Whether stderr is a terminal and `NO_COLOR` is unset.
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
 /// For the admin commands: their output is the original's lines, so only
@@ -30,6 +38,7 @@ pub fn init_tracing_filtered(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour())
         .without_time()
         .try_init();
 }
