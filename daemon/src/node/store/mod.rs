@@ -1,5 +1,10 @@
 //! The store: volume files, the index, appends with group commit, reads.
 //!
+//! This file is the store's API ([`Store`]: open, lookup, small and large
+//! uploads, reads, stats, close); `writer.rs` is the writer and sync
+//! threads (appends, volume roll-over, group commit); `recovery.rs`
+//! rebuilds the index from the volumes at start.
+//!
 //! Write path. One writer thread owns the tail of the active volume. Every
 //! upload is one record (see [`super::record`]). A small upload (up to
 //! [`SMALL_MAX`]) is received into memory and sent whole to the writer,
@@ -11,39 +16,42 @@
 //! on disk: a scan after a crash can always walk header to header up to the
 //! last acknowledged record.
 //!
-//! Durability (group commit). The writer takes every request queued so
-//! far, performs the appends, runs one `fdatasync` per volume involved, and
-//! only then answers them all: concurrent uploads share one sync, and the
-//! uploads that queue up during a sync share the next one. Only then is the
-//! index updated and the upload acknowledged. If a sync ever fails, the
-//! node refuses further uploads: after a failed fsync the kernel may have
-//! dropped the dirty pages, so retrying could report success for lost data.
+//! Durability. An upload is indexed and acknowledged only after an
+//! `fdatasync` of its volume, one sync shared by every upload queued
+//! meanwhile (group commit). After a failed sync the node refuses uploads.
 //!
 //! Recovery. At start every volume is read front to back and every record's
 //! checksums verified; the index is rebuilt from the valid `put` records.
 //! A torn or corrupt tail (what a crash leaves) is cut off with a warning; a
 //! corrupt record in the middle is skipped (never served) and logged.
 
+mod recovery;
+#[cfg(test)]
+mod testing;
+mod writer;
+
+pub use recovery::UnknownRecord;
+
 use super::bufpool::{BufPool, PooledBuf};
 use super::index::{Index, Location, Offer};
-use super::record::{self, FLAG_CLIENT_TIME, HEADER_LEN, Header, Kind, MAX_NAME_LEN, TRAILER_LEN};
+use super::record::{self, FLAG_CLIENT_TIME, HEADER_LEN, Header, Kind, TRAILER_LEN};
 use backpack_shared::model::{ContentHasher, Version, content_hash};
 use bytes::Bytes;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, ErrorKind, Seek};
+use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 use tokio::sync::oneshot;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
+use writer::WriterMsg;
 
 /// Uploads and downloads up to this size are handled in one buffer (one
 /// write, one read); larger ones are streamed in chunks of this size.
 pub const SMALL_MAX: u64 = 1024 * 1024;
 
 const LOCK_FILE: &str = "LOCK";
-const SCAN_BUFFER: usize = 4 * 1024 * 1024;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -108,38 +116,6 @@ impl Volume {
 
 type Volumes = Arc<RwLock<Vec<Option<Arc<Volume>>>>>;
 type Placed = Result<(Arc<Volume>, u64), StoreError>;
-
-/// Requests to the writer thread.
-enum WriterMsg {
-    /// Append a whole record; answered after it is synced.
-    Append {
-        record: Vec<u8>,
-        done: oneshot::Sender<Placed>,
-    },
-    /// Reserve a large record and write its first bytes (header and
-    /// name); answered at once, without a sync.
-    Reserve {
-        head: Vec<u8>,
-        record_len: u64,
-        done: oneshot::Sender<Placed>,
-    },
-    /// Sync a volume a large record was streamed into.
-    Sync {
-        volume: Arc<Volume>,
-        done: oneshot::Sender<Result<(), StoreError>>,
-    },
-    Stop,
-}
-
-/// The writer thread's state: the tail it appends at.
-struct Writer {
-    dir: PathBuf,
-    volume_size: u64,
-    volumes: Volumes,
-    active: Arc<Volume>,
-    tail: u64,
-    failed: Arc<AtomicBool>,
-}
 
 /// Numbers for `/stats`.
 pub struct StoreStats {
@@ -229,93 +205,38 @@ impl Store {
             Err(e) => return Err(io_err("cannot lock the data directory")(e.into())),
         }
 
-        let mut ids = Vec::new();
-        let entries =
-            std::fs::read_dir(dir).map_err(io_err(format!("cannot list {}", dir.display())))?;
-        for entry in entries {
-            let entry = entry.map_err(io_err(format!("cannot list {}", dir.display())))?;
-            if let Some(id) = entry.file_name().to_str().and_then(parse_volume_name) {
-                ids.push(id);
-            }
-        }
-        ids.sort_unstable();
-
-        let started = std::time::Instant::now();
-        let mut index = Index::new();
-        let mut volumes: Vec<Option<Arc<Volume>>> = Vec::new();
-        let mut last_tail = 0;
-        for &id in &ids {
-            let path = volume_path(dir, id);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|cause| StoreError::DirNotWritable {
-                    path: path.clone(),
-                    cause,
-                })?;
-            last_tail = scan_volume(&file, id, &path, &mut index).map_err(|e| {
-                match e.get_ref().and_then(|i| i.downcast_ref::<UnknownRecord>()) {
-                    Some(u) => StoreError::UnknownRecord(u.to_string()),
-                    None => io_err(format!("cannot read volume {}", path.display()))(e),
-                }
-            })?;
-            let slot = id as usize;
-            if volumes.len() <= slot {
-                volumes.resize(slot + 1, None);
-            }
-            volumes[slot] = Some(Arc::new(Volume { id, file, path }));
-        }
-        if !ids.is_empty() {
-            info!(
-                volumes = ids.len(),
-                files = index.len(),
-                bytes = index.live_bytes(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "index rebuilt from the volumes"
-            );
-        }
-
+        let recovered = recovery::recover(dir)?;
+        let mut volumes = recovered.volumes;
+        let mut tail = recovered.tail;
         let active = match volumes.last().cloned().flatten() {
-            Some(v) if last_tail < volume_size => v,
+            Some(v) if tail < volume_size => v,
             last => {
                 let id = last.map_or(1, |v| v.id + 1);
                 let v = create_volume(dir, id)?;
                 volumes.resize(id as usize + 1, None);
                 volumes[id as usize] = Some(v.clone());
-                last_tail = 0;
+                tail = 0;
                 v
             }
         };
 
-        let (writer_tx, writer_rx) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
         let volumes: Volumes = Arc::new(RwLock::new(volumes));
-        let mut writer = Writer {
-            dir: dir.to_owned(),
+        let (writer_tx, threads) = writer::start(
+            dir,
             volume_size,
-            volumes: volumes.clone(),
+            volumes.clone(),
             active,
-            tail: last_tail,
-            failed: failed.clone(),
-        };
-        let (sync_tx, sync_rx) = mpsc::channel();
-        let sync_failed = failed.clone();
-        let sync_thread = std::thread::Builder::new()
-            .name("backpack-sync".into())
-            .spawn(move || sync_loop(sync_rx, &sync_failed))
-            .map_err(io_err("cannot start the sync thread"))?;
-        let writer_thread = std::thread::Builder::new()
-            .name("backpack-writer".into())
-            .spawn(move || writer.run(writer_rx, sync_tx))
-            .map_err(io_err("cannot start the writer thread"))?;
+            tail,
+            failed.clone(),
+        )?;
 
         Ok(Store {
             dir: dir.to_owned(),
             volumes,
-            index: RwLock::new(index),
+            index: RwLock::new(recovered.index),
             writer_tx,
-            threads: Mutex::new(vec![writer_thread, sync_thread]),
+            threads: Mutex::new(threads),
             bufs: Arc::default(),
             failed,
             _lock: lock,
@@ -760,476 +681,11 @@ fn create_volume(dir: &Path, id: u32) -> Result<Arc<Volume>, StoreError> {
     Ok(Arc::new(Volume { id, file, path }))
 }
 
-/// Writes done, waiting for the sync that makes them durable.
-#[derive(Default)]
-struct SyncJob {
-    volumes: Vec<Arc<Volume>>,
-    appends: Vec<(oneshot::Sender<Placed>, Placed)>,
-    syncs: Vec<oneshot::Sender<Result<(), StoreError>>>,
-}
-
-impl SyncJob {
-    fn is_empty(&self) -> bool {
-        self.appends.is_empty() && self.syncs.is_empty()
-    }
-}
-
-impl Writer {
-    /// Writes what arrives and hands it to the sync thread, so the next
-    /// records reach the page cache while the previous sync is running.
-    fn run(&mut self, rx: mpsc::Receiver<WriterMsg>, sync_tx: mpsc::Sender<SyncJob>) {
-        loop {
-            let mut job = SyncJob::default();
-            let mut stop = false;
-            let mut next = rx.recv().ok();
-            if next.is_none() {
-                return;
-            }
-            while let Some(msg) = next {
-                match msg {
-                    WriterMsg::Append { record, done } => {
-                        let placed = self.append(&record, record.len() as u64);
-                        if let Ok((v, _)) = &placed {
-                            note_volume(&mut job.volumes, v);
-                        }
-                        job.appends.push((done, placed));
-                    }
-                    WriterMsg::Reserve {
-                        head,
-                        record_len,
-                        done,
-                    } => {
-                        let _ = done.send(self.append(&head, record_len));
-                    }
-                    WriterMsg::Sync { volume, done } => {
-                        note_volume(&mut job.volumes, &volume);
-                        job.syncs.push(done);
-                    }
-                    WriterMsg::Stop => stop = true,
-                }
-                next = rx.try_recv().ok();
-            }
-            if !job.is_empty() && sync_tx.send(job).is_err() {
-                return;
-            }
-            if stop {
-                return;
-            }
-        }
-    }
-
-    /// Writes `bytes` at the tail and advances it by `len` (at least
-    /// `bytes.len()`; more for a reserved large record).
-    fn append(&mut self, bytes: &[u8], len: u64) -> Placed {
-        if self.failed.load(Ordering::Relaxed) {
-            return Err(StoreError::Failed);
-        }
-        if self.tail > 0 && self.tail + len > self.volume_size {
-            self.roll_over()?;
-        }
-        let offset = self.tail;
-        if let Err(e) = self.active.file.write_all_at(bytes, offset) {
-            // The tail stays: the next record overwrites what was written.
-            return Err(if e.raw_os_error() == Some(libc::ENOSPC) {
-                StoreError::NoSpace(self.dir.clone())
-            } else {
-                error!(volume = %self.active.path.display(), error = %e, "write to volume failed");
-                io_err(format!("cannot write to {}", self.active.path.display()))(e)
-            });
-        }
-        self.tail = offset + len;
-        Ok((self.active.clone(), offset))
-    }
-
-    fn roll_over(&mut self) -> Result<(), StoreError> {
-        let id = self.active.id + 1;
-        let v = create_volume(&self.dir, id)?;
-        {
-            let mut vols = write(&self.volumes);
-            if vols.len() <= id as usize {
-                vols.resize(id as usize + 1, None);
-            }
-            vols[id as usize] = Some(v.clone());
-        }
-        info!(volume = %v.path.display(), "new volume");
-        self.active = v;
-        self.tail = 0;
-        Ok(())
-    }
-}
-
-/// The sync thread: one `fdatasync` per volume for all jobs queued so far
-/// (group commit), then the answers.
-fn sync_loop(rx: mpsc::Receiver<SyncJob>, failed: &AtomicBool) {
-    while let Ok(mut job) = rx.recv() {
-        while let Ok(more) = rx.try_recv() {
-            for v in &more.volumes {
-                note_volume(&mut job.volumes, v);
-            }
-            job.appends.extend(more.appends);
-            job.syncs.extend(more.syncs);
-        }
-        // Once a sync failed, later ones prove nothing about the lost pages.
-        let mut synced = !failed.load(Ordering::Relaxed);
-        if synced {
-            for v in &job.volumes {
-                if let Err(e) = v.file.sync_data() {
-                    error!(volume = %v.path.display(), error = %e, "fdatasync failed; refusing further uploads");
-                    failed.store(true, Ordering::Relaxed);
-                    synced = false;
-                }
-            }
-        }
-        for (done, placed) in job.appends {
-            let _ = done.send(match placed {
-                Ok(p) if synced => Ok(p),
-                Ok(_) => Err(StoreError::Failed),
-                Err(e) => Err(e),
-            });
-        }
-        for done in job.syncs {
-            let _ = done.send(if synced {
-                Ok(())
-            } else {
-                Err(StoreError::Failed)
-            });
-        }
-    }
-}
-
-fn note_volume(list: &mut Vec<Arc<Volume>>, v: &Arc<Volume>) {
-    if !list.iter().any(|x| x.id == v.id) {
-        list.push(v.clone());
-    }
-}
-
-/// Reads one volume front to back, offering every valid record to the
-/// index, and cuts off a torn tail. Returns the volume's valid length.
-fn scan_volume(file: &File, id: u32, path: &Path, index: &mut Index) -> io::Result<u64> {
-    let len = file.metadata()?.len();
-    let mut r = BufReader::with_capacity(SCAN_BUFFER, file);
-    let mut pos = 0u64;
-    let mut valid_end = 0u64;
-    let mut fixed = [0u8; HEADER_LEN];
-    let mut name = Vec::new();
-    while pos < len {
-        let header = if len - pos < HEADER_LEN as u64 {
-            None
-        } else {
-            read_exact(&mut r, &mut fixed)?;
-            match Header::parse(&fixed) {
-                Ok(h) if len - pos >= h.record_len() => {
-                    name.resize(h.name_len as usize, 0);
-                    read_exact(&mut r, &mut name)?;
-                    Header::verify(&fixed, &name).ok().map(|_| h)
-                }
-                Ok(_) => None,
-                Err(_) => {
-                    refuse_unknown(file, &fixed, pos, len, path)?;
-                    None
-                }
-            }
-        };
-        let Some(h) = header else {
-            // Not a valid header here: a torn tail, or damage in the middle
-            // if a valid record follows.
-            match find_next_header(file, pos + 1, len)? {
-                Some(next) => {
-                    warn!(volume = %path.display(), from = pos, to = next, "skipping damaged bytes inside the volume");
-                    pos = next;
-                    r.seek(io::SeekFrom::Start(pos))?;
-                    continue;
-                }
-                None => break,
-            }
-        };
-        let rec_len = h.record_len();
-        match h.kind {
-            Kind::Aborted => {
-                r.seek_relative((h.data_len + TRAILER_LEN as u64) as i64)?;
-                valid_end = pos + rec_len;
-            }
-            Kind::Put => {
-                let mut hasher = crc32fast::Hasher::new();
-                hasher.update(&fixed);
-                hasher.update(&name);
-                // Records carry no content hash: it is computed here, on
-                // the pass that checks the CRC anyway.
-                let mut content = ContentHasher::new();
-                let mut left = h.data_len;
-                while left > 0 {
-                    let buf = r.fill_buf()?;
-                    if buf.is_empty() {
-                        return Err(ErrorKind::UnexpectedEof.into());
-                    }
-                    let take = buf.len().min(left as usize);
-                    hasher.update(&buf[..take]);
-                    content.update(&buf[..take]);
-                    r.consume(take);
-                    left -= take as u64;
-                }
-                let mut t = [0u8; TRAILER_LEN];
-                read_exact(&mut r, &mut t)?;
-                let name_str = std::str::from_utf8(&name).ok();
-                match name_str {
-                    Some(n) if hasher.finalize() == record::trailer_crc(&t) => {
-                        index.offer(
-                            n,
-                            Location {
-                                volume: id,
-                                offset: pos,
-                                name_len: h.name_len,
-                                data_len: h.data_len,
-                                time_ms: h.time_ms,
-                                content_hash: content.finish(),
-                            },
-                        );
-                        valid_end = pos + rec_len;
-                    }
-                    _ => {
-                        // Logged now; if it turns out to be the tail it is
-                        // cut below, otherwise it stays, never indexed.
-                        warn!(volume = %path.display(), offset = pos, "record fails its checksum, not indexed");
-                    }
-                }
-            }
-        }
-        pos += rec_len;
-    }
-    if valid_end < len {
-        warn!(
-            volume = %path.display(),
-            valid_bytes = valid_end,
-            cut_bytes = len - valid_end,
-            "torn or corrupt tail (an interrupted write); cutting it off"
-        );
-        file.set_len(valid_end)?;
-        file.sync_all()?;
-    }
-    Ok(valid_end)
-}
-
-/// A record of a format this binary does not know, at `pos`.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "volume {path} holds a record of {what} at offset {offset}, which this backpack-node (record format {known}) does not know: it was written by a newer release. Nothing was changed; run that release on this data directory (or, if no newer release ever ran here, the record is damaged: move the volume aside and restore it from the shard's other nodes)"
-)]
-pub struct UnknownRecord {
-    pub path: String,
-    pub offset: u64,
-    pub what: String,
-    pub known: u8,
-}
-
-/// Fails the scan if the header at `pos` (which this binary cannot parse)
-/// is a newer release's record rather than damage: cutting it would delete
-/// that release's files.
-fn refuse_unknown(
-    file: &File,
-    fixed: &[u8; HEADER_LEN],
-    pos: u64,
-    len: u64,
-    path: &Path,
-) -> io::Result<()> {
-    let n = record::announced_name_len(fixed);
-    let mut name = vec![0u8; n.min(MAX_NAME_LEN)];
-    let readable = n <= MAX_NAME_LEN
-        && pos + (HEADER_LEN + n) as u64 <= len
-        && file
-            .read_exact_at(&mut name, pos + HEADER_LEN as u64)
-            .is_ok();
-    match record::unknown_format(fixed, readable.then_some(&name[..])) {
-        Some(what) => Err(io::Error::new(
-            ErrorKind::InvalidData,
-            UnknownRecord {
-                path: path.display().to_string(),
-                offset: pos,
-                what,
-                known: record::VERSION,
-            },
-        )),
-        None => Ok(()),
-    }
-}
-
-fn read_exact(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<()> {
-    r.read_exact(buf)
-}
-
-/// The offset of the next valid record header at or after `from`.
-fn find_next_header(file: &File, from: u64, len: u64) -> io::Result<Option<u64>> {
-    const CHUNK: usize = 1 << 20;
-    let mut buf = vec![0u8; CHUNK];
-    let mut at = from;
-    while at + (HEADER_LEN as u64) <= len {
-        let n = CHUNK.min((len - at) as usize);
-        file.read_exact_at(&mut buf[..n], at)?;
-        for i in 0..n.saturating_sub(3) {
-            if &buf[i..i + 4] != b"BKPK" {
-                continue;
-            }
-            let cand = at + i as u64;
-            if cand + HEADER_LEN as u64 > len {
-                return Ok(None);
-            }
-            let mut fixed = [0u8; HEADER_LEN];
-            file.read_exact_at(&mut fixed, cand)?;
-            let Ok(h) = Header::parse(&fixed) else {
-                // A newer release's record after the damage: stop here, so
-                // the scan meets it (and refuses) instead of cutting it.
-                let n = record::announced_name_len(&fixed).min(MAX_NAME_LEN);
-                let mut name = vec![0u8; n];
-                let readable = cand + (HEADER_LEN + n) as u64 <= len
-                    && file
-                        .read_exact_at(&mut name, cand + HEADER_LEN as u64)
-                        .is_ok();
-                if record::unknown_format(&fixed, readable.then_some(&name[..])).is_some() {
-                    return Ok(Some(cand));
-                }
-                continue;
-            };
-            if cand + h.record_len() > len || h.name_len as usize > MAX_NAME_LEN {
-                continue;
-            }
-            let mut name = vec![0u8; h.name_len as usize];
-            file.read_exact_at(&mut name, cand + HEADER_LEN as u64)?;
-            if Header::verify(&fixed, &name).is_ok() {
-                return Ok(Some(cand));
-            }
-        }
-        // Overlap so a magic split across chunks is still seen.
-        at += (n as u64).saturating_sub(3).max(1);
-    }
-    Ok(None)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use super::testing::{put, rt};
     use super::*;
-
-    fn put(store: &Arc<Store>, rt: &tokio::runtime::Runtime, name: &str, data: &[u8]) {
-        let mut buf = Store::small_record_buffer(name, data.len() as u64);
-        buf.extend_from_slice(data);
-        rt.block_on(store.put_small(name, now_ms(), false, buf))
-            .unwrap();
-    }
-
-    fn get(store: &Store, name: &str) -> Option<Vec<u8>> {
-        let loc = store.lookup(name)?;
-        Some(store.read_small(&loc).unwrap().to_vec())
-    }
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    #[test]
-    fn reopen_and_damage_in_the_middle() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = rt();
-        {
-            let store = Arc::new(Store::open(dir.path(), 1 << 30).unwrap());
-            for i in 0..10 {
-                put(
-                    &store,
-                    &rt,
-                    &format!("/f{i}"),
-                    format!("data {i}").as_bytes(),
-                );
-            }
-            store.close();
-        }
-        // Damage record 3's header: the scan must resync and keep the rest.
-        let path = volume_path(dir.path(), 1);
-        let bytes = std::fs::read(&path).unwrap();
-        let rec = record::record_len(3, 6) as usize;
-        let mut damaged = bytes.clone();
-        damaged[3 * rec] = b'X';
-        // And flip a data byte of record 5: skipped, never served.
-        damaged[5 * rec + HEADER_LEN + 3 + 2] ^= 0xff;
-        std::fs::write(&path, &damaged).unwrap();
-        let store = Store::open(dir.path(), 1 << 30).unwrap();
-        for i in 0..10 {
-            let got = get(&store, &format!("/f{i}"));
-            if i == 3 || i == 5 {
-                assert_eq!(got, None, "/f{i}");
-            } else {
-                assert_eq!(got.unwrap(), format!("data {i}").as_bytes());
-            }
-        }
-        // Nothing in the middle was cut.
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes.len() as u64);
-    }
-
-    /// A volume with `/a`, `/b`, `/c`, closed; its path and bytes, and
-    /// the length of one record.
-    fn three_records(dir: &Path) -> (PathBuf, Vec<u8>, usize) {
-        let rt = rt();
-        let store = Arc::new(Store::open(dir, 1 << 30).unwrap());
-        for n in ["/a", "/b", "/c"] {
-            put(&store, &rt, n, b"data");
-        }
-        store.close();
-        let path = volume_path(dir, 1);
-        let bytes = std::fs::read(&path).unwrap();
-        (path, bytes, record::record_len(2, 4) as usize)
-    }
-
-    fn refuses_without_a_change(dir: &Path, path: &Path, volume: &[u8], says: &str) {
-        std::fs::write(path, volume).unwrap();
-        match Store::open(dir, 1 << 30) {
-            Err(StoreError::UnknownRecord(m)) => {
-                assert!(m.contains(says) && m.contains("newer release"), "{m}")
-            }
-            Err(e) => panic!("another error: {e}"),
-            Ok(_) => panic!("opened a volume with a record it does not know"),
-        }
-        assert_eq!(
-            std::fs::read(path).unwrap(),
-            volume,
-            "the volume was changed"
-        );
-    }
-
-    #[test]
-    fn records_of_a_newer_format_are_refused_never_cut() {
-        let dir = tempfile::tempdir().unwrap();
-        let (path, bytes, rec) = three_records(dir.path());
-
-        // The last record as a later format version wrote it.
-        let mut v2 = bytes.clone();
-        v2[2 * rec + 4] = 2;
-        refuses_without_a_change(dir.path(), &path, &v2, "format version 2");
-
-        // A kind this binary does not know, its header checksum right.
-        let mut kind = bytes.clone();
-        let at = 2 * rec;
-        kind[at + 5] = 3;
-        let mut fixed = [0u8; HEADER_LEN];
-        fixed.copy_from_slice(&kind[at..at + HEADER_LEN]);
-        let crc = record::header_crc(&fixed, &kind[at + HEADER_LEN..at + HEADER_LEN + 2]);
-        kind[at + 12..at + 16].copy_from_slice(&crc.to_le_bytes());
-        refuses_without_a_change(dir.path(), &path, &kind, "kind 3");
-
-        // After damage in the middle, the resync stops at it too.
-        let mut after_damage = v2.clone();
-        after_damage[rec] = b'X';
-        refuses_without_a_change(dir.path(), &path, &after_damage, "format version 2");
-
-        // An unknown kind whose checksum fails is damage, as before: the
-        // torn tail is cut and the rest served.
-        let mut damaged = bytes.clone();
-        damaged[2 * rec + 5] = 3;
-        std::fs::write(&path, &damaged).unwrap();
-        let store = Store::open(dir.path(), 1 << 30).unwrap();
-        assert_eq!(get(&store, "/a").unwrap(), b"data");
-        assert_eq!(get(&store, "/c"), None);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * rec as u64);
-    }
 
     #[test]
     fn damage_under_a_running_store_is_caught_by_disk_reads() {
@@ -1253,50 +709,11 @@ mod tests {
     }
 
     #[test]
-    fn rolls_over_and_reopens() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = rt();
-        {
-            let store = Arc::new(Store::open(dir.path(), 1000).unwrap());
-            for i in 0..20 {
-                put(&store, &rt, &format!("/r{i}"), &[i as u8; 300]);
-            }
-            assert!(store.stats().volumes >= 7);
-            store.close();
-        }
-        let store = Store::open(dir.path(), 1000).unwrap();
-        for i in 0..20 {
-            assert_eq!(get(&store, &format!("/r{i}")).unwrap(), vec![i as u8; 300]);
-        }
-    }
-
-    #[test]
     fn second_open_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let _a = Store::open(dir.path(), 1 << 20).unwrap();
         let b = Store::open(dir.path(), 1 << 20);
         assert!(matches!(b, Err(StoreError::Locked(_))), "{:?}", b.err());
-    }
-
-    #[test]
-    fn aborted_upload_is_skipped_quietly() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = rt();
-        {
-            let store = Arc::new(Store::open(dir.path(), 1 << 30).unwrap());
-            put(&store, &rt, "/before", b"1");
-            let mut up = rt
-                .block_on(store.begin_large("/big", now_ms(), false, 10))
-                .unwrap();
-            rt.block_on(up.write(Bytes::from_static(b"abc"))).unwrap();
-            drop(up);
-            put(&store, &rt, "/after", b"2");
-            store.close();
-        }
-        let store = Store::open(dir.path(), 1 << 30).unwrap();
-        assert_eq!(get(&store, "/before").unwrap(), b"1");
-        assert_eq!(get(&store, "/after").unwrap(), b"2");
-        assert!(store.lookup("/big").is_none());
     }
 
     #[test]
