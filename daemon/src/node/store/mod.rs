@@ -213,8 +213,7 @@ impl Store {
             last => {
                 let id = last.map_or(1, |v| v.id + 1);
                 let v = create_volume(dir, id)?;
-                volumes.resize(id as usize + 1, None);
-                volumes[id as usize] = Some(v.clone());
+                set_slot(&mut volumes, v.clone());
                 tail = 0;
                 v
             }
@@ -280,13 +279,7 @@ impl Store {
     ) -> Result<(Offer, Version), StoreError> {
         self.check_writable()?;
         let data_len = (buf.len() - HEADER_LEN - name.len()) as u64;
-        let header = Header {
-            kind: Kind::Put,
-            flags: if client_time { FLAG_CLIENT_TIME } else { 0 },
-            name_len: name.len() as u32,
-            time_ms,
-            data_len,
-        };
+        let header = put_header(name, time_ms, client_time, data_len);
         buf[..HEADER_LEN].copy_from_slice(&header.encode(name.as_bytes()));
         let hash = content_hash(&buf[HEADER_LEN + name.len()..]);
         let crc = crc32fast::hash(&buf);
@@ -295,14 +288,7 @@ impl Store {
         let (done, wait) = oneshot::channel();
         self.send(WriterMsg::Append { record: buf, done })?;
         let (volume, offset) = wait.await.map_err(|_| StoreError::Closed)??;
-        let loc = Location {
-            volume: volume.id,
-            offset,
-            name_len: name.len() as u32,
-            data_len,
-            time_ms,
-            content_hash: hash,
-        };
+        let loc = location(&header, volume.id, offset, hash);
         Ok((write(&self.index).offer(name, loc), loc.version()))
     }
 
@@ -315,13 +301,7 @@ impl Store {
         data_len: u64,
     ) -> Result<LargeUpload, StoreError> {
         self.check_writable()?;
-        let header = Header {
-            kind: Kind::Put,
-            flags: if client_time { FLAG_CLIENT_TIME } else { 0 },
-            name_len: name.len() as u32,
-            time_ms,
-            data_len,
-        };
+        let header = put_header(name, time_ms, client_time, data_len);
         let mut head = Vec::with_capacity(HEADER_LEN + name.len());
         head.extend_from_slice(&header.encode(name.as_bytes()));
         head.extend_from_slice(name.as_bytes());
@@ -352,15 +332,6 @@ impl Store {
             Err(StoreError::Failed)
         } else {
             Ok(())
-        }
-    }
-
-    fn write_error(&self, volume: &Volume, e: io::Error) -> StoreError {
-        if e.raw_os_error() == Some(libc::ENOSPC) {
-            StoreError::NoSpace(self.dir.clone())
-        } else {
-            error!(volume = %volume.path.display(), error = %e, "write to volume failed");
-            io_err(format!("cannot write to {}", volume.path.display()))(e)
         }
     }
 
@@ -531,17 +502,8 @@ impl LargeUpload {
         self.hasher.update(&chunk);
         self.content.update(&chunk);
         let at = self.offset + self.header.data_offset() + self.written;
-        let store = self.store.clone();
-        let volume = self.volume.clone();
         let len = chunk.len() as u64;
-        tokio::task::spawn_blocking(move || {
-            volume
-                .file
-                .write_all_at(&chunk, at)
-                .map_err(|e| store.write_error(&volume, e))
-        })
-        .await
-        .map_err(|_| StoreError::Closed)??;
+        self.write_at(chunk, at).await?;
         self.written += len;
         Ok(())
     }
@@ -551,30 +513,37 @@ impl LargeUpload {
     pub async fn finish(mut self) -> Result<(Offer, Version), StoreError> {
         let crc = self.hasher.clone().finalize().to_le_bytes();
         let at = self.offset + self.header.record_len() - TRAILER_LEN as u64;
-        let store = self.store.clone();
-        let volume = self.volume.clone();
-        tokio::task::spawn_blocking(move || {
-            volume
-                .file
-                .write_all_at(&crc, at)
-                .map_err(|e| store.write_error(&volume, e))
-        })
-        .await
-        .map_err(|_| StoreError::Closed)??;
+        self.write_at(crc, at).await?;
         self.store.sync(self.volume.clone()).await?;
         self.finished = true;
-        let loc = Location {
-            volume: self.volume.id,
-            offset: self.offset,
-            name_len: self.header.name_len,
-            data_len: self.header.data_len,
-            time_ms: self.header.time_ms,
-            content_hash: self.content.finish(),
-        };
+        let loc = location(
+            &self.header,
+            self.volume.id,
+            self.offset,
+            self.content.finish(),
+        );
         Ok((
             write(&self.store.index).offer(&self.name, loc),
             loc.version(),
         ))
+    }
+
+    /// Writes `bytes` at `at` in the reserved record, on a blocking thread.
+    async fn write_at(
+        &self,
+        bytes: impl AsRef<[u8]> + Send + 'static,
+        at: u64,
+    ) -> Result<(), StoreError> {
+        let dir = self.store.dir.clone();
+        let volume = self.volume.clone();
+        tokio::task::spawn_blocking(move || {
+            volume
+                .file
+                .write_all_at(bytes.as_ref(), at)
+                .map_err(|e| write_error(&dir, &volume, e))
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
     }
 }
 
@@ -679,6 +648,50 @@ fn create_volume(dir: &Path, id: u32) -> Result<Arc<Volume>, StoreError> {
         .and_then(|d| d.sync_all())
         .map_err(io_err(format!("cannot sync {}", dir.display())))?;
     Ok(Arc::new(Volume { id, file, path }))
+}
+
+/// Puts `v` in its slot of a volume list (indexed by id), growing it.
+fn set_slot(volumes: &mut Vec<Option<Arc<Volume>>>, v: Arc<Volume>) {
+    let slot = v.id as usize;
+    if volumes.len() <= slot {
+        volumes.resize(slot + 1, None);
+    }
+    volumes[slot] = Some(v);
+}
+
+/// A failed write to `volume`: out of space (507 for the client), or
+/// logged as the disk error it is.
+fn write_error(dir: &Path, volume: &Volume, e: io::Error) -> StoreError {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        StoreError::NoSpace(dir.to_owned())
+    } else {
+        error!(volume = %volume.path.display(), error = %e, "write to volume failed");
+        io_err(format!("cannot write to {}", volume.path.display()))(e)
+    }
+}
+
+/// The header of an upload's `put` record.
+fn put_header(name: &str, time_ms: u64, client_time: bool, data_len: u64) -> Header {
+    Header {
+        kind: Kind::Put,
+        flags: if client_time { FLAG_CLIENT_TIME } else { 0 },
+        name_len: name.len() as u32,
+        time_ms,
+        data_len,
+    }
+}
+
+/// Where the `put` record `header` starts (`offset` in `volume`), for the
+/// index.
+fn location(header: &Header, volume: u32, offset: u64, content_hash: u64) -> Location {
+    Location {
+        volume,
+        offset,
+        name_len: header.name_len,
+        data_len: header.data_len,
+        time_ms: header.time_ms,
+        content_hash,
+    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 //! a format this binary does not know is never cut: the node refuses to
 //! start ([`UnknownRecord`]).
 
-use super::{StoreError, Volume, io_err, parse_volume_name, volume_path};
-use crate::node::index::{Index, Location};
+use super::{StoreError, Volume, io_err, location, parse_volume_name, set_slot, volume_path};
+use crate::node::index::Index;
 use crate::node::record::{self, HEADER_LEN, Header, Kind, MAX_NAME_LEN, TRAILER_LEN};
 use backpack_shared::model::ContentHasher;
 use std::fs::{File, OpenOptions};
@@ -63,11 +63,7 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered, StoreError> {
                 None => io_err(format!("cannot read volume {}", path.display()))(e),
             }
         })?;
-        let slot = id as usize;
-        if volumes.len() <= slot {
-            volumes.resize(slot + 1, None);
-        }
-        volumes[slot] = Some(Arc::new(Volume { id, file, path }));
+        set_slot(&mut volumes, Arc::new(Volume { id, file, path }));
     }
     if !ids.is_empty() {
         info!(
@@ -155,17 +151,7 @@ fn scan_volume(file: &File, id: u32, path: &Path, index: &mut Index) -> io::Resu
                 let name_str = std::str::from_utf8(&name).ok();
                 match name_str {
                     Some(n) if hasher.finalize() == record::trailer_crc(&t) => {
-                        index.offer(
-                            n,
-                            Location {
-                                volume: id,
-                                offset: pos,
-                                name_len: h.name_len,
-                                data_len: h.data_len,
-                                time_ms: h.time_ms,
-                                content_hash: content.finish(),
-                            },
-                        );
+                        index.offer(n, location(&h, id, pos, content.finish()));
                         valid_end = pos + rec_len;
                     }
                     _ => {
@@ -213,14 +199,7 @@ fn refuse_unknown(
     len: u64,
     path: &Path,
 ) -> io::Result<()> {
-    let n = record::announced_name_len(fixed);
-    let mut name = vec![0u8; n.min(MAX_NAME_LEN)];
-    let readable = n <= MAX_NAME_LEN
-        && pos + (HEADER_LEN + n) as u64 <= len
-        && file
-            .read_exact_at(&mut name, pos + HEADER_LEN as u64)
-            .is_ok();
-    match record::unknown_format(fixed, readable.then_some(&name[..])) {
+    match unknown_format_at(file, fixed, pos, len) {
         Some(what) => Err(io::Error::new(
             ErrorKind::InvalidData,
             UnknownRecord {
@@ -232,6 +211,20 @@ fn refuse_unknown(
         )),
         None => Ok(()),
     }
+}
+
+/// What the header `fixed` at `pos` is when a newer release wrote it
+/// ([`record::unknown_format`]), reading the name it announces (which its
+/// checksum covers) if that fits before `len`.
+fn unknown_format_at(file: &File, fixed: &[u8; HEADER_LEN], pos: u64, len: u64) -> Option<String> {
+    let n = record::announced_name_len(fixed);
+    let mut name = vec![0u8; n.min(MAX_NAME_LEN)];
+    let readable = n <= MAX_NAME_LEN
+        && pos + (HEADER_LEN + n) as u64 <= len
+        && file
+            .read_exact_at(&mut name, pos + HEADER_LEN as u64)
+            .is_ok();
+    record::unknown_format(fixed, readable.then_some(&name[..]))
 }
 
 fn read_exact(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<()> {
@@ -259,13 +252,7 @@ fn find_next_header(file: &File, from: u64, len: u64) -> io::Result<Option<u64>>
             let Ok(h) = Header::parse(&fixed) else {
                 // A newer release's record after the damage: stop here, so
                 // the scan meets it (and refuses) instead of cutting it.
-                let n = record::announced_name_len(&fixed).min(MAX_NAME_LEN);
-                let mut name = vec![0u8; n];
-                let readable = cand + (HEADER_LEN + n) as u64 <= len
-                    && file
-                        .read_exact_at(&mut name, cand + HEADER_LEN as u64)
-                        .is_ok();
-                if record::unknown_format(&fixed, readable.then_some(&name[..])).is_some() {
+                if unknown_format_at(file, &fixed, cand, len).is_some() {
                     return Ok(Some(cand));
                 }
                 continue;

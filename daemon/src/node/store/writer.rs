@@ -12,7 +12,9 @@
 //! kernel may have dropped the dirty pages, so retrying could report
 //! success for lost data.
 
-use super::{Placed, StoreError, Volume, Volumes, create_volume, io_err, write};
+use super::{
+    Placed, StoreError, Volume, Volumes, create_volume, io_err, set_slot, write, write_error,
+};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -155,12 +157,7 @@ impl Writer {
         let offset = self.tail;
         if let Err(e) = self.active.file.write_all_at(bytes, offset) {
             // The tail stays: the next record overwrites what was written.
-            return Err(if e.raw_os_error() == Some(libc::ENOSPC) {
-                StoreError::NoSpace(self.dir.clone())
-            } else {
-                error!(volume = %self.active.path.display(), error = %e, "write to volume failed");
-                io_err(format!("cannot write to {}", self.active.path.display()))(e)
-            });
+            return Err(write_error(&self.dir, &self.active, e));
         }
         self.tail = offset + len;
         Ok((self.active.clone(), offset))
@@ -169,13 +166,7 @@ impl Writer {
     fn roll_over(&mut self) -> Result<(), StoreError> {
         let id = self.active.id + 1;
         let v = create_volume(&self.dir, id)?;
-        {
-            let mut vols = write(&self.volumes);
-            if vols.len() <= id as usize {
-                vols.resize(id as usize + 1, None);
-            }
-            vols[id as usize] = Some(v.clone());
-        }
+        set_slot(&mut write(&self.volumes), v.clone());
         info!(volume = %v.path.display(), "new volume");
         self.active = v;
         self.tail = 0;
