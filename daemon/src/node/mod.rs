@@ -25,7 +25,7 @@ use store::{Store, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use http::TIME_HEADER;
+pub use http::{TIME_HEADER, serve};
 pub use record::MAX_NAME_LEN;
 
 /// Settings of a node.
@@ -76,17 +76,6 @@ pub async fn open_store(config: &NodeConfig) -> Result<Arc<Store>, NodeError> {
         .await
         .map_err(|_| StoreError::Closed)??;
     Ok(Arc::new(store))
-}
-
-/// Serves an opened store on `listener` until `shutdown` is cancelled;
-/// returns after in-flight requests finished and the store is closed.
-pub async fn serve(
-    listener: TcpListener,
-    store: Arc<Store>,
-    config: &NodeConfig,
-    shutdown: CancellationToken,
-) {
-    http::serve(listener, store, config, shutdown).await
 }
 
 /// Opens the store and serves it: the whole node.

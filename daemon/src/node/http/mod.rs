@@ -1,0 +1,64 @@
+//! The node's HTTP API, served by a small purpose-built HTTP/1.1 server.
+//!
+//! - `PUT /<name>`: 201 once durable; 411 without Content-Length, 400 when
+//!   the body ends early, 413 over `--max-body`, 414 for a name over
+//!   [`MAX_NAME_LEN`], 400 for any other name that is not a valid
+//!   [`Name`] (the same rules as the coordinator's: a file stored here can
+//!   always be copied to the shard's other nodes), 408 when the body stalls.
+//! - `GET /<name>`, `HEAD /<name>`: 200 with Content-Length and
+//!   `X-Backpack-Time`, 404 when unknown.
+//! - `GET /stats`: counters and store figures; `GET /health`: readiness.
+//! - Anything else: 405.
+//!
+//! The name is the request target exactly as received (path and query,
+//! percent-encoding untouched). Errors are JSON `{"error": "..."}`; 5xx
+//! are also logged.
+//!
+//! Two rooms: `protocol.rs` is the HTTP/1.1 server (request heads,
+//! responses, keep-alive, bodies, `sendfile`) and knows nothing of files;
+//! `api.rs` is the API above, served through it.
+//!
+//! [`MAX_NAME_LEN`]: super::MAX_NAME_LEN
+//! [`Name`]: backpack_shared::model::Name
+
+mod api;
+mod protocol;
+
+use super::NodeConfig;
+use super::store::Store;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+pub use crate::node_client::TIME_HEADER;
+
+/// Serves an opened store on `listener` until `shutdown` is cancelled;
+/// returns after in-flight requests finished (or the configured deadline
+/// passed) and the store is closed.
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<Store>,
+    config: &NodeConfig,
+    shutdown: CancellationToken,
+) {
+    let app = Arc::new(api::App::new(store.clone(), config));
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, data_dir = %config.data_dir.display(), "backpack-node listening");
+    }
+    protocol::serve(
+        listener,
+        app,
+        config.body_timeout,
+        config.shutdown_timeout,
+        shutdown,
+    )
+    .await;
+    if tokio::task::spawn_blocking(move || store.close())
+        .await
+        .is_err()
+    {
+        error!("closing the store panicked");
+    }
+    info!("backpack-node stopped");
+}
