@@ -9,6 +9,7 @@ use crate::node::index::{Location, Offer};
 use crate::node::record::MAX_NAME_LEN;
 use crate::node::stats::OpStats;
 use crate::node::store::{SMALL_MAX, Store, StoreError, now_ms};
+use crate::node_client::{HASH_HEADER, TIME_HEADER};
 use backpack_shared::model::{Name, NameError, Version, hash_hex};
 use bytes::BytesMut;
 use std::io;
@@ -214,11 +215,9 @@ impl App {
         let Some(loc) = self.store.lookup(name) else {
             return Err(ApiError::NotFound(name.to_owned()));
         };
-        let out_head = ResponseHead::new(200, loc.data_len)
-            .header("Content-Type", "application/octet-stream")
-            .header("X-Backpack-Time", loc.time_ms)
-            .header("X-Backpack-Hash", hash_hex(loc.content_hash))
-            .finish(!req.keep_alive);
+        let out_head =
+            ResponseHead::new(200, loc.data_len).header("Content-Type", "application/octet-stream");
+        let out_head = with_version(out_head, loc.version()).finish(!req.keep_alive);
         if head {
             conn.write(&out_head).await.map_err(io_error)?;
             return Ok(Next::KeepAlive);
@@ -427,9 +426,13 @@ impl App {
 
 /// Answers 201 with the version the node now holds for the name.
 async fn created(conn: &mut Conn, kept: Version, req: &Request) -> Result<(), ApiError> {
-    let out = ResponseHead::new(201, 0)
-        .header("X-Backpack-Time", kept.time_ms)
-        .header("X-Backpack-Hash", hash_hex(kept.content_hash))
-        .finish(!req.keep_alive);
+    let out = with_version(ResponseHead::new(201, 0), kept).finish(!req.keep_alive);
     conn.write(&out).await.map_err(io_error)
+}
+
+/// The version of the copy answered: `X-Backpack-Time` and
+/// `X-Backpack-Hash`, the headers `node_client` reads.
+fn with_version(head: ResponseHead, v: Version) -> ResponseHead {
+    head.header(TIME_HEADER, v.time_ms)
+        .header(HASH_HEADER, hash_hex(v.content_hash))
 }
