@@ -1,6 +1,7 @@
 //! Command line of `backpack-node`.
 
 use super::{NodeConfig, NodeError};
+use backpack_shared::cli::size;
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,11 +17,12 @@ pub struct Args {
     pub listen_host: String,
     /// Port to listen on.
     pub listen_port: u16,
-    /// Largest accepted upload: bytes, or with a unit (512MiB, 2GB).
-    #[arg(long, env = "BACKPACK_NODE_MAX_BODY", default_value = "1GiB", value_parser = parse_size)]
+    /// Largest accepted upload (b, kb, mb, gb, tb; 1024-based).
+    #[arg(long, env = "BACKPACK_NODE_MAX_BODY", default_value = "1gb", value_parser = size)]
     pub max_body: u64,
-    /// Size at which a volume file is closed and the next one started.
-    #[arg(long, env = "BACKPACK_NODE_VOLUME_SIZE", default_value = "4GiB", value_parser = parse_size)]
+    /// Size at which a volume file is closed and the next one started (b,
+    /// kb, mb, gb, tb; 1024-based).
+    #[arg(long, env = "BACKPACK_NODE_VOLUME_SIZE", default_value = "4gb", value_parser = size)]
     pub volume_size: u64,
     /// Seconds an upload's body may stall before the node answers 408.
     #[arg(long, env = "BACKPACK_NODE_BODY_TIMEOUT", default_value_t = 60)]
@@ -42,38 +44,6 @@ impl Args {
     }
 }
 
-/// Parses `123`, `100KB`, `1.5GiB` (k/M/G/T: powers of 1000; Ki/Mi/Gi/Ti:
-/// powers of 1024; a trailing B is optional).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let unit = unit.trim();
-    let unit = unit.strip_suffix(['B', 'b']).unwrap_or(unit);
-    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" => 1,
-        "k" => 1000,
-        "m" => 1000_u64.pow(2),
-        "g" => 1000_u64.pow(3),
-        "t" => 1000_u64.pow(4),
-        "ki" => 1 << 10,
-        "mi" => 1 << 20,
-        "gi" => 1 << 30,
-        "ti" => 1 << 40,
-        _ => {
-            return Err(format!(
-                "unknown size unit in {s:?}; use e.g. 1048576, 512MiB, 2GB"
-            ));
-        }
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size; use e.g. 1048576, 512MiB, 2GB"))?;
-    Ok((n * mult as f64).round() as u64)
-}
-
 /// The whole `backpack-node` command: open the store, listen, serve until
 /// SIGTERM or Ctrl-C.
 pub async fn main(args: Args) -> Result<(), NodeError> {
@@ -90,6 +60,7 @@ pub async fn main(args: Args) -> Result<(), NodeError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use clap::CommandFactory;
 
@@ -98,17 +69,29 @@ mod tests {
         Args::command().debug_assert();
     }
 
+    /// Sizes are the project's notation (`shared::cli::size`,
+    /// 1024-based), and the defaults are `NodeConfig`'s.
     #[test]
     fn sizes() {
-        fn check(s: &str, expected: Option<u64>) {
-            assert_eq!(parse_size(s).ok(), expected, "{s}");
+        fn check(extra: &[&str], max_body: u64, volume_size: u64) {
+            let args = ["backpack-node", "/data", "127.0.0.1", "10001"];
+            let a = Args::try_parse_from(args.iter().chain(extra)).unwrap();
+            assert_eq!(
+                (a.max_body, a.volume_size),
+                (max_body, volume_size),
+                "{extra:?}"
+            );
         }
-        check("123", Some(123));
-        check("100KB", Some(100_000));
-        check("1GiB", Some(1 << 30));
-        check("1.5 MiB", Some(1_572_864));
-        check("4gi", Some(4 << 30));
-        check("10 parsecs", None);
-        check("", None);
+        let defaults = NodeConfig::new("/data");
+        check(&[], defaults.max_body, defaults.volume_size);
+        check(&["--max-body", "1GB"], 1 << 30, 4 << 30);
+        check(
+            &["--max-body", "100kb", "--volume-size", "1.5gb"],
+            102_400,
+            3 << 29,
+        );
+        let bad =
+            Args::try_parse_from(["backpack-node", "/d", "h", "1", "--max-body", "10 parsecs"]);
+        assert!(bad.is_err());
     }
 }
