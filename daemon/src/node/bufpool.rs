@@ -1,6 +1,9 @@
-//! Reusable read buffers: serving a file takes a buffer from here and the
-//! response gives it back when hyper has sent it, so a GET neither
-//! allocates nor zeroes 100 KB each time.
+//! Reusable read buffers: a file served from disk ([`Store::read_small`])
+//! is read into a buffer from here, which comes back once the last
+//! `Bytes` of it is dropped (the connection has copied it into its
+//! answer), so a GET neither allocates nor zeroes 100 KB each time.
+//!
+//! [`Store::read_small`]: super::store::Store::read_small
 
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
