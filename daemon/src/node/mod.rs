@@ -5,7 +5,8 @@
 //! large volume files in the data directory; an in-memory [`index`] maps
 //! each name to its current copy and is rebuilt by scanning the volumes at
 //! start. [`store`] owns the volumes, the group commit (one `fdatasync`
-//! shared by concurrent uploads) and recovery; [`http`] is the API.
+//! shared by concurrent uploads) and recovery; [`http`] is the API, over
+//! the node's own HTTP/1.1 server.
 //!
 //! Entry points: [`run`] (open + serve, for tests and embedding), or
 //! [`open_store`] then [`serve`]; [`cli`] is what the binary calls.
