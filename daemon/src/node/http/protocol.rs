@@ -18,8 +18,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// Largest request head (request line and headers).
 const MAX_HEAD: usize = 64 * 1024;
@@ -162,8 +161,9 @@ pub enum Next {
 }
 
 /// Serves connections on `listener` with `service` until `shutdown`, then
-/// waits up to `deadline` for the requests in flight. `timeout` bounds
-/// each stall of a body read and of a write.
+/// waits up to `deadline` for the requests in flight (the daemons' one
+/// accept loop, [`crate::accept`]). `timeout` bounds each stall of a body
+/// read and of a write.
 pub async fn serve<S: Service>(
     listener: TcpListener,
     service: Arc<S>,
@@ -171,22 +171,7 @@ pub async fn serve<S: Service>(
     deadline: Duration,
     shutdown: CancellationToken,
 ) {
-    let tracker = TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Typically out of file descriptors: back off, keep serving.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    crate::accept::serve(listener, &shutdown, deadline, |stream| {
         let mut conn = Conn {
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
@@ -194,20 +179,13 @@ pub async fn serve<S: Service>(
         };
         let service = service.clone();
         let shutdown = shutdown.clone();
-        tracker.spawn(async move {
+        async move {
             if let Err(e) = conn.run(&*service, &shutdown).await {
                 debug!(error = %e, "connection ended with an error");
             }
-        });
-    }
-    drop(listener);
-    tracker.close();
-    if tokio::time::timeout(deadline, tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!(timeout = ?deadline, "requests still running at the shutdown deadline; dropping them");
-    }
+        }
+    })
+    .await
 }
 
 /// One client connection.

@@ -30,6 +30,8 @@ mod recovery;
 mod testing;
 mod writer;
 
+/// The project's one wall clock, here too for callers of `store::now_ms`.
+pub use backpack_shared::clock::now_ms;
 pub use recovery::UnknownRecord;
 
 use super::bufpool::{BufPool, PooledBuf};
@@ -165,14 +167,6 @@ fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 }
 fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Store {
