@@ -224,7 +224,7 @@ fn start_node(opts: &HttpOptions, dir: &Path) -> Result<Server> {
         .arg("127.0.0.1")
         .arg(port.to_string())
         .arg("--max-body")
-        .arg("1GiB");
+        .arg("1gb");
     Ok(Server::start("backpack-node", &cmd, port, dir))
 }
 

@@ -941,3 +941,47 @@ async fn damage_in_the_middle_is_never_served() {
     assert!(r.body == body);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn times_far_ahead_are_refused_so_no_copy_can_freeze_a_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::in_dir(dir.path()).await;
+    let c = client();
+    let now = backpack_daemon::node::store::now_ms();
+    for (header, value) in [
+        ("X-Backpack-After", u64::MAX),
+        ("X-Backpack-After", now + 25 * 3600 * 1000),
+        ("X-Backpack-Time", u64::MAX),
+    ] {
+        let r = c
+            .put(node.url("/frozen"))
+            .header(header, value)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{header}: {value}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains(header) && text.contains("24 h ahead"),
+            "{text}"
+        );
+    }
+    // Nothing was stored; the next plain upload is, with a sane version.
+    assert_eq!(
+        c.get(node.url("/frozen")).send().await.unwrap().status(),
+        404
+    );
+    let r = c.put(node.url("/frozen")).body("ok").send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    // A copy 10 minutes ahead (a peer's clock) is still taken.
+    let r = c
+        .put(node.url("/ahead"))
+        .header(node::TIME_HEADER, now + 600_000)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    node.stop().await;
+}

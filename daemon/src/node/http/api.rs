@@ -20,6 +20,9 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 use tracing::error;
 
+/// How far ahead of this node's clock a copy's time may be (24 h, in ms).
+const MAX_AHEAD_MS: u64 = 24 * 3600 * 1000;
+
 /// Uploads buffered or streamed at once; more wait. Bounds memory to about
 /// this many times [`SMALL_MAX`].
 const MAX_PUTS_IN_FLIGHT: usize = 256;
@@ -318,6 +321,20 @@ impl App {
                 ));
             }
         };
+        // A time far ahead would win over every later upload of the name,
+        // for good: refuse it (a clock is wrong somewhere).
+        let limit = now_ms().saturating_add(MAX_AHEAD_MS);
+        for (header, t) in [
+            ("X-Backpack-Time", client_time.unwrap_or(0)),
+            ("X-Backpack-After", after),
+        ] {
+            if t > limit {
+                return Err(ApiError::BadRequest(format!(
+                    "{header} {t} is more than 24 h ahead of this node's clock ({}): the sender's clock or this node's is wrong; fix it (a copy that far ahead would win over every later upload)",
+                    now_ms()
+                )));
+            }
+        }
         if req.expect_continue {
             conn.send_continue().await.map_err(io_error)?;
         }
@@ -339,6 +356,15 @@ impl App {
                 false,
             ),
         };
+        if let (None, Some(cur)) = (client_time, current)
+            && time_ms <= cur.time_ms
+        {
+            // Only a copy stored at the very end of time gets here.
+            return Err(ApiError::BadRequest(format!(
+                "the copy held has version {} and no later one can be given; overwrite it with a replicated copy of a sane time, or remove the name",
+                cur.time_ms
+            )));
+        }
         let older = matches!((client_time, current), (Some(t), Some(cur)) if t < cur.time_ms);
         if older {
             // A newer copy is already durable: read the body (to answer

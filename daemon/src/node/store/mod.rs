@@ -191,12 +191,21 @@ impl Store {
                 path: dir.to_owned(),
                 cause,
             })?;
-        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
-                return Err(StoreError::Locked(dir.to_owned()));
+        // Tried for up to two seconds: a previous instance may be closing,
+        // and a process forked meanwhile (by this program, to run another
+        // one) holds a copy of the descriptor until it execs.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked(dir.to_owned()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(io_err("cannot lock the data directory")(e.into())),
             }
-            Err(e) => return Err(io_err("cannot lock the data directory")(e.into())),
         }
 
         let recovered = recovery::recover(dir)?;
