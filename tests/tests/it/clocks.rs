@@ -56,30 +56,62 @@ async fn unordered(c: &reqwest::Client, front: SocketAddr) -> serde_json::Value 
     get_json(c, &format!("http://{front}/stats")).await["uploads_unordered"].clone()
 }
 
+/// A shard of two node processes with clocks shifted by `clocks`, on a
+/// fresh root whose queue `key` is on the shared Redis; `None` (the test
+/// returns) when a server program is missing outside CI.
+struct ClockedShard {
+    zk_addr: String,
+    root: String,
+    zk: backpack_shared::zk::Zk,
+    queue: backpack_shared::queue::Queue,
+    n1: NodeProcess,
+    n2: NodeProcess,
+}
+
+impl ClockedShard {
+    async fn start(tag: &str, key: &str, clocks: [&str; 2]) -> Option<ClockedShard> {
+        if !require_faketime() {
+            return None;
+        }
+        let (zks, redis) = (shared_zk()?, shared_redis()?);
+        let root = unique_root(tag);
+        let zk = init_root(&zks.addr(), &root, key, &[redis.addr()]).await;
+        let (n1, n2) = (NodeProcess::start(clocks[0]), NodeProcess::start(clocks[1]));
+        add_shard(&zk, &[n1.port, n2.port]).await;
+        zk.apply(&MapOp::EnableShard { id: "1".into() })
+            .await
+            .unwrap();
+        Some(ClockedShard {
+            zk_addr: zks.addr(),
+            queue: queue_on(&zk, key, &[redis.port]),
+            root,
+            zk,
+            n1,
+            n2,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn later_uploads_win_everywhere_whatever_the_clocks_say() {
-    if !require_faketime() {
-        return;
-    }
-    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
+    // Node 1 ten minutes ahead, node 2 ten minutes behind.
+    let Some(ClockedShard {
+        zk_addr,
+        root,
+        zk,
+        queue,
+        mut n1,
+        n2,
+    }) = ClockedShard::start("clocks", "ckq", ["+10m", "-10m"]).await
+    else {
         return;
     };
-    let root = unique_root("clocks");
-    let zk = init_root(&zks.addr(), &root, "ckq", &[redis.addr()]).await;
-    // Node 1 ten minutes ahead, node 2 ten minutes behind.
-    let mut n1 = NodeProcess::start("+10m");
-    let n2 = NodeProcess::start("-10m");
-    add_shard(&zk, &[n1.port, n2.port]).await;
-    zk.apply(&MapOp::EnableShard { id: "1".into() })
-        .await
-        .unwrap();
     let fronts = [
-        CoordinatorProcess::start(&zks.addr(), &root, "+10m", &[]).await,
-        CoordinatorProcess::start(&zks.addr(), &root, "-10m", &[]).await,
+        CoordinatorProcess::start(&zk_addr, &root, "+10m", &[]).await,
+        CoordinatorProcess::start(&zk_addr, &root, "-10m", &[]).await,
     ];
     let stop = CancellationToken::new();
-    let running = start_replicator(&zks.addr(), &root, 4, stop.clone()).await;
-    let queue = queue_on(&zk, "ckq", &[redis.port]);
+    let running = start_replicator(&zk_addr, &root, 4, stop.clone()).await;
     let c = client();
     // Names versioned by each node.
     let names: Vec<String> = (0..6)
@@ -152,21 +184,19 @@ async fn later_uploads_win_everywhere_whatever_the_clocks_say() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_written_while_its_first_node_is_down_is_counted_and_converges() {
-    if !require_faketime() {
-        return;
-    }
-    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
+    // Node 1 twenty minutes ahead of node 2.
+    let Some(ClockedShard {
+        zk_addr,
+        root,
+        zk,
+        queue,
+        mut n1,
+        n2,
+    }) = ClockedShard::start("clocks-down", "cdq", ["+10m", "-10m"]).await
+    else {
         return;
     };
-    let root = unique_root("clocks-down");
-    let zk = init_root(&zks.addr(), &root, "cdq", &[redis.addr()]).await;
-    let mut n1 = NodeProcess::start("+10m");
-    let n2 = NodeProcess::start("-10m");
-    add_shard(&zk, &[n1.port, n2.port]).await;
-    zk.apply(&MapOp::EnableShard { id: "1".into() })
-        .await
-        .unwrap();
-    let front = CoordinatorProcess::start(&zks.addr(), &root, "", &[]).await;
+    let front = CoordinatorProcess::start(&zk_addr, &root, "", &[]).await;
     let c = client();
     let name = name_first_on("1", &["1", "2"], "down");
 
@@ -182,12 +212,8 @@ async fn an_upload_written_while_its_first_node_is_down_is_counted_and_converges
     );
     n1.restart("+10m");
     let stop = CancellationToken::new();
-    let running = start_replicator(&zks.addr(), &root, 2, stop.clone()).await;
-    drained(
-        &queue_on(&zk, "cdq", &[redis.port]),
-        Duration::from_secs(60),
-    )
-    .await;
+    let running = start_replicator(&zk_addr, &root, 2, stop.clone()).await;
+    drained(&queue, Duration::from_secs(60)).await;
 
     // Both nodes hold the same copy: the one with the later clock, as the
     // README says.
@@ -200,11 +226,7 @@ async fn an_upload_written_while_its_first_node_is_down_is_counted_and_converges
 
     // The next upload is on node 1 again and wins everywhere.
     assert_eq!(upload(&c, front.addr(), &name, "next").await, 200);
-    drained(
-        &queue_on(&zk, "cdq", &[redis.port]),
-        Duration::from_secs(60),
-    )
-    .await;
+    drained(&queue, Duration::from_secs(60)).await;
     for node in [n1.addr(), n2.addr()] {
         assert_eq!(
             held(&c, node, &name).await.map(|h| h.0).as_deref(),
@@ -218,23 +240,19 @@ async fn an_upload_written_while_its_first_node_is_down_is_counted_and_converges
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_upload_overtakes_a_copy_only_another_node_holds() {
-    if !require_faketime() {
-        return;
-    }
-    let (Some(zks), Some(redis)) = (shared_zk(), shared_redis()) else {
+    // Node 1 versions the name with a clock twenty minutes behind node 2's.
+    let Some(ClockedShard {
+        zk_addr,
+        root,
+        zk,
+        queue,
+        mut n1,
+        n2,
+    }) = ClockedShard::start("clocks-probe", "cpq", ["-10m", "+10m"]).await
+    else {
         return;
     };
-    let root = unique_root("clocks-probe");
-    let zk = init_root(&zks.addr(), &root, "cpq", &[redis.addr()]).await;
-    // Node 1 versions the name with a clock twenty minutes behind node 2's.
-    let mut n1 = NodeProcess::start("-10m");
-    let n2 = NodeProcess::start("+10m");
-    add_shard(&zk, &[n1.port, n2.port]).await;
-    zk.apply(&MapOp::EnableShard { id: "1".into() })
-        .await
-        .unwrap();
-    let front =
-        CoordinatorProcess::start(&zks.addr(), &root, "", &["--node-retry-after", "0"]).await;
+    let front = CoordinatorProcess::start(&zk_addr, &root, "", &["--node-retry-after", "0"]).await;
     let c = client();
     let name = name_first_on("1", &["1", "2"], "probe");
 
@@ -255,12 +273,8 @@ async fn a_later_upload_overtakes_a_copy_only_another_node_holds() {
     );
 
     let stop = CancellationToken::new();
-    let running = start_replicator(&zks.addr(), &root, 2, stop.clone()).await;
-    drained(
-        &queue_on(&zk, "cpq", &[redis.port]),
-        Duration::from_secs(60),
-    )
-    .await;
+    let running = start_replicator(&zk_addr, &root, 2, stop.clone()).await;
+    drained(&queue, Duration::from_secs(60)).await;
     for node in [n1.addr(), n2.addr()] {
         assert_eq!(held(&c, node, &name).await, Some(("later".into(), later)));
     }
