@@ -3,10 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use backpack_daemon::node::{self, NodeConfig};
+use backpack_tests::{Process, free_port, spawn, wait_until};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -732,37 +733,46 @@ async fn concurrent_puts_all_land() {
 
 const BIN: &str = env!("CARGO_BIN_EXE_backpack-node");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The real binary under the fixtures' kill-on-drop guard.
+struct NodeProc {
+    process: Process,
+    _logs: tempfile::TempDir,
 }
 
-struct Proc(Child);
+impl NodeProc {
+    fn signal(&self, sig: &str) {
+        self.process.signal(sig);
+    }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+    /// Waits for the node to end; its exit status.
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let mut status = None;
+        wait_until(Duration::from_secs(30), || {
+            status = self.process.exit_status();
+            status.is_some()
+        });
+        status.expect("backpack-node did not exit")
     }
 }
 
-async fn spawn_node(dir: &Path) -> (Proc, SocketAddr) {
+async fn spawn_node(dir: &Path) -> (NodeProc, SocketAddr) {
     let port = free_port();
-    let child = Command::new(BIN)
-        .arg(dir)
-        .arg("127.0.0.1")
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let args = [
+        dir.display().to_string(),
+        "127.0.0.1".to_string(),
+        port.to_string(),
+    ];
+    let process = spawn("backpack-node", BIN, &args, logs.path());
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let proc = Proc(child);
     wait_ready(addr).await;
-    (proc, addr)
+    (
+        NodeProc {
+            process,
+            _logs: logs,
+        },
+        addr,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -801,8 +811,8 @@ async fn kill_9_mid_load_loses_no_acknowledged_file() {
     while acked.lock().unwrap().len() < 400 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    proc.0.kill().unwrap(); // SIGKILL
-    proc.0.wait().unwrap();
+    proc.signal("KILL");
+    proc.wait();
     stop.cancel();
     for w in workers {
         w.await.unwrap();
@@ -874,9 +884,8 @@ async fn sigterm_stops_gracefully() {
     let (mut proc, addr) = spawn_node(dir.path()).await;
     let r = raw(addr, &put_req("/x", b"hello", "")).await.unwrap();
     assert_eq!(r.status, 201);
-    let pid = rustix::process::Pid::from_raw(proc.0.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let status = proc.0.wait().unwrap();
+    proc.signal("TERM");
+    let status = proc.wait();
     assert!(status.success(), "{status:?}");
     let (_proc, addr) = spawn_node(dir.path()).await;
     assert_eq!(
