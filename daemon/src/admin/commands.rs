@@ -452,7 +452,10 @@ pub fn nginx_config(
         }
         out.push_str(&format!("upstream backpack-shard-{id} {{\n"));
         for s in nodes {
-            out.push_str(&format!("    server {s} max_fails=3 fail_timeout=5s;\n"));
+            out.push_str(&format!(
+                "    server {} max_fails=3 fail_timeout=5s;\n",
+                s.authority()
+            ));
         }
         out.push_str("}\n\n");
         known.push(id);
@@ -480,8 +483,9 @@ pub fn nginx_config(
     proxy_connect_timeout 5s;
     proxy_send_timeout 5s;
     proxy_read_timeout 10s;
-    # retry on the next node if one failed or answered 404
-    proxy_next_upstream error timeout http_404 http_502 http_504;
+    # retry on the next node if one failed, answered 404 (not copied there
+    # yet) or an error (a damaged copy, a failing disk, shutting down)
+    proxy_next_upstream error timeout http_404 http_500 http_502 http_503 http_504;
 
     # nobody uploads through the front
     if ($request_method !~ ^(GET|HEAD)$) {{

@@ -129,10 +129,16 @@ impl HostPort {
 
     /// `http://host:port`, for requests to a storage node.
     pub fn url(&self) -> String {
+        format!("http://{}", self.authority())
+    }
+
+    /// `host:port`, an IPv6 address in brackets (`[::1]:10001`): what a
+    /// URL or nginx's `server` line takes.
+    pub fn authority(&self) -> String {
         if self.host.contains(':') {
-            format!("http://[{}]:{}", self.host, self.port)
+            format!("[{}]:{}", self.host, self.port)
         } else {
-            format!("http://{}:{}", self.host, self.port)
+            format!("{}:{}", self.host, self.port)
         }
     }
 }

@@ -168,3 +168,103 @@ async fn the_coordinator_serves_reads_from_any_node_of_the_shard() {
 async fn status(req: reqwest::RequestBuilder) -> reqwest::StatusCode {
     req.send().await.unwrap().status()
 }
+
+/// A peer that answers every request `500` (a damaged copy, a failing
+/// disk): the generated nginx configuration moves on to the next node.
+async fn always_500() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_moves_past_a_node_answering_500_to_an_ipv6_node() {
+    use backpack_shared::model::HostPort;
+    use backpack_shared::ops::MapOp;
+    let Some(program) = (if require("nginx (Debian package nginx)", nginx().is_some()) {
+        nginx()
+    } else {
+        None
+    }) else {
+        return;
+    };
+    let Some(zks) = shared_zk() else { return };
+    let root = unique_root("nginx-500");
+    let zk = init_root(&zks.addr(), &root, "q", &["127.0.0.1:1".into()]).await;
+    let failing = always_500().await;
+    let v6 = crate::common::TestNode::start_on("[::1]:0").await;
+    for (id, host, port) in [
+        ("1", "127.0.0.1", failing.port()),
+        ("2", "::1", v6.addr.port()),
+    ] {
+        zk.apply(&MapOp::AddServer {
+            id: id.into(),
+            addr: HostPort {
+                host: host.into(),
+                port,
+            },
+            replace: false,
+        })
+        .await
+        .unwrap();
+    }
+    zk.apply(&MapOp::AddShard {
+        id: "1".into(),
+        nodes: vec!["1".into(), "2".into()],
+        capacity: 1 << 30,
+        replace: false,
+    })
+    .await
+    .unwrap();
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let generated = nginx_config(
+        &zks.addr(),
+        &root,
+        &["--listen", &listen, "--server-name", "v6"],
+    );
+    assert!(
+        generated.contains(&format!("server [::1]:{} ", v6.addr.port())),
+        "{generated}"
+    );
+    let _nginx = Nginx::start(program, &generated, port);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let put = http
+        .put(format!("http://[::1]:{}/a.jpg", v6.addr.port()))
+        .body("from the IPv6 node")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    // nginx takes the upstream's servers in turn: half the reads meet the
+    // failing node first and must move on.
+    for _ in 0..6 {
+        let r = http
+            .get(format!("http://127.0.0.1:{port}/1:a.jpg"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "from the IPv6 node");
+    }
+    zk.close();
+}

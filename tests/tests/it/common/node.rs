@@ -21,6 +21,11 @@ pub struct TestNode {
 
 impl TestNode {
     pub async fn start() -> TestNode {
+        TestNode::start_on("127.0.0.1:0").await
+    }
+
+    /// On `bind` (`[::1]:0` for IPv6).
+    pub async fn start_on(bind: &str) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         let mut node = TestNode {
             addr: ([127, 0, 0, 1], 0).into(),
@@ -28,7 +33,7 @@ impl TestNode {
             task: None,
             dir,
         };
-        node.launch(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        node.launch(TcpListener::bind(bind).await.unwrap());
         node
     }
 
