@@ -46,7 +46,8 @@ pub struct Args {
     /// Seconds an upload's body may stall before it is refused (408).
     #[arg(long, env = "BACKPACK_COORDINATOR_BODY_TIMEOUT", default_value_t = 60)]
     pub body_timeout: u64,
-    /// Seconds one write to a storage node may take before the next node is tried.
+    /// Seconds one write to a storage node may take before the next node is
+    /// tried (reads: --node-read-timeout-ms).
     #[arg(long, env = "BACKPACK_COORDINATOR_NODE_TIMEOUT", default_value_t = 60)]
     pub node_timeout: u64,
     /// Milliseconds to connect to a storage node.
@@ -56,6 +57,15 @@ pub struct Args {
         default_value_t = 2000
     )]
     pub node_connect_timeout_ms: u64,
+    /// Milliseconds a read waits for a storage node's answer to begin (its
+    /// status line and headers) before the next node is asked; the body then
+    /// streams without this bound.
+    #[arg(
+        long,
+        env = "BACKPACK_COORDINATOR_NODE_READ_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    pub node_read_timeout_ms: u64,
     /// Milliseconds to wait for a storage node to say which version of a
     /// name it holds, asked before each upload is written to another node
     /// of its shard; without an answer the upload is stored anyway and
@@ -149,6 +159,7 @@ impl Args {
             node_connect_timeout: Duration::from_millis(self.node_connect_timeout_ms),
             node_timeout: Duration::from_secs(self.node_timeout),
             node_probe_timeout: Duration::from_millis(self.node_probe_timeout_ms),
+            node_read_timeout: Duration::from_millis(self.node_read_timeout_ms),
             node_retry_after: Duration::from_secs(self.node_retry_after),
             flush_interval: Duration::from_millis(self.flush_interval_ms.max(10)),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),

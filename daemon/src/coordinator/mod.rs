@@ -86,6 +86,9 @@ pub struct CoordinatorConfig {
     /// time, see `nodes::Nodes::probe`); without an answer in time the
     /// upload is stored without the ordering guarantee and counted.
     pub node_probe_timeout: Duration,
+    /// How long a read waits for a node's answer to begin before the next
+    /// node is asked (the body then streams unbounded by it).
+    pub node_read_timeout: Duration,
     /// How long a node that failed goes to the back of the order.
     pub node_retry_after: Duration,
     /// Interval of the fill-level writes.
@@ -121,6 +124,7 @@ impl Default for CoordinatorConfig {
             node_connect_timeout: Duration::from_secs(2),
             node_timeout: Duration::from_secs(60),
             node_probe_timeout: Duration::from_millis(1000),
+            node_read_timeout: Duration::from_secs(5),
             node_retry_after: Duration::from_secs(5),
             flush_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(30),
@@ -291,6 +295,7 @@ pub async fn start(
             config.node_connect_timeout,
             config.node_timeout,
             config.node_probe_timeout,
+            config.node_read_timeout,
             config.node_retry_after,
         ),
         holder: body::Holder {

@@ -37,6 +37,7 @@ pub struct Nodes {
     client: NodeClient,
     timeout: Duration,
     probe_timeout: Duration,
+    read_timeout: Duration,
     retry_after: Duration,
     failed: Mutex<HashMap<HostPort, Instant>>,
 }
@@ -81,19 +82,21 @@ impl std::fmt::Display for Attempt {
 }
 
 impl Nodes {
-    /// `timeout` bounds one attempt (send and answer); `probe_timeout` one
-    /// version probe; `retry_after` is how long a failed node goes to the
-    /// back of the order.
+    /// `timeout` bounds one write (send and answer); `probe_timeout` one
+    /// version probe; `read_timeout` a read's wait for the answer to begin;
+    /// `retry_after` is how long a failed node goes to the back of the order.
     pub fn new(
         connect_timeout: Duration,
         timeout: Duration,
         probe_timeout: Duration,
+        read_timeout: Duration,
         retry_after: Duration,
     ) -> Nodes {
         Nodes {
             client: NodeClient::new(connect_timeout),
             timeout,
             probe_timeout,
+            read_timeout,
             retry_after,
             failed: Mutex::new(HashMap::new()),
         }
@@ -230,16 +233,16 @@ impl Nodes {
         name: &Name,
         head: bool,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
-        let result =
-            match tokio::time::timeout(self.timeout, self.client.get(addr, name, head)).await {
-                Ok(Ok(resp)) if !resp.status().is_server_error() => Ok(resp),
-                Ok(Ok(resp)) => Err(format!("answered {}", resp.status())),
-                Ok(Err(e)) => Err(e.detail),
-                Err(_) => Err(format!(
-                    "no answer within {:?} (--node-timeout)",
-                    self.timeout
-                )),
-            };
+        let answer = tokio::time::timeout(self.read_timeout, self.client.get(addr, name, head));
+        let result = match answer.await {
+            Ok(Ok(resp)) if !resp.status().is_server_error() => Ok(resp),
+            Ok(Ok(resp)) => Err(format!("answered {}", resp.status())),
+            Ok(Err(e)) => Err(e.detail),
+            Err(_) => Err(format!(
+                "no answer within {:?} (--node-read-timeout-ms)",
+                self.read_timeout
+            )),
+        };
         match &result {
             Ok(_) => {
                 self.failed_lock().remove(addr);

@@ -268,3 +268,93 @@ async fn nginx_moves_past_a_node_answering_500_to_an_ipv6_node() {
     }
     zk.close();
 }
+
+/// A peer that accepts connections and never answers (a hung machine).
+async fn never_answers() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_moves_past_a_hung_node_within_its_read_timeout() {
+    use backpack_daemon::coordinator::{self, CoordinatorConfig};
+    use backpack_shared::model::HostPort;
+    use backpack_shared::ops::MapOp;
+    let Some(zks) = shared_zk() else { return };
+    let root = unique_root("read-hung");
+    let zk = init_root(&zks.addr(), &root, "q", &["127.0.0.1:1".into()]).await;
+    let hung = never_answers().await;
+    let good = crate::common::TestNode::start().await;
+    for (id, port) in [("1", hung.port()), ("2", good.addr.port())] {
+        zk.apply(&MapOp::AddServer {
+            id: id.into(),
+            addr: HostPort {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            replace: false,
+        })
+        .await
+        .unwrap();
+    }
+    zk.apply(&MapOp::AddShard {
+        id: "1".into(),
+        nodes: vec!["1".into(), "2".into()],
+        capacity: 1 << 30,
+        replace: false,
+    })
+    .await
+    .unwrap();
+    // The name's first node is the hung one: a read asks it first.
+    let name = crate::common::name_first_on("1", &["1", "2"], "hung");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let put = http
+        .put(format!("{}{name}", good.url()))
+        .body("here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = CoordinatorConfig {
+        node_read_timeout: Duration::from_millis(500),
+        ..CoordinatorConfig::default()
+    };
+    let c = coordinator::start(listener, config, zk.config().clone(), stop.clone())
+        .await
+        .unwrap();
+    assert!(c.wait_ready().await);
+    let url = format!("http://{}/1:{}", c.local_addr(), &name[1..]);
+    // First read: the hung node's time is its read timeout, not the write
+    // timeout (60 s).
+    let started = std::time::Instant::now();
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "here");
+    let first = started.elapsed();
+    assert!(
+        first >= Duration::from_millis(500) && first < Duration::from_secs(5),
+        "{first:?}"
+    );
+    // Then it is asked last for a while: the next read does not wait on it.
+    let started = std::time::Instant::now();
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    stop.cancel();
+    c.wait().await;
+    zk.close();
+}
