@@ -198,7 +198,6 @@ async fn always_500() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_moves_past_a_node_answering_500_to_an_ipv6_node() {
     use backpack_shared::model::HostPort;
-    use backpack_shared::ops::MapOp;
     let Some(program) = (if require("nginx (Debian package nginx)", nginx().is_some()) {
         nginx()
     } else {
@@ -211,29 +210,18 @@ async fn nginx_moves_past_a_node_answering_500_to_an_ipv6_node() {
     let zk = init_root(&zks.addr(), &root, "q", &["127.0.0.1:1".into()]).await;
     let failing = always_500().await;
     let v6 = crate::common::TestNode::start_on("[::1]:0").await;
-    for (id, host, port) in [
-        ("1", "127.0.0.1", failing.port()),
-        ("2", "::1", v6.addr.port()),
-    ] {
-        zk.apply(&MapOp::AddServer {
-            id: id.into(),
-            addr: HostPort {
-                host: host.into(),
-                port,
-            },
-            replace: false,
-        })
-        .await
-        .unwrap();
-    }
-    zk.apply(&MapOp::AddShard {
-        id: "1".into(),
-        nodes: vec!["1".into(), "2".into()],
-        capacity: 1 << 30,
-        replace: false,
-    })
-    .await
-    .unwrap();
+    let host = |host: &str, port| HostPort {
+        host: host.into(),
+        port,
+    };
+    crate::common::add_shard_at(
+        &zk,
+        &[
+            host("127.0.0.1", failing.port()),
+            host("::1", v6.addr.port()),
+        ],
+    )
+    .await;
 
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -285,33 +273,12 @@ async fn never_answers() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_moves_past_a_hung_node_within_its_read_timeout() {
     use backpack_daemon::coordinator::{self, CoordinatorConfig};
-    use backpack_shared::model::HostPort;
-    use backpack_shared::ops::MapOp;
     let Some(zks) = shared_zk() else { return };
     let root = unique_root("read-hung");
     let zk = init_root(&zks.addr(), &root, "q", &["127.0.0.1:1".into()]).await;
     let hung = never_answers().await;
     let good = crate::common::TestNode::start().await;
-    for (id, port) in [("1", hung.port()), ("2", good.addr.port())] {
-        zk.apply(&MapOp::AddServer {
-            id: id.into(),
-            addr: HostPort {
-                host: "127.0.0.1".into(),
-                port,
-            },
-            replace: false,
-        })
-        .await
-        .unwrap();
-    }
-    zk.apply(&MapOp::AddShard {
-        id: "1".into(),
-        nodes: vec!["1".into(), "2".into()],
-        capacity: 1 << 30,
-        replace: false,
-    })
-    .await
-    .unwrap();
+    crate::common::add_shard(&zk, &[hung.port(), good.addr.port()]).await;
     // The name's first node is the hung one: a read asks it first.
     let name = crate::common::name_first_on("1", &["1", "2"], "hung");
     let http = reqwest::Client::builder().no_proxy().build().unwrap();

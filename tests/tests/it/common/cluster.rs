@@ -47,12 +47,18 @@ pub async fn two_node_shard(zk: &Zk) -> (TestNode, TestNode) {
 
 /// Servers 1..=n on 127.0.0.1:`ports`, making up shard 1 (read-only).
 pub async fn add_shard(zk: &Zk, ports: &[u16]) {
+    let addrs: Vec<HostPort> = ports.iter().map(|p| loopback(*p)).collect();
+    add_shard_at(zk, &addrs).await;
+}
+
+/// Servers 1..=n at `addrs`, making up shard 1 (read-only).
+pub async fn add_shard_at(zk: &Zk, addrs: &[HostPort]) {
     let mut nodes = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
+    for (i, addr) in addrs.iter().enumerate() {
         let id = (i + 1).to_string();
         zk.apply(&MapOp::AddServer {
             id: id.clone(),
-            addr: loopback(*port),
+            addr: addr.clone(),
             replace: false,
         })
         .await

@@ -20,7 +20,9 @@ pub mod node;
 pub mod processes;
 pub mod replicator;
 
-pub use cluster::{add_shard, drained, init_root, name_first_on, queue_on, two_node_shard};
+pub use cluster::{
+    add_shard, add_shard_at, drained, init_root, name_first_on, queue_on, two_node_shard,
+};
 pub use coordinator::start_coordinator;
 pub use node::TestNode;
 pub use processes::{
