@@ -11,3 +11,4 @@ pub mod node_client;
 pub mod prometheus;
 pub mod replicator;
 pub mod runtime;
+pub mod send_floor;

@@ -9,7 +9,8 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -31,7 +32,32 @@ pub enum Held {
     File {
         file: Arc<std::fs::File>,
         len: u64,
+        /// Its room in the spill directory, counted until dropped.
+        _room: Room,
     },
+}
+
+/// Bytes of the spill directory held by one upload, counted in
+/// [`Holder::spilled_bytes`] until dropped.
+pub struct Room {
+    len: u64,
+    count: Arc<AtomicU64>,
+}
+
+impl Room {
+    fn take(count: &Arc<AtomicU64>, len: u64) -> Room {
+        count.fetch_add(len, Ordering::Relaxed);
+        Room {
+            len,
+            count: count.clone(),
+        }
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.count.fetch_sub(self.len, Ordering::Relaxed);
+    }
 }
 
 impl Held {
@@ -67,8 +93,16 @@ pub enum BodyError {
     Long(u64),
     #[error("the body stalled for more than {0:?} (--body-timeout)")]
     Stalled(Duration),
+    #[error(
+        "the body arrived slower than {min_rate} bytes/s ({got} bytes in {secs} s; --body-min-rate, after --body-grace)"
+    )]
+    TooSlow { got: u64, secs: u64, min_rate: u64 },
     #[error("cannot write the upload to a temporary file in {dir}: {error}; check --spill-dir")]
     Spill { dir: String, error: String },
+    #[error(
+        "no room for this upload's {len} bytes in the spill directory {dir} right now (uploads in progress hold it); retry in a moment, or give --spill-dir more space"
+    )]
+    NoSpillRoom { dir: String, len: u64 },
 }
 
 /// Where and how bodies are held.
@@ -77,11 +111,22 @@ pub struct Holder {
     pub budget: Arc<Semaphore>,
     pub spill_dir: std::path::PathBuf,
     pub body_timeout: Duration,
+    /// Lowest average rate of a body, in bytes/s, once `body_grace` has
+    /// passed (0: no floor). A body must have arrived in full by
+    /// `start + body_grace + received / body_min_rate`, the rule of
+    /// Apache's mod_reqtimeout `MinRate`: a slow link that keeps sending
+    /// keeps its upload, a trickle of a byte every few seconds does not
+    /// hold a slot for long.
+    pub body_min_rate: u64,
+    pub body_grace: Duration,
+    /// Bytes of the spill directory held by uploads in progress.
+    pub spilled_bytes: Arc<AtomicU64>,
 }
 
 impl Holder {
     /// Reads exactly `len` bytes of `body`.
     pub async fn receive(&self, mut body: Incoming, len: u64) -> Result<Held, BodyError> {
+        let started = Instant::now();
         let permit = if len == 0 {
             None
         } else if len <= self.memory_threshold {
@@ -94,7 +139,7 @@ impl Holder {
         if len == 0 || permit.is_some() {
             let mut chunks = Vec::new();
             let mut got = 0u64;
-            while let Some(data) = self.next(&mut body, got, len).await? {
+            while let Some(data) = self.next(&mut body, got, len, started).await? {
                 got += data.len() as u64;
                 if got > len {
                     return Err(BodyError::Long(len));
@@ -116,10 +161,15 @@ impl Holder {
                 _permit: permit,
             });
         }
-        self.spill(body, len).await
+        self.spill(body, len, started).await
     }
 
-    async fn spill(&self, mut body: Incoming, len: u64) -> Result<Held, BodyError> {
+    async fn spill(
+        &self,
+        mut body: Incoming,
+        len: u64,
+        started: Instant,
+    ) -> Result<Held, BodyError> {
         let dir = self.spill_dir.clone();
         let spill_err = |error: String| BodyError::Spill {
             dir: self.spill_dir.display().to_string(),
@@ -129,12 +179,30 @@ impl Holder {
             .await
             .map_err(|e| spill_err(e.to_string()))?
             .map_err(|e| spill_err(e.to_string()))?;
+        // The whole body's room is taken before its first byte is read, so
+        // that uploads at once that do not fit together are refused at
+        // once, never after their bytes arrived (a file system without
+        // fallocate goes on unreserved).
+        let f = file.try_clone().map_err(|e| spill_err(e.to_string()))?;
+        match tokio::task::spawn_blocking(move || reserve(&f, len)).await {
+            Ok(Err(e)) if e == rustix::io::Errno::NOSPC || e == rustix::io::Errno::DQUOT => {
+                return Err(BodyError::NoSpillRoom {
+                    dir: self.spill_dir.display().to_string(),
+                    len,
+                });
+            }
+            Ok(Err(e)) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {}
+            Ok(Err(e)) => return Err(spill_err(e.to_string())),
+            Ok(Ok(())) => {}
+            Err(e) => return Err(spill_err(e.to_string())),
+        }
+        let room = Room::take(&self.spilled_bytes, len);
         let file = Arc::new(file);
         let mut got = 0u64;
         let mut pending = BytesMut::with_capacity(CHUNK);
         let mut written = 0u64;
         loop {
-            let data = self.next(&mut body, got, len).await?;
+            let data = self.next(&mut body, got, len, started).await?;
             if let Some(d) = &data {
                 got += d.len() as u64;
                 if got > len {
@@ -163,7 +231,11 @@ impl Holder {
                 detail: String::new(),
             });
         }
-        Ok(Held::File { file, len })
+        Ok(Held::File {
+            file,
+            len,
+            _room: room,
+        })
     }
 
     async fn next(
@@ -171,9 +243,26 @@ impl Holder {
         body: &mut Incoming,
         got: u64,
         expected: u64,
+        started: Instant,
     ) -> Result<Option<Bytes>, BodyError> {
+        // The later of the two bounds that applies: a stall of
+        // `body_timeout`, or the body falling under the minimum rate.
+        let stall = Instant::now() + self.body_timeout;
+        let slow = (self.body_min_rate > 0).then(|| {
+            started
+                + self.body_grace
+                + Duration::from_secs_f64(got as f64 / self.body_min_rate as f64)
+        });
+        let deadline = slow.map_or(stall, |s| s.min(stall));
         loop {
-            match tokio::time::timeout(self.body_timeout, body.frame()).await {
+            match tokio::time::timeout_at(deadline.into(), body.frame()).await {
+                Err(_) if slow == Some(deadline) && deadline < stall => {
+                    return Err(BodyError::TooSlow {
+                        got,
+                        secs: started.elapsed().as_secs(),
+                        min_rate: self.body_min_rate,
+                    });
+                }
                 Err(_) => return Err(BodyError::Stalled(self.body_timeout)),
                 Ok(None) => return Ok(None),
                 // The connection ended or broke before Content-Length bytes.
@@ -194,6 +283,13 @@ impl Holder {
             }
         }
     }
+}
+
+fn reserve(file: &std::fs::File, len: u64) -> Result<(), rustix::io::Errno> {
+    if len == 0 {
+        return Ok(());
+    }
+    rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len)
 }
 
 fn write_at(file: &std::fs::File, data: &[u8], offset: u64) -> std::io::Result<()> {

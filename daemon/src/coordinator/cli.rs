@@ -43,9 +43,30 @@ pub struct Args {
     /// Uploads handled at once; more wait.
     #[arg(long, env = "BACKPACK_COORDINATOR_MAX_UPLOADS", default_value_t = 1024)]
     pub max_uploads: usize,
-    /// Seconds an upload's body may stall before it is refused (408).
+    /// Milliseconds an upload waits for one of the --max-uploads slots
+    /// before it is refused with 503 and Retry-After.
+    #[arg(
+        long,
+        env = "BACKPACK_COORDINATOR_UPLOAD_SLOT_WAIT_MS",
+        default_value_t = 1000
+    )]
+    pub upload_slot_wait_ms: u64,
+    /// Seconds an upload's body may stall (no byte at all) before it is
+    /// refused (408).
     #[arg(long, env = "BACKPACK_COORDINATOR_BODY_TIMEOUT", default_value_t = 60)]
     pub body_timeout: u64,
+    /// Lowest average rate of an upload's body once --body-grace has
+    /// passed, per second (b, kb, mb; 0 turns it off): a body must have
+    /// arrived by grace + bytes received / rate, or it is refused (408). A
+    /// slow link that keeps sending keeps its upload; a trickle does not
+    /// hold an upload slot for long.
+    #[arg(long, env = "BACKPACK_COORDINATOR_BODY_MIN_RATE", default_value = "1kb", value_parser = size)]
+    pub body_min_rate: u64,
+    /// Seconds every body is given before --body-min-rate applies.
+    #[arg(long, env = "BACKPACK_COORDINATOR_BODY_GRACE", default_value_t = 10)]
+    pub body_grace: u64,
+    #[command(flatten)]
+    pub send: crate::send_floor::SendArgs,
     /// Seconds one write to a storage node may take before the next node is
     /// tried (reads: --node-read-timeout-ms).
     #[arg(long, env = "BACKPACK_COORDINATOR_NODE_TIMEOUT", default_value_t = 60)]
@@ -155,7 +176,11 @@ impl Args {
             memory_budget: self.memory_budget,
             spill_dir: self.spill_dir.clone().unwrap_or(d.spill_dir),
             max_uploads: self.max_uploads,
+            upload_slot_wait: Duration::from_millis(self.upload_slot_wait_ms),
             body_timeout: Duration::from_secs(self.body_timeout),
+            body_min_rate: self.body_min_rate,
+            body_grace: Duration::from_secs(self.body_grace),
+            send_rule: self.send.rule(),
             node_connect_timeout: Duration::from_millis(self.node_connect_timeout_ms),
             node_timeout: Duration::from_secs(self.node_timeout),
             node_probe_timeout: Duration::from_millis(self.node_probe_timeout_ms),

@@ -35,6 +35,10 @@ pub enum ApiError {
     #[error("the coordinator is shutting down; retry on another one")]
     ShuttingDown,
     #[error(
+        "all {max} upload slots are busy (--max-uploads); retry in a moment (Retry-After) or on another coordinator"
+    )]
+    Busy { max: usize },
+    #[error(
         "No writable shards found! (no enabled shard has room for {len} bytes; add or enable a shard)"
     )]
     NoWritableShard { len: u64 },
@@ -97,15 +101,20 @@ impl ApiError {
         match self {
             ApiError::BadName(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::BadHead(HeadError::TooLarge) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::BadHead(HeadError::LengthTooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadHead(_) => StatusCode::BAD_REQUEST,
             ApiError::LostRequestLine => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::LengthRequired => StatusCode::LENGTH_REQUIRED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Body(BodyError::Stalled(_)) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Body(BodyError::Stalled(_) | BodyError::TooSlow { .. }) => {
+                StatusCode::REQUEST_TIMEOUT
+            }
             ApiError::Body(BodyError::Spill { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Body(BodyError::NoSpillRoom { .. }) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Body(_) => StatusCode::BAD_REQUEST,
             ApiError::NotReady
             | ApiError::ShuttingDown
+            | ApiError::Busy { .. }
             | ApiError::NoWritableShard { .. }
             | ApiError::QueueUnconfigured { .. }
             | ApiError::QueuePush { .. }
@@ -122,6 +131,7 @@ impl ApiError {
 
     pub fn into_response(self, head: bool) -> Response<Body> {
         let status = self.status();
+        let self_busy = matches!(self, ApiError::Busy { .. });
         if status.is_server_error() {
             tracing::error!(error = %self, status = status.as_u16(), "request failed");
         } else {
@@ -132,6 +142,10 @@ impl ApiError {
             &serde_json::json!({ "error": self.to_string() }),
             head,
         );
+        if self_busy {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, PUT"));

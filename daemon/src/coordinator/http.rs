@@ -36,6 +36,7 @@ use super::response::{Body, json_response, text_response};
 use super::stats::{Snapshot, metrics_text, stats_json};
 use super::{read, upload};
 use crate::node_client::{HASH_HEADER, TIME_HEADER, UNORDERED_HEADER};
+use crate::send_floor::SendFloor;
 
 /// Accepts connections until `shutdown`, then lets in-flight requests
 /// finish within `deadline` (see [`crate::accept`]).
@@ -56,6 +57,7 @@ async fn serve_connection(
     app: Arc<App>,
     shutdown: CancellationToken,
 ) {
+    let stream = SendFloor::new(stream, app.config.send_rule, app.stats.slow_readers.clone());
     let (stream, lines) = RawTargets::new(stream);
     let service = hyper::service::service_fn(move |req| {
         let app = app.clone();
@@ -206,6 +208,11 @@ async fn report<T>(app: &App, render: impl FnOnce(&Snapshot<'_>) -> T) -> T {
         queue_servers: app.queue_check.servers(),
         pending_fill: app.fill.pending_total(),
         zk_connected: app.zk_connected(),
+        upload_slots_free: app.upload_slots.available_permits(),
+        spill_bytes: app
+            .holder
+            .spilled_bytes
+            .load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 

@@ -76,8 +76,18 @@ pub struct CoordinatorConfig {
     pub spill_dir: PathBuf,
     /// Uploads handled at once; more wait for a slot.
     pub max_uploads: usize,
+    /// How long an upload waits for a free slot before it is refused
+    /// (503 with `Retry-After`).
+    pub upload_slot_wait: Duration,
     /// How long a body may stall before the upload is refused (408).
     pub body_timeout: Duration,
+    /// Lowest average body rate in bytes/s after `body_grace` (0: none;
+    /// see [`body::Holder::body_min_rate`]).
+    pub body_min_rate: u64,
+    pub body_grace: Duration,
+    /// The floor under the rate at which clients read answers (see
+    /// [`crate::send_floor`]).
+    pub send_rule: crate::send_floor::SendRule,
     /// Connecting to a storage node.
     pub node_connect_timeout: Duration,
     /// One write to a storage node, from sending to its answer.
@@ -120,7 +130,11 @@ impl Default for CoordinatorConfig {
             memory_budget: 64 << 20,
             spill_dir: std::env::temp_dir(),
             max_uploads: 1024,
+            upload_slot_wait: Duration::from_millis(1000),
             body_timeout: Duration::from_secs(60),
+            body_min_rate: 1024,
+            body_grace: Duration::from_secs(10),
+            send_rule: crate::send_floor::SendRule::DEFAULT,
             node_connect_timeout: Duration::from_secs(2),
             node_timeout: Duration::from_secs(60),
             node_probe_timeout: Duration::from_millis(1000),
@@ -305,6 +319,9 @@ pub async fn start(
             )),
             spill_dir: config.spill_dir.clone(),
             body_timeout: config.body_timeout,
+            body_min_rate: config.body_min_rate,
+            body_grace: config.body_grace,
+            spilled_bytes: Arc::default(),
         },
         upload_slots: Semaphore::new(config.max_uploads.max(1)),
         statsd: statsd_client,

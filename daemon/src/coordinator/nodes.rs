@@ -8,7 +8,10 @@
 //! coordinator sends none: its clock does not matter). A node that failed
 //! (no connection, 5xx, timeout) in the last few seconds goes to the end
 //! of the order, so one dead node costs one failed attempt per few seconds
-//! instead of one per upload. Reads use the same order: the first node is
+//! instead of one per upload. A node that timed out costs each request
+//! that tries it the whole timeout, so its back-off doubles with each
+//! timeout in a row, from twice `--node-retry-after` up to
+//! [`MAX_BACK_OFF`]; any answer ends it. Reads use the same order: the first node is
 //! the one most likely to hold the newest copy.
 //!
 //! Before a write, the other nodes of the shard are asked in parallel
@@ -32,6 +35,9 @@ use hyper::body::Frame;
 use super::body::Held;
 use crate::node_client::{NodeBody, NodeClient, Versioning, version_of};
 
+/// The longest a node that keeps timing out stays at the back of the order.
+pub const MAX_BACK_OFF: Duration = Duration::from_secs(60);
+
 /// The client and what it remembers of failing nodes.
 pub struct Nodes {
     client: NodeClient,
@@ -39,7 +45,23 @@ pub struct Nodes {
     probe_timeout: Duration,
     read_timeout: Duration,
     retry_after: Duration,
-    failed: Mutex<HashMap<HostPort, Instant>>,
+    failed: Mutex<HashMap<HostPort, Failed>>,
+}
+
+/// A node's last failure: when, and how long it stays at the back.
+#[derive(Debug, Clone, Copy)]
+struct Failed {
+    at: Instant,
+    back_off: Duration,
+}
+
+/// How a node failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Refused, reset or answered 5xx: known at once.
+    Quick,
+    /// No answer within the timeout: each try costs the whole timeout.
+    TimedOut,
 }
 
 /// Where an upload was stored.
@@ -102,8 +124,32 @@ impl Nodes {
         }
     }
 
-    fn failed_lock(&self) -> std::sync::MutexGuard<'_, HashMap<HostPort, Instant>> {
+    fn failed_lock(&self) -> std::sync::MutexGuard<'_, HashMap<HostPort, Failed>> {
         self.failed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mark_failed(&self, addr: &HostPort, how: Failure) {
+        let mut failed = self.failed_lock();
+        let back_off = match (how, failed.get(addr)) {
+            (Failure::Quick, _) => self.retry_after,
+            (Failure::TimedOut, Some(f)) if f.back_off > self.retry_after => f.back_off * 2,
+            (Failure::TimedOut, _) => self.retry_after * 2,
+        };
+        let back_off = back_off.min(MAX_BACK_OFF.max(self.retry_after));
+        if how == Failure::TimedOut {
+            tracing::warn!(node = %addr, back_off_secs = back_off.as_secs(), "storage node timed out; it is asked last meanwhile");
+        }
+        failed.insert(
+            addr.clone(),
+            Failed {
+                at: Instant::now(),
+                back_off,
+            },
+        );
+    }
+
+    fn answered(&self, addr: &HostPort) {
+        self.failed_lock().remove(addr);
     }
 
     /// The name's rendezvous order, nodes that failed lately last.
@@ -118,7 +164,7 @@ impl Nodes {
         let recent = |addr: &HostPort| {
             failed
                 .get(addr)
-                .is_some_and(|t| t.elapsed() < self.retry_after)
+                .is_some_and(|f| f.at.elapsed() < f.back_off)
         };
         // Stable: keeps the rendezvous order within each group.
         nodes.sort_by_key(|(_, addr)| recent(addr));
@@ -128,7 +174,7 @@ impl Nodes {
     fn failed_lately(&self, addr: &HostPort) -> bool {
         self.failed_lock()
             .get(addr)
-            .is_some_and(|t| t.elapsed() < self.retry_after)
+            .is_some_and(|f| f.at.elapsed() < f.back_off)
     }
 
     /// Asks every node of `nodes` but the first of the order (the one the
@@ -152,10 +198,14 @@ impl Nodes {
                         .ok_or(())
                 }
                 Ok(Ok(resp)) if !resp.status().is_server_error() => Err(()),
+                // Unreachable, hung or failing: not asked again (nor
+                // written to first) for a while, like a failed write.
+                Err(_) => {
+                    self.mark_failed(addr, Failure::TimedOut);
+                    Err(())
+                }
                 _ => {
-                    // Unreachable, hung or failing: not asked again (nor
-                    // written to first) for a while, like a failed write.
-                    self.failed_lock().insert(addr.clone(), Instant::now());
+                    self.mark_failed(addr, Failure::Quick);
                     Err(())
                 }
             };
@@ -195,15 +245,15 @@ impl Nodes {
                 node_body(body),
             );
             let result = match tokio::time::timeout(self.timeout, put).await {
-                Ok(r) => r.map_err(|e| (e.detail, e.node_fault)),
+                Ok(r) => r.map_err(|e| (e.detail, e.node_fault.then_some(Failure::Quick))),
                 Err(_) => Err((
                     format!("no answer within {:?} (--node-timeout)", self.timeout),
-                    true,
+                    Some(Failure::TimedOut),
                 )),
             };
             match result {
                 Ok(version) => {
-                    self.failed_lock().remove(&addr);
+                    self.answered(&addr);
                     let on_first = first.as_ref() == Some(&id);
                     return Ok(Written {
                         node: id,
@@ -211,9 +261,9 @@ impl Nodes {
                         version,
                     });
                 }
-                Err((error, node_fault)) => {
-                    if node_fault {
-                        self.failed_lock().insert(addr.clone(), Instant::now());
+                Err((error, fault)) => {
+                    if let Some(how) = fault {
+                        self.mark_failed(&addr, how);
                     }
                     let a = Attempt { id, addr, error };
                     on_fail(&a);
@@ -236,22 +286,26 @@ impl Nodes {
         let answer = tokio::time::timeout(self.read_timeout, self.client.get(addr, name, head));
         let result = match answer.await {
             Ok(Ok(resp)) if !resp.status().is_server_error() => Ok(resp),
-            Ok(Ok(resp)) => Err(format!("answered {}", resp.status())),
-            Ok(Err(e)) => Err(e.detail),
-            Err(_) => Err(format!(
-                "no answer within {:?} (--node-read-timeout-ms)",
-                self.read_timeout
+            Ok(Ok(resp)) => Err((format!("answered {}", resp.status()), Failure::Quick)),
+            Ok(Err(e)) => Err((e.detail, Failure::Quick)),
+            Err(_) => Err((
+                format!(
+                    "no answer within {:?} (--node-read-timeout-ms)",
+                    self.read_timeout
+                ),
+                Failure::TimedOut,
             )),
         };
-        match &result {
-            Ok(_) => {
-                self.failed_lock().remove(addr);
+        match result {
+            Ok(resp) => {
+                self.answered(addr);
+                Ok(resp)
             }
-            Err(_) => {
-                self.failed_lock().insert(addr.clone(), Instant::now());
+            Err((detail, how)) => {
+                self.mark_failed(addr, how);
+                Err(detail)
             }
         }
-        result
     }
 }
 
@@ -267,7 +321,7 @@ fn node_body(held: &Held) -> NodeBody {
                 chunks.iter().cloned().map(|c| Ok(Frame::data(c))).collect();
             StreamBody::new(futures::stream::iter(frames)).boxed_unsync()
         }
-        Held::File { file, len } => {
+        Held::File { file, len, .. } => {
             let file = Arc::clone(file);
             let len = *len;
             let chunks = futures::stream::unfold(0u64, move |offset| {
@@ -293,5 +347,33 @@ fn node_body(held: &Held) -> NodeBody {
             });
             StreamBody::new(chunks).boxed_unsync()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn timeouts_in_a_row_double_the_back_off_up_to_the_cap() {
+        let retry = Duration::from_secs(5);
+        let s = Duration::from_secs(1);
+        let nodes = Nodes::new(s, s, s, s, retry);
+        let addr = HostPort::parse("127.0.0.1:9").unwrap();
+        let back_off = |n: &Nodes| n.failed_lock()[&addr].back_off.as_secs();
+        nodes.mark_failed(&addr, Failure::Quick);
+        assert_eq!(back_off(&nodes), 5);
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            nodes.mark_failed(&addr, Failure::TimedOut);
+            seen.push(back_off(&nodes));
+        }
+        assert_eq!(seen, [10, 20, 40, 60, 60]);
+        // A quick failure is retried soon again; an answer forgets it all.
+        nodes.mark_failed(&addr, Failure::Quick);
+        assert_eq!(back_off(&nodes), 5);
+        nodes.answered(&addr);
+        assert!(nodes.failed_lock().is_empty());
     }
 }

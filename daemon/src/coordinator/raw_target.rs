@@ -35,6 +35,8 @@ use tokio_util::io::poll_read_buf;
 /// Largest request head (request line and headers), in bytes.
 pub const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
+/// The largest Content-Length hyper accepts (its `DecodedLength::MAX_LEN`).
+const HYPER_MAX_LENGTH: u64 = u64::MAX - 2;
 /// Room made for each read while a head is held back.
 const READ_CHUNK: usize = 4 * 1024;
 
@@ -65,6 +67,10 @@ pub enum HeadError {
     TooLarge,
     #[error("malformed request head: {0}")]
     Malformed(String),
+    #[error(
+        "a Content-Length of {0} bytes is over anything the coordinator takes (--max-body sets the limit)"
+    )]
+    LengthTooLarge(u64),
 }
 
 /// The raw heads of one connection's requests, in order.
@@ -264,6 +270,11 @@ fn judge(head: &mut [u8]) -> Result<(Vec<u8>, Option<u64>), (Vec<u8>, HeadError)
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok());
             match (value, length) {
+                // hyper refuses these itself, with an empty 431, before
+                // our code could answer.
+                (Some(v), _) if v > HYPER_MAX_LENGTH => {
+                    return Err((target, HeadError::LengthTooLarge(v)));
+                }
                 (Some(v), None) => length = Some(v),
                 (Some(v), Some(prev)) if v == prev => {}
                 _ => {
@@ -507,6 +518,11 @@ mod tests {
                 b"PUT /a HTTP/1.1\r\nContent-Length: 18446744073709551616\r\n\r\n",
                 b"/a",
                 HeadError::Malformed("Content-Length must be one number of bytes".into()),
+            ),
+            (
+                b"PUT /a HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n",
+                b"/a",
+                HeadError::LengthTooLarge(u64::MAX),
             ),
             (
                 b"PUT /a HTTP/1.1\r\nbad header\r\n\r\n",

@@ -5,6 +5,7 @@
 //! Redis at request time. `/stats` keeps the original's fields and meaning
 //! and adds ours; `/metrics` is the Prometheus text format of the same.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,9 @@ pub struct Stats {
     queue_push_failures: AtomicU64,
     tasks_queued: AtomicU64,
     spilled_uploads: AtomicU64,
+    busy_uploads: AtomicU64,
+    /// Connections cut for reading slower than --send-min-rate.
+    pub slow_readers: Arc<AtomicU64>,
     by_status: [AtomicU64; STATUSES.len()],
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
@@ -113,6 +117,8 @@ impl Stats {
             queue_push_failures: AtomicU64::new(0),
             tasks_queued: AtomicU64::new(0),
             spilled_uploads: AtomicU64::new(0),
+            busy_uploads: AtomicU64::new(0),
+            slow_readers: Arc::default(),
             by_status: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_count: AtomicU64::new(0),
@@ -175,6 +181,11 @@ impl Stats {
 
     pub fn tasks_queued(&self, n: u64) {
         self.tasks_queued.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// An upload refused because every slot stayed busy.
+    pub fn busy(&self) {
+        self.busy_uploads.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn spilled(&self) {
@@ -246,6 +257,10 @@ pub struct Snapshot<'a> {
     pub queue_servers: Vec<Keeping>,
     pub pending_fill: u64,
     pub zk_connected: bool,
+    /// Upload slots free now (of --max-uploads).
+    pub upload_slots_free: usize,
+    /// Bytes of the spill directory held by uploads in progress.
+    pub spill_bytes: u64,
 }
 
 /// The `/stats` document: the original's fields, then ours.
@@ -276,10 +291,14 @@ pub fn stats_json(s: &Snapshot<'_>) -> serde_json::Value {
         "queue_push_failures": s.stats.queue_push_failures.load(Ordering::Relaxed),
         "tasks_queued": s.stats.tasks_queued.load(Ordering::Relaxed),
         "spilled_uploads": s.stats.spilled_uploads.load(Ordering::Relaxed),
+        "busy_uploads": s.stats.busy_uploads.load(Ordering::Relaxed),
+        "slow_readers_cut": s.stats.slow_readers.load(Ordering::Relaxed),
         "queue_oldest_age": s.queue_oldest.map(|d| d.as_millis() as u64),
         "pending_fill_bytes": s.pending_fill,
         "ready": s.view.ready,
         "zookeeper_connected": s.zk_connected,
+        "upload_slots_free": s.upload_slots_free,
+        "spill_bytes": s.spill_bytes,
         "started": s.stats.started_ms(),
         "version": env!("CARGO_PKG_VERSION"),
     })
@@ -309,6 +328,18 @@ pub fn metrics_text(s: &Snapshot<'_>) -> String {
         Gauge,
         "1 while the ZooKeeper session is connected.",
         u8::from(s.zk_connected),
+    );
+    m.one(
+        "upload_slots_free",
+        Gauge,
+        "Upload slots free now (of --max-uploads); at 0 uploads are refused with 503 after --upload-slot-wait-ms.",
+        s.upload_slots_free,
+    );
+    m.one(
+        "spill_bytes",
+        Gauge,
+        "Bytes of the spill directory held by uploads in progress (reserved from their Content-Length).",
+        s.spill_bytes,
     );
     m.family(
         "uploads_total",
@@ -376,6 +407,18 @@ pub fn metrics_text(s: &Snapshot<'_>) -> String {
         Counter,
         "Replication tasks queued.",
         r(&st.tasks_queued),
+    );
+    m.one(
+        "busy_uploads_total",
+        Counter,
+        "Uploads refused with 503 because every upload slot stayed busy (--max-uploads, --upload-slot-wait-ms).",
+        r(&st.busy_uploads),
+    );
+    m.one(
+        "slow_readers_cut_total",
+        Counter,
+        "Connections closed because the client read an answer slower than --send-min-rate.",
+        r(&st.slow_readers),
     );
     m.one(
         "spilled_uploads_total",
@@ -571,6 +614,8 @@ mod tests {
             queue_servers: Vec::new(),
             pending_fill: 0,
             zk_connected: true,
+            upload_slots_free: 1024,
+            spill_bytes: 0,
         });
         assert!(
             text.contains("backpack_coordinator_upload_duration_seconds_bucket{le=\"0.001\"} 1\n")

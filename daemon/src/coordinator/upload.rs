@@ -65,11 +65,18 @@ pub async fn upload(app: &App, name: Name, len: u64, body: Incoming) -> Result<U
     let Some(early) = pick_shard(app, len) else {
         return Err(ApiError::NoWritableShard { len });
     };
-    let _slot = app
-        .upload_slots
-        .acquire()
-        .await
-        .map_err(|_| ApiError::ShuttingDown)?;
+    // A short wait for a slot, then 503 with Retry-After: a client is
+    // told at once rather than left hanging behind slow uploads.
+    let _slot =
+        match tokio::time::timeout(app.config.upload_slot_wait, app.upload_slots.acquire()).await {
+            Ok(slot) => slot.map_err(|_| ApiError::ShuttingDown)?,
+            Err(_) => {
+                app.stats.busy();
+                return Err(ApiError::Busy {
+                    max: app.config.max_uploads,
+                });
+            }
+        };
     // The shard's other nodes say which versions they hold while the body
     // arrives (see `Nodes::probe`).
     let (held, early_probe) = tokio::join!(

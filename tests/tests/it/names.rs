@@ -467,6 +467,14 @@ async fn raw_targets_keep_their_place_on_a_keep_alive_connection() {
     .await;
     assert_eq!(a.status, 400);
     assert!(a.error().contains("Content-Length"), "{}", a.error());
+    // hyper's own refusal of this one is an empty 431.
+    let a = request(
+        c.front(),
+        b"PUT /d HTTP/1.1\r\ncontent-length: 18446744073709551615\r\n\r\n",
+    )
+    .await;
+    assert_eq!(a.status, 413);
+    assert!(a.error().contains("--max-body"), "{}", a.error());
     c.close().await;
 }
 
