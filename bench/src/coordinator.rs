@@ -54,6 +54,8 @@ pub struct BenchOptions {
     pub coordinator_bin: PathBuf,
     pub redis_bin: PathBuf,
     pub zk_jar: PathBuf,
+    /// Trickling uploads held open during the flood phase (0: none).
+    pub flood: usize,
 }
 
 /// One measured phase.
@@ -84,6 +86,30 @@ pub struct Report {
     /// Coordinator CPU time over every upload it took, seconds.
     pub cpu_secs: f64,
     pub coordinator_uploads: usize,
+    pub flood: Option<Flood>,
+}
+
+/// Normal uploads (concurrency 1) before and during a flood of uploads
+/// whose bodies trickle (a byte every 2 s).
+#[derive(Debug, Clone, Default)]
+pub struct Flood {
+    pub trickles: usize,
+    pub before: Normal,
+    pub during: Normal,
+    /// Seconds from the flood's start until every trickle was answered,
+    /// and how many were answered 408.
+    pub cut_after_secs: f64,
+    pub cut_408: usize,
+}
+
+/// Normal uploads one at a time: latencies and answers.
+#[derive(Debug, Clone, Default)]
+pub struct Normal {
+    pub p50_ms: f64,
+    pub max_ms: f64,
+    pub ok: usize,
+    pub busy_503: usize,
+    pub other: usize,
 }
 
 impl Report {
@@ -356,6 +382,110 @@ async fn latency_pairs(
         .collect())
 }
 
+/// `files` normal uploads, one at a time.
+async fn normal_uploads(
+    client: &BenchClient,
+    base: &str,
+    prefix: &str,
+    files: usize,
+    body: &Bytes,
+) -> Result<Normal> {
+    let mut lat = Vec::with_capacity(files);
+    let mut n = Normal::default();
+    for i in 0..files {
+        let req = Request::builder()
+            .method(Method::PUT)
+            .uri(format!("{base}/{prefix}/{i}.jpg"))
+            .header(hyper::header::CONTENT_LENGTH, body.len())
+            .body(Full::new(body.clone()))?;
+        let started = Instant::now();
+        let resp = client.request(req).await?;
+        let status = resp.status();
+        let _ = resp.into_body().collect().await;
+        lat.push(started.elapsed().as_secs_f64() * 1000.0);
+        match status {
+            StatusCode::OK => n.ok += 1,
+            StatusCode::SERVICE_UNAVAILABLE => n.busy_503 += 1,
+            _ => n.other += 1,
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    n.p50_ms = percentile(&lat, 0.5);
+    n.max_ms = lat.last().copied().unwrap_or(0.0);
+    Ok(n)
+}
+
+/// One upload that announces `len` bytes and sends a byte every 2 s until
+/// answered; the answer's status.
+async fn trickle(addr: String, name: String, len: usize) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = tokio::net::TcpStream::connect(&addr).await.ok()?;
+    let (mut rd, mut wr) = s.into_split();
+    let head = format!("PUT {name} HTTP/1.1\r\nhost: b\r\ncontent-length: {len}\r\n\r\n");
+    wr.write_all(head.as_bytes()).await.ok()?;
+    let writer = tokio::spawn(async move {
+        while wr.write_all(b"x").await.is_ok() {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
+    let mut buf = [0u8; 512];
+    let n = rd.read(&mut buf).await.ok()?;
+    writer.abort();
+    std::str::from_utf8(buf.get(9..12.min(n))?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Normal uploads before and while `trickles` uploads trickle.
+async fn flood(
+    client: &BenchClient,
+    base: &str,
+    trickles: usize,
+    files: usize,
+    body: &Bytes,
+) -> Result<Flood> {
+    let files = files.clamp(1, 200);
+    let before = normal_uploads(client, base, "flood-before", files, body).await?;
+    let addr = base.trim_start_matches("http://").to_string();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..trickles)
+        .map(|i| tokio::spawn(trickle(addr.clone(), format!("/trickle/{i}"), 100_000)))
+        .collect();
+    // Until the flood holds its slots (or all there are).
+    let stats = format!("{base}/stats");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let req = Request::builder()
+            .uri(&stats)
+            .body(Full::new(Bytes::new()))?;
+        let v: serde_json::Value = match client.request(req).await {
+            Ok(resp) => serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?,
+            Err(_) => serde_json::Value::Null,
+        };
+        let free = v["upload_slots_free"].as_u64().unwrap_or(u64::MAX);
+        // The coordinator's default --max-uploads.
+        if free <= 1024u64.saturating_sub(trickles as u64) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let during = normal_uploads(client, base, "flood-during", files, body).await?;
+    let mut cut_408 = 0;
+    for t in tasks {
+        if t.await? == Some(408) {
+            cut_408 += 1;
+        }
+    }
+    Ok(Flood {
+        trickles,
+        before,
+        during,
+        cut_after_secs: started.elapsed().as_secs_f64(),
+        cut_408,
+    })
+}
+
 /// VmRSS and VmHWM of a process, bytes.
 fn memory(pid: u32) -> Option<(u64, u64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -461,6 +591,10 @@ pub async fn run(opts: BenchOptions, mut progress: impl FnMut(&Phase)) -> Result
         report.rss_hwm = hwm;
     }
     report.rss_max = rss_max.load(Ordering::Relaxed);
+    if opts.flood > 0 {
+        let base = format!("http://127.0.0.1:{port}");
+        report.flood = Some(flood(&client, &base, opts.flood, opts.latency_files, &body).await?);
+    }
     stop_gracefully(coordinator).await?;
     drop(servers);
     Ok(report)

@@ -46,6 +46,10 @@ struct Args {
     /// ZooKeeper's jar
     #[arg(long, default_value = "/usr/share/java/zookeeper.jar")]
     zk_jar: PathBuf,
+    /// After the rounds: hold this many uploads whose bodies trickle (a
+    /// byte every 2 s) and time normal uploads meanwhile (0: skip)
+    #[arg(long, default_value_t = 0)]
+    flood: usize,
 }
 
 #[tokio::main]
@@ -69,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| here.with_file_name("backpack-coordinator")),
         redis_bin: a.redis_bin,
         zk_jar: a.zk_jar,
+        flood: a.flood,
     };
     println!(
         "{} uploads of {} bytes at concurrency {} and {} at concurrency 1, {} rounds; coordinator shard of {} node(s)",
@@ -114,6 +119,23 @@ async fn main() -> anyhow::Result<()> {
             r.cpu_secs,
             r.coordinator_uploads,
             r.cpu_secs * 1e6 / r.coordinator_uploads as f64
+        );
+    }
+    if let Some(f) = &r.flood {
+        let show = |what: &str, n: &bench::Normal| {
+            println!(
+                "{what}: p50 {:.2} ms, max {:.2} ms; {} ok, {} refused 503, {} other",
+                n.p50_ms, n.max_ms, n.ok, n.busy_503, n.other
+            );
+        };
+        println!("flood of {} trickling uploads:", f.trickles);
+        show("  normal uploads before", &f.before);
+        show("  normal uploads during", &f.during);
+        println!(
+            "  p50 during / before: {:.2}; every trickle answered after {:.1} s ({} with 408)",
+            f.during.p50_ms / f.before.p50_ms.max(1e-9),
+            f.cut_after_secs,
+            f.cut_408
         );
     }
     Ok(())
