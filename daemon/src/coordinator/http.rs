@@ -115,7 +115,7 @@ async fn route(app: &App, raw: &RawRequest, req: Request<Incoming>, head: bool) 
                 b"/health" => health(app, head),
                 other => match split_read_target(target) {
                     Some((shard, name)) => match Name::parse(&name) {
-                        Ok(name) => read::read(app, shard, &name, head).await,
+                        Ok(name) => read::read(app, shard, &name, head, req.headers()).await,
                         Err(e) => ApiError::BadName(e).into_response(head),
                     },
                     None => ApiError::NotFound(String::from_utf8_lossy(other).into_owned())
