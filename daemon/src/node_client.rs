@@ -19,7 +19,7 @@ use backpack_shared::model::{HostPort, Name, Version, parse_hash_hex};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -137,9 +137,25 @@ impl NodeClient {
         name: &Name,
         head: bool,
     ) -> Result<Response<Incoming>, NodeError> {
-        let req = Request::builder()
+        self.get_with(node, name, head, &HeaderMap::new()).await
+    }
+
+    /// [`NodeClient::get`] with `extra` request headers (a reader's
+    /// `Range` and `If-Range`, passed on by the coordinator).
+    pub async fn get_with(
+        &self,
+        node: &HostPort,
+        name: &Name,
+        head: bool,
+        extra: &HeaderMap,
+    ) -> Result<Response<Incoming>, NodeError> {
+        let mut req = Request::builder()
             .method(if head { Method::HEAD } else { Method::GET })
-            .uri(uri(node, name)?)
+            .uri(uri(node, name)?);
+        for (h, v) in extra {
+            req = req.header(h, v);
+        }
+        let req = req
             .body(Empty::new().map_err(|never| match never {}).boxed_unsync())
             .map_err(cannot_make)?;
         self.client.request(req).await.map_err(failed)

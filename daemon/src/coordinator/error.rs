@@ -71,6 +71,14 @@ pub enum ApiError {
         name: String,
         attempts: Vec<Attempt>,
     },
+    #[error("{}", not_satisfiable(.name, .range, *.len))]
+    RangeNotSatisfiable {
+        name: String,
+        /// The `Range` asked for.
+        range: String,
+        /// The file's length in bytes, when the node said.
+        len: Option<u64>,
+    },
     #[error(
         "method {0} is not supported; use PUT /<name>, GET or HEAD /<shard>:<name>, or GET /stats, /metrics, /health"
     )]
@@ -82,6 +90,18 @@ fn bad_name(e: &NameError) -> String {
     match e {
         NameError::TooLong { .. } => format!("{e} (the coordinator's --max-name-len)"),
         _ => e.to_string(),
+    }
+}
+
+/// A range past a file's end, with the ranges that would be answered.
+fn not_satisfiable(name: &str, range: &str, len: Option<u64>) -> String {
+    match len {
+        Some(0) => format!("{range} is outside {name}: it is empty; read it without Range"),
+        Some(len) => format!(
+            "{range} is outside {name} ({len} bytes): ask for bytes within 0-{}, or read it without Range",
+            len - 1
+        ),
+        None => format!("{range} is outside {name}: read it without Range to learn its length"),
     }
 }
 
@@ -125,6 +145,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::UnknownShard(_) | ApiError::FileNotFound { .. } => {
                 StatusCode::NOT_FOUND
             }
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
     }

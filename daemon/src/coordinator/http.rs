@@ -6,7 +6,9 @@
 //! - `PUT /<name>`: an upload (see [`super::upload`]).
 //! - `GET /stats`: the original's JSON figures plus ours.
 //! - `GET /metrics`: Prometheus text.
-//! - `GET /health`: 200 once the configuration is read, else 503.
+//! - `GET /health`: 200 when uploads can be taken; 503 while starting,
+//!   shutting down, or when the queue cannot take their copies (no queue
+//!   Redis answers, or one may evict them).
 //! - `GET|HEAD /<shard>:<name>`: the file, from any node of the shard (see
 //!   [`super::read`]).
 //! - Other paths: 404; other methods: 405.
@@ -117,7 +119,7 @@ async fn route(app: &App, raw: &RawRequest, req: Request<Incoming>, head: bool) 
                 b"/health" => health(app, head),
                 other => match split_read_target(target) {
                     Some((shard, name)) => match Name::parse(&name) {
-                        Ok(name) => read::read(app, shard, &name, head).await,
+                        Ok(name) => read::read(app, shard, &name, head, req.headers()).await,
                         Err(e) => ApiError::BadName(e).into_response(head),
                     },
                     None => ApiError::NotFound(String::from_utf8_lossy(other).into_owned())
@@ -235,15 +237,38 @@ fn health(app: &App, head: bool) -> Response<Body> {
     let ready = app.view.borrow().ready;
     let shutting_down = app.shutting_down.is_cancelled();
     let evicting = app.queue_evicting();
-    let (status, text) = match (ready, shutting_down, &evicting) {
-        (_, true, _) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
-        (true, false, None) => (StatusCode::OK, "ok"),
-        (true, false, Some(_)) => (
+    let unreachable = app.queue_check.unreachable();
+    // Worst first: what stops every upload before what stops some.
+    let (status, text) = if shutting_down {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else if !ready {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    } else if unreachable.is_some() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "uploads fail: no queue Redis answers, so their copies cannot be queued",
+        )
+    } else if evicting.is_some() {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
             "uploads refused: a queue Redis may evict queued copies",
-        ),
-        (false, false, _) => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+        )
+    } else {
+        (StatusCode::OK, "ok")
     };
+    let servers: Vec<serde_json::Value> = app
+        .queue_check
+        .servers()
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "server": r.addr().to_string(),
+                "reachable": r.reachable,
+                "since_ms": r.since_ms,
+                "error": r.error,
+            })
+        })
+        .collect();
     json_response(
         status,
         &serde_json::json!({
@@ -251,6 +276,8 @@ fn health(app: &App, head: bool) -> Response<Body> {
             "ready": ready,
             "zookeeper_connected": app.zk_connected(),
             "queue_evicting": evicting,
+            "queue_unreachable": unreachable,
+            "queue_servers": servers,
         }),
         head,
     )

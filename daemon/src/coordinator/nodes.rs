@@ -277,13 +277,18 @@ impl Nodes {
     /// Asks one node for a file (GET, or HEAD for `head`): the answer once
     /// its headers arrived (the body streams after), or why the node is to
     /// blame. A node that fails goes to the back of the order for a while.
+    /// `extra`: request headers passed on (a reader's `Range`, `If-Range`).
     pub async fn get(
         &self,
         addr: &HostPort,
         name: &Name,
         head: bool,
+        extra: &hyper::HeaderMap,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
-        let answer = tokio::time::timeout(self.read_timeout, self.client.get(addr, name, head));
+        let answer = tokio::time::timeout(
+            self.read_timeout,
+            self.client.get_with(addr, name, head, extra),
+        );
         let result = match answer.await {
             Ok(Ok(resp)) if !resp.status().is_server_error() => Ok(resp),
             Ok(Ok(resp)) => Err((format!("answered {}", resp.status()), Failure::Quick)),

@@ -16,8 +16,8 @@ use serde_json::json;
 pub use backpack_shared::clock::now_ms;
 
 use backpack_shared::model::ShardSize;
-use backpack_shared::queue::Keeping;
 
+use super::queue_check::Reading;
 use super::view::View;
 use crate::prometheus::{Kind, Text};
 
@@ -253,8 +253,8 @@ pub struct Snapshot<'a> {
     pub view: &'a View,
     pub queue_length: Option<u64>,
     pub queue_oldest: Option<Duration>,
-    /// The last reading of the queue servers' settings.
-    pub queue_servers: Vec<Keeping>,
+    /// The last check of the queue servers (see [`super::queue_check`]).
+    pub queue_servers: Vec<Reading>,
     pub pending_fill: u64,
     pub zk_connected: bool,
     /// Upload slots free now (of --max-uploads).
@@ -520,25 +520,39 @@ pub fn metrics_text(s: &Snapshot<'_>) -> String {
             format_args!("{:.3}", age.as_secs_f64()),
         );
     }
-    let per_server = |m: &mut Text, name, help, value: &dyn Fn(&Keeping) -> Option<bool>| {
+    if !s.queue_servers.is_empty() {
+        m.one(
+            "queue_redis_reachable_servers",
+            Gauge,
+            "Queue Redis servers that answered the last check; at 0 uploads to shards of several nodes fail (503).",
+            s.queue_servers.iter().filter(|r| r.reachable).count(),
+        );
+    }
+    let per_server = |m: &mut Text, name, help, value: &dyn Fn(&Reading) -> Option<bool>| {
         let mut family = m.family(name, Gauge, help);
-        for k in &s.queue_servers {
-            if let Some(v) = value(k) {
-                family.sample(&[("server", &k.addr.to_string())], u8::from(v));
+        for r in &s.queue_servers {
+            if let Some(v) = value(r) {
+                family.sample(&[("server", &r.addr().to_string())], u8::from(v));
             }
         }
     };
     per_server(
         &mut m,
+        "queue_redis_reachable",
+        "1 when a queue Redis server answered the last check (SCARD of the queue set).",
+        &|r| Some(r.reachable),
+    );
+    per_server(
+        &mut m,
         "queue_redis_evicting",
         "1 while a queue Redis server's maxmemory-policy may evict queued copies (uploads are refused unless --allow-evicting-queue).",
-        &|k| k.policy.as_ref().map(|_| k.evicts()),
+        &|r| r.keeping.policy.as_ref().map(|_| r.keeping.evicts()),
     );
     per_server(
         &mut m,
         "queue_redis_appendonly",
         "1 when a queue Redis server persists its data across a restart (appendonly yes).",
-        &|k| k.appendonly,
+        &|r| r.keeping.appendonly,
     );
     m.finish()
 }

@@ -9,6 +9,7 @@ mod clocks;
 mod common;
 mod convergence;
 mod fill;
+mod health;
 mod hostile;
 mod lifecycle;
 mod names;

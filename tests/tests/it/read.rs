@@ -331,3 +331,250 @@ async fn a_read_moves_past_a_hung_node_within_its_read_timeout() {
     c.wait().await;
     zk.close();
 }
+
+/// nginx serving `dir` as a storage node, as the original's nodes are:
+/// `GET /<name>` is the file `<dir>/<name>`, with nginx's own handling of
+/// `Range` and `If-Range`.
+fn nginx_node(program: &str, dir: &std::path::Path) -> (Nginx, u16) {
+    let port = free_port();
+    let conf = format!(
+        "server {{\n  listen 127.0.0.1:{port};\n  root {};\n  location / {{ }}\n}}\n",
+        dir.display()
+    );
+    (Nginx::start(program, &conf, port), port)
+}
+
+/// A GET of `url` with `headers`: (status, headers, body).
+async fn get_with(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let mut req = http.get(url);
+    for (h, v) in headers {
+        req = req.header(*h, *v);
+    }
+    let r = req.send().await.unwrap();
+    let (status, h) = (r.status().as_u16(), r.headers().clone());
+    (status, h, r.bytes().await.unwrap().to_vec())
+}
+
+fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).map(|v| v.to_str().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_read_through_the_coordinator_gets_the_nodes_206_and_416() {
+    let Some(program) = (if require("nginx (Debian package nginx)", nginx().is_some()) {
+        nginx()
+    } else {
+        None
+    }) else {
+        return;
+    };
+    let Some(zks) = shared_zk() else { return };
+    let root = unique_root("read-range");
+    let zk = init_root(&zks.addr(), &root, "q", &["127.0.0.1:1".into()]).await;
+    // Two nginx nodes; the file is on the second only, and the name's
+    // first node is the first: every read meets a 404 before the file.
+    let (empty, full) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_a, port_a) = nginx_node(program, empty.path());
+    let (_b, port_b) = nginx_node(program, full.path());
+    crate::common::add_shard(&zk, &[port_a, port_b]).await;
+    let name = crate::common::name_first_on("1", &["1", "2"], "range");
+    let file = crate::common::node::content(7, 4 << 20);
+    let len = file.len();
+    let path = full.path().join(&name[1..]);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &file).unwrap();
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let c = start_coordinator(&zk, stop.clone()).await;
+    let url = format!("http://{}/1:{}", c.local_addr(), &name[1..]);
+    let http = crate::common::client();
+
+    // Whole: 200, and it says ranges are taken.
+    let (status, h, body) = get_with(&http, &url, &[]).await;
+    assert_eq!((status, header(&h, "accept-ranges")), (200, Some("bytes")));
+    assert!(body == file, "the whole file");
+
+    // One range: the node's 206 with its Content-Range.
+    let (status, h, body) = get_with(&http, &url, &[("range", "bytes=100-199")]).await;
+    assert_eq!(status, 206);
+    assert_eq!(
+        header(&h, "content-range"),
+        Some(format!("bytes 100-199/{len}").as_str())
+    );
+    assert_eq!(header(&h, "content-length"), Some("100"));
+    assert_eq!(header(&h, "accept-ranges"), Some("bytes"));
+    assert!(body == file[100..200]);
+
+    // A suffix: the last 500 bytes.
+    let (status, h, body) = get_with(&http, &url, &[("range", "bytes=-500")]).await;
+    assert_eq!(status, 206);
+    assert_eq!(
+        header(&h, "content-range"),
+        Some(format!("bytes {}-{}/{len}", len - 500, len - 1).as_str())
+    );
+    assert!(body == file[len - 500..]);
+
+    // Open: from a position to the end.
+    let from = len - 1000;
+    let (status, h, body) = get_with(&http, &url, &[("range", &format!("bytes={from}-"))]).await;
+    assert_eq!(status, 206);
+    assert_eq!(
+        header(&h, "content-range"),
+        Some(format!("bytes {from}-{}/{len}", len - 1).as_str())
+    );
+    assert!(body == file[from..]);
+
+    // Past the end: 416, with the length and our JSON saying what to ask.
+    let (status, h, body) = get_with(&http, &url, &[("range", &format!("bytes={len}-"))]).await;
+    assert_eq!(status, 416);
+    assert_eq!(
+        header(&h, "content-range"),
+        Some(format!("bytes */{len}").as_str())
+    );
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let error = error["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("bytes={len}-")) && error.contains(&format!("0-{}", len - 1)),
+        "{error}"
+    );
+
+    // Several ranges: the whole file, 200 (RFC 9110 lets a server ignore
+    // Range).
+    let (status, h, body) = get_with(&http, &url, &[("range", "bytes=0-1,5-6")]).await;
+    assert_eq!((status, header(&h, "content-range")), (200, None));
+    assert!(body == file);
+
+    // HEAD ignores Range: the whole file's length.
+    let r = http
+        .head(&url)
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(r.headers(), "content-length"),
+        Some(&*len.to_string())
+    );
+
+    // A download cut short, then resumed from where it stopped, with
+    // If-Range: the pieces make the file.
+    let mut r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let validator = header(r.headers(), "last-modified").unwrap().to_string();
+    let mut got = Vec::new();
+    while got.len() < 64 << 10 {
+        got.extend_from_slice(&r.chunk().await.unwrap().unwrap());
+    }
+    drop(r);
+    assert!(got.len() < len, "the first part is a part");
+    let (status, h, rest) = get_with(
+        &http,
+        &url,
+        &[
+            ("range", &format!("bytes={}-", got.len())),
+            ("if-range", &validator),
+        ],
+    )
+    .await;
+    assert_eq!(status, 206);
+    assert_eq!(
+        header(&h, "content-range"),
+        Some(format!("bytes {}-{}/{len}", got.len(), len - 1).as_str())
+    );
+    got.extend_from_slice(&rest);
+    assert!(got == file, "first part and rest are the file");
+
+    // If-Range passed on: a validator the node does not have gets the
+    // whole file.
+    let (status, _, body) = get_with(
+        &http,
+        &url,
+        &[("range", "bytes=10-"), ("if-range", "\"not-this-copy\"")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body == file);
+
+    stop.cancel();
+    c.wait().await;
+    zk.close();
+}
+
+/// A node that ignores `Range` (ours, for now): every GET is answered 200
+/// with the whole `body`; the request heads it received go to `heads`.
+async fn ignores_range(
+    body: &'static [u8],
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).to_lowercase());
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+                let _ = s.write_all(body).await;
+            });
+        }
+    });
+    (addr, heads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_ignores_range_gives_the_whole_file_with_200() {
+    let Some(zks) = shared_zk() else { return };
+    let root = unique_root("read-range-200");
+    let zk = init_root(&zks.addr(), &root, "q", &["127.0.0.1:1".into()]).await;
+    const BODY: &[u8] = b"0123456789abcdefghij";
+    let (node, heads) = ignores_range(BODY).await;
+    crate::common::add_shard(&zk, &[node.port()]).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let c = start_coordinator(&zk, stop.clone()).await;
+    let url = format!("http://{}/1:file.bin", c.local_addr());
+    let http = crate::common::client();
+    for range in ["bytes=5-9", "bytes=-3", "bytes=10-"] {
+        heads.lock().unwrap().clear();
+        let (status, h, body) = get_with(&http, &url, &[("range", range)]).await;
+        // The range reached the node, and its whole answer is passed on
+        // as a whole (200, no Content-Range): never a 206 of other bytes.
+        assert!(
+            heads.lock().unwrap()[0].contains(&format!("\r\nrange: {range}\r\n")),
+            "{:?}",
+            heads.lock().unwrap()
+        );
+        assert_eq!(
+            (status, header(&h, "content-range")),
+            (200, None),
+            "{range}"
+        );
+        assert_eq!(body, BODY, "{range}");
+    }
+    stop.cancel();
+    c.wait().await;
+    zk.close();
+}
