@@ -112,7 +112,8 @@ pub struct CoordinatorConfig {
     /// Accept uploads while a queue Redis may evict queued copies
     /// (`maxmemory-policy allkeys-*`); refused (503) otherwise.
     pub allow_evicting_queue: bool,
-    /// How often the queue servers' settings are read again.
+    /// How often the queue servers are checked again (reachable, settings;
+    /// 5 s: /health turns 503 within about 7 s of the last one going).
     pub queue_check_every: Duration,
     /// Statsd server `host:port`, if any.
     pub statsd: Option<String>,
@@ -143,7 +144,7 @@ impl Default for CoordinatorConfig {
             flush_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(30),
             allow_evicting_queue: false,
-            queue_check_every: Duration::from_secs(30),
+            queue_check_every: Duration::from_secs(5),
             announce_as: None,
             announce_every: Duration::from_secs(5),
             statsd: None,
