@@ -1,8 +1,7 @@
 //! Real ZooKeeper and Redis servers for tests.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -56,22 +55,27 @@ fn port_open(port: u16) -> bool {
 /// A server process killed and reaped on drop, with its log shown if the
 /// test is failing.
 ///
-/// The server runs under a small `sh` guard that kills it when our end of
-/// its stdin closes, so servers held in statics (never dropped) or left by
-/// a test process that died still stop when the test process exits.
+/// The server is the test process's own child (so its exit status is
+/// always ours to read), watched by a small `sh` guard that kills it when
+/// our end of the guard's stdin closes: servers held in statics (never
+/// dropped) or left by a test process that died still stop when the test
+/// process exits. Once the server is known to have ended, the guard is
+/// told so and leaves its pid alone (it may be reused).
 pub struct Process {
     child: Child,
-    guard: Option<std::process::ChildStdin>,
+    guard: Option<Child>,
     log: PathBuf,
     out: Option<PathBuf>,
     name: String,
+    ended: Option<ExitStatus>,
 }
 
-const GUARD: &str = r#""$@" & pid=$!; trap 'kill -9 $pid 2>/dev/null; wait $pid' EXIT; read _; kill -CONT $pid 2>/dev/null"#;
+/// `$1` is the server's pid; a line `done` disarms the guard, end of input
+/// (the test process is gone, or dropped the server) fires it.
+const GUARD: &str = r#"read line; [ "$line" = done ] || kill -9 "$1" 2>/dev/null"#;
 
 impl Process {
-    /// Whether the server still runs. (The guard runs until it is dropped,
-    /// whatever became of the server: ask [`Process::exit_status`].)
+    /// Whether the server still runs.
     pub fn alive(&mut self) -> bool {
         self.exit_status().is_none()
     }
@@ -86,37 +90,30 @@ impl Process {
         self.out.as_deref().map(read_text).unwrap_or_default()
     }
 
-    /// The server's pid (the guard's one child, from `/proc`); `None`
-    /// until the guard has started it, or once the guard has ended.
+    /// The server's pid; `None` once it has ended (the pid may be reused).
     pub fn pid(&self) -> Option<u32> {
-        let guard = self.child.id();
-        std::fs::read_to_string(format!("/proc/{guard}/task/{guard}/children"))
-            .ok()?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+        self.ended.is_none().then(|| self.child.id())
     }
 
-    /// How the server ended, once it has; `None` while it runs (or is
-    /// being started). The guard does not reap it before it is dropped,
-    /// so its status is read from `/proc/<pid>/stat` (Linux). Once the
-    /// guard itself has ended (it killed the server, or reaped it), the
-    /// guard's status. A server that ends within the guard's first
-    /// milliseconds (before it waits in `read`) may be reaped by the guard
-    /// shell, and then reads as `None` until the guard is dropped.
+    /// How the server ended, once it has; `None` while it runs.
     pub fn exit_status(&mut self) -> Option<ExitStatus> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return Some(status);
+        if self.ended.is_none()
+            && let Ok(Some(status)) = self.child.try_wait()
+        {
+            self.ended = Some(status);
+            self.disarm();
         }
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
-        // After the command name (which may hold spaces and parentheses):
-        // the state is field 3, the exit code (a wait status) field 52.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        if fields.first() != Some(&"Z") {
-            return None;
+        self.ended
+    }
+
+    /// Tells the guard the server is gone, and waits for it.
+    fn disarm(&mut self) {
+        if let Some(mut guard) = self.guard.take() {
+            if let Some(mut stdin) = guard.stdin.take() {
+                let _ = stdin.write_all(b"done\n");
+            }
+            let _ = guard.wait();
         }
-        Some(ExitStatus::from_raw(fields.get(49)?.parse().ok()?))
     }
 }
 
@@ -130,9 +127,13 @@ fn read_text(path: &Path) -> String {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        // Closing the pipe makes the guard kill the server and exit.
-        self.guard = None;
-        let _ = self.child.wait();
+        if self.exit_status().is_none() {
+            let _ = self.child.kill();
+            if let Ok(status) = self.child.wait() {
+                self.ended = Some(status);
+            }
+        }
+        self.disarm();
         if std::thread::panicking() {
             eprintln!(
                 "--- {} log ({}) ---\n{}",
@@ -185,49 +186,51 @@ fn launch(name: &str, cmd: &Command, dir: &Path, stdout_apart: bool) -> Process 
             .unwrap_or_else(|e| panic!("cannot dup log: {e}"));
         (None, dup)
     };
-    let mut sh = Command::new("sh");
-    sh.arg("-c")
-        .arg(GUARD)
-        .arg("sh")
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
+    let mut server = Command::new(cmd.get_program());
+    server.args(cmd.get_args());
     for (key, value) in cmd.get_envs() {
         match value {
-            Some(value) => sh.env(key, value),
-            None => sh.env_remove(key),
+            Some(value) => server.env(key, value),
+            None => server.env_remove(key),
         };
     }
     if let Some(d) = cmd.get_current_dir() {
-        sh.current_dir(d);
+        server.current_dir(d);
     }
-    let mut child = sh
-        .stdin(Stdio::piped())
+    let child = server
+        .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(err)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-    let guard = child.stdin.take();
+    let guard = Command::new("sh")
+        .args(["-c", GUARD, "sh", &child.id().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the guard of {name}: {e}"));
     Process {
         child,
-        guard,
+        guard: Some(guard),
         log,
         out,
         name: name.to_string(),
+        ended: None,
     }
 }
 
 impl Process {
-    /// Sends a signal to the server (the guard's child).
+    /// Sends a signal to the server (`STOP`, `CONT`, `KILL`, ...).
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("pkill")
+        let pid = self.child.id();
+        let ok = Command::new("kill")
             .arg(format!("-{sig}"))
-            .arg("-P")
-            .arg(self.child.id().to_string())
+            .arg(pid.to_string())
             .status();
         assert!(
             matches!(ok, Ok(s) if s.success()),
-            "pkill -{sig} -P {} failed",
-            self.child.id()
+            "kill -{sig} {pid} failed"
         );
     }
 }
@@ -580,9 +583,7 @@ mod tests {
     fn a_prepared_command_runs_with_its_environment_and_reports_its_exit() {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new("sh");
-        // It outlives the guard's start-up: a server that ends within the
-        // first milliseconds can be reaped by the guard (see exit_status).
-        cmd.args(["-c", "echo \"$GREETING\"; sleep 1; exit 3"])
+        cmd.args(["-c", "echo \"$GREETING\"; exit 3"])
             .env("GREETING", "hello");
         let mut p = spawn_command("greeter", &cmd, dir.path());
         assert_eq!(exited(&mut p).and_then(|s| s.code()), Some(3));
@@ -595,12 +596,32 @@ mod tests {
         let mut p = spawn("sleeper", "sleep", &["30".to_string()], dir.path());
         assert!(wait_until(Duration::from_secs(10), || p.pid().is_some()));
         let pid = p.pid().unwrap();
-        assert_ne!(pid, p.child.id(), "the server's pid, not the guard's");
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert_eq!(comm.trim(), "sleep", "the server's pid, not the guard's");
         assert_eq!(p.exit_status(), None);
         p.signal("TERM");
-        // Killed by the signal (a guard that reaps it reports 128 + 15).
-        assert!(exited(&mut p).is_some_and(|s| !s.success()));
+        assert_eq!(
+            exited(&mut p).and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
+            Some(15)
+        );
+        assert_eq!(p.pid(), None, "an ended server has no pid to signal");
         drop(p);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[test]
+    fn the_guard_kills_the_server_when_the_test_process_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = spawn("sleeper", "sleep", &["30".to_string()], dir.path());
+        let pid = p.pid().unwrap();
+        // What the test process's death does: the guard's stdin closes.
+        let mut guard = p.guard.take().unwrap();
+        drop(guard.stdin.take());
+        guard.wait().unwrap();
+        assert_eq!(
+            exited(&mut p).and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
+            Some(9)
+        );
         assert!(!Path::new(&format!("/proc/{pid}")).exists());
     }
 }
