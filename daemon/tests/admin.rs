@@ -357,6 +357,12 @@ fn bad_input_gets_one_clear_line_and_writes_nothing() {
             "node 9 is not in the servers map",
         ),
         ("add-shard", vec!["1", "1", "100 parsecs"], "invalid size"),
+        // Not clap's "to pass '-5gb' as a value" tip and usage: one line.
+        (
+            "add-shard",
+            vec!["7", "1", "-5gb"],
+            "invalid size \"-5gb\": it is negative",
+        ),
         (
             "add-shard",
             vec!["1", "1", "0gb"],

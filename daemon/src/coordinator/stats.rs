@@ -14,7 +14,7 @@ use serde_json::json;
 /// [`backpack_shared::clock`].
 pub use backpack_shared::clock::now_ms;
 
-use backpack_shared::model::ShardSize;
+use backpack_shared::model::{ShardSize, takes_writes, usage_ratio};
 use backpack_shared::queue::Keeping;
 
 use super::view::View;
@@ -202,7 +202,7 @@ impl Stats {
 pub struct ClusterFigures {
     pub total_size: u64,
     pub used_size: u64,
-    /// used / total with 4 decimals; 1 when there is no capacity.
+    /// used / total rounded up to 4 decimals; 1 when there is no capacity.
     pub usage_ratio: f64,
     /// Free bytes of the writable shards.
     pub available_space: u64,
@@ -222,16 +222,12 @@ impl ClusterFigures {
             };
             f.total_size += size.capacity;
             f.used_size += size.used();
-            if shard.writable() && !size.is_full() {
+            if takes_writes(shard, size) {
                 f.writable_shards += 1;
                 f.available_space += size.free();
             }
         }
-        f.usage_ratio = if f.total_size == 0 {
-            1.0
-        } else {
-            (f.used_size as f64 / f.total_size as f64 * 10_000.0).round() / 10_000.0
-        };
+        f.usage_ratio = usage_ratio(f.used_size, f.total_size);
         f
     }
 }
@@ -421,7 +417,7 @@ pub fn metrics_text(s: &Snapshot<'_>) -> String {
         .iter()
         .filter_map(|(id, shard)| {
             let size = s.view.sizes.get(id)?;
-            Some((id.as_str(), shard.writable().to_string(), size))
+            Some((id.as_str(), takes_writes(shard, size).to_string(), size))
         })
         .collect();
     let per_shard = |m: &mut Text, name, help, value: &dyn Fn(&ShardSize) -> String| {
@@ -536,7 +532,9 @@ mod tests {
         ]));
         assert_eq!(f.total_size, 6000);
         assert_eq!(f.used_size, 1333);
-        assert_eq!(f.usage_ratio, 0.2222);
+        assert_eq!(f.usage_ratio, 0.2222); // 0.22216.. rounded up
+        let up = ClusterFigures::of(&view(&[("1", true, 100_000, Some(22_221))]));
+        assert_eq!(up.usage_ratio, 0.2223); // rounding would give 0.2222
         assert_eq!(f.available_space, 667 + 3000);
         assert_eq!(f.total_shards, 4);
         assert_eq!(f.writable_shards, 2);

@@ -89,9 +89,7 @@ fn build(
     }
     let writable = shards
         .iter()
-        .filter(|(_, shard)| {
-            shard.writable() && shard.nodes.iter().any(|n| servers.contains_key(n))
-        })
+        .filter(|(_, shard)| shard.enabled() && shard.nodes.iter().any(|n| servers.contains_key(n)))
         .map(|(id, shard)| (id.clone(), shard.clone()))
         .collect();
     // Ready once the three maps and the size of every shard have been read
