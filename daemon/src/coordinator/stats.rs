@@ -14,7 +14,7 @@ use serde_json::json;
 /// [`backpack_shared::clock`].
 pub use backpack_shared::clock::now_ms;
 
-use backpack_shared::model::{ShardSize, takes_writes, usage_ratio};
+use backpack_shared::model::{ShardSize, paths, takes_writes, usage_ratio};
 use backpack_shared::queue::Keeping;
 
 use super::view::View;
@@ -410,6 +410,22 @@ pub fn metrics_text(s: &Snapshot<'_>) -> String {
         "Enabled shards below capacity.",
         f.writable_shards,
     );
+    {
+        let mut family = m.family(
+            "map_entries_skipped",
+            Gauge,
+            "Invalid entries of a map znode, skipped (the rest of the map is used); the log names them.",
+        );
+        for map in [paths::SERVERS_MAP, paths::SHARDS_MAP] {
+            let n = s
+                .view
+                .skipped
+                .iter()
+                .find(|(m, _)| *m == map)
+                .map_or(0, |(_, v)| v.len());
+            family.sample(&[("map", map)], n);
+        }
+    }
     // One family after the other: each lists every shard with a size.
     let shards: Vec<_> = s
         .view
@@ -580,5 +596,6 @@ mod tests {
         assert!(text.contains("backpack_coordinator_uploads_total{result=\"rejected\"} 1\n"));
         assert!(text.contains("backpack_coordinator_upload_responses_total{status=\"502\"} 1\n"));
         assert!(text.contains("backpack_coordinator_queue_length 3\n"));
+        assert!(text.contains("backpack_coordinator_map_entries_skipped{map=\"servers-map\"} 0\n"));
     }
 }

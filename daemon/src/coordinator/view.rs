@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use backpack_shared::live::ClusterState;
-use backpack_shared::model::{HostPort, QueueInfo, ServersMap, ShardSize, ShardsMap};
+use backpack_shared::model::{
+    HostPort, QueueInfo, ServersMap, ShardSize, ShardsMap, SkippedEntry, paths,
+};
 use backpack_shared::queue::{Queue, RedisPool};
 use backpack_shared::zk::Zk;
 use tokio::sync::watch;
@@ -28,6 +30,9 @@ pub struct View {
     /// Enabled shards with at least one node in the servers map: the
     /// candidates of the shard choice (sizes decide among them).
     pub writable: ShardsMap,
+    /// Invalid entries of `servers-map` and `shards-map`, skipped (the
+    /// rest of each map is used), by map: `/metrics` counts them.
+    pub skipped: Vec<(&'static str, Vec<SkippedEntry>)>,
 }
 
 impl View {
@@ -106,5 +111,9 @@ fn build(
         queue: queue.as_ref().map(|(_, q)| q.clone()),
         queue_info,
         writable,
+        skipped: vec![
+            (paths::SERVERS_MAP, state.servers.skipped.clone()),
+            (paths::SHARDS_MAP, state.shards.skipped.clone()),
+        ],
     }
 }
