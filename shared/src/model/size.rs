@@ -104,7 +104,7 @@ mod tests {
     #[test]
     fn a_negative_size_says_so() {
         assert_eq!(
-            parse_size("-5gb").unwrap_err().to_string(),
+            parse_size("-5gb").expect_err("negative").to_string(),
             "invalid size \"-5gb\": it is negative; write a number followed by b, kb, mb, gb or tb, e.g. 100gb or 1.5tb"
         );
     }
