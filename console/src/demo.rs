@@ -22,6 +22,7 @@ pub fn doc<T>(v: T) -> Doc<T> {
         value: Some(v),
         error: None,
         seen: true,
+        skipped: Vec::new(),
     }
 }
 

@@ -427,6 +427,7 @@ mod tests {
             value: Some(v),
             error: None,
             seen: true,
+            skipped: Vec::new(),
         }
     }
 

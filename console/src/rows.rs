@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
 use backpack_shared::live::{Announcement, ClusterState, Doc};
-use backpack_shared::model::{HostPort, ReplicationTask, shard_chances};
+use backpack_shared::model::{HostPort, ReplicationTask, shard_chances, takes_writes};
 use backpack_shared::queue::{Keeping, TaskInfo, lock_name};
 
 use crate::event::{Health, Millis, QueueReport};
@@ -141,9 +141,10 @@ pub fn shard_rows(
             let (used, capacity) = size.map_or((0, 0), |s| (s.used(), s.capacity));
             let state = match size {
                 None => ShardState::NoSize,
+                // The one rule (`takes_writes`), then why not: disabled or full.
+                Some(s) if takes_writes(shard, s) => ShardState::Rw,
                 Some(_) if shard.read_only => ShardState::Ro,
-                Some(s) if s.is_full() => ShardState::Full,
-                Some(_) => ShardState::Rw,
+                Some(_) => ShardState::Full,
             };
             let g = growth.get(id);
             let rate = g.and_then(|g| g.rate(now));

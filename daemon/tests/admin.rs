@@ -249,11 +249,18 @@ fn reads_a_cluster_written_by_the_original() {
         dump["1"]["nodes"]["3"],
         json!({"host":"one","port":"10003"})
     );
-    // Our write of a map the original wrote keeps the original's shape.
+    // Our write of a map the original wrote changes only the entry it is
+    // about, like the original's JSON.parse/stringify: entry 3 keeps its
+    // numeric port (both readers take it), entry 4 is written the
+    // original's way.
     ok("add-server", &[z, &root, "4", "http://two:10004"]);
     assert_eq!(
         znode(&zk, "servers-map")["3"],
-        json!({"host":"one","port":"10003"})
+        json!({"host":"one","port":10003})
+    );
+    assert_eq!(
+        znode(&zk, "servers-map")["4"],
+        json!({"host":"two","port":"10004"})
     );
     zk.close();
 }
@@ -357,6 +364,12 @@ fn bad_input_gets_one_clear_line_and_writes_nothing() {
             "node 9 is not in the servers map",
         ),
         ("add-shard", vec!["1", "1", "100 parsecs"], "invalid size"),
+        // Not clap's "to pass '-5gb' as a value" tip and usage: one line.
+        (
+            "add-shard",
+            vec!["7", "1", "-5gb"],
+            "invalid size \"-5gb\": it is negative",
+        ),
         (
             "add-shard",
             vec!["1", "1", "0gb"],
@@ -425,4 +438,129 @@ fn zookeeper_timeout_flag_new_and_old_spelling() {
         );
         assert!(start.elapsed() < std::time::Duration::from_secs(5));
     }
+}
+
+/// Writes `data` to a znode under `root` as zkCli would (no checks).
+fn set_raw(zk: &Zk, name: &str, data: &[u8]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_, version) = zk.get(name).await.unwrap().unwrap();
+        let path = zk.path(name);
+        let (p, data) = (path.clone(), data.to_vec());
+        zk.call(&path, |c| async move {
+            c.set_data(&p, &data, Some(version)).await
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// One invalid servers-map entry (a port that is no number) no longer
+/// blocks the admin commands: others work and leave it untouched, and
+/// add-server --replace repairs it.
+#[test]
+fn an_invalid_map_entry_is_kept_and_repaired_with_replace() {
+    let Some(server) = shared_zk() else { return };
+    let z = &server.addr();
+    let root = unique_root("invalid-entry");
+    ok("init", &[z, &root, "q", "127.0.0.1:1"]);
+    ok("add-server", &[z, &root, "1", "http://one:10001"]);
+    let (_rt, zk) = connect(z, &root);
+    set_raw(
+        &zk,
+        "servers-map",
+        br#"{"1":{"host":"one","port":"10001"},"9":{"host":"nine","port":"x"}}"#,
+    );
+    ok("add-server", &[z, &root, "2", "http://one:10002"]);
+    ok("add-shard", &[z, &root, "1", "1,2", "1gb"]);
+    assert_eq!(
+        znode(&zk, "servers-map")["9"],
+        json!({"host":"nine","port":"x"})
+    );
+    let err = fails("add-server", &[z, &root, "9", "http://nine:10009"]);
+    assert_eq!(
+        err,
+        "error: server 9's entry in servers-map is invalid (port must be a number from 1 to 65535); pass --replace to overwrite it\n"
+    );
+    let err = fails("add-shard", &[z, &root, "2", "9", "1gb"]);
+    assert!(err.contains("add-server --replace 9"), "{err}");
+    assert_eq!(
+        ok(
+            "add-server",
+            &[z, &root, "9", "http://nine:10009", "--replace"]
+        ),
+        "Added http://nine:10009 as 9\n"
+    );
+    assert_eq!(
+        znode(&zk, "servers-map")["9"],
+        json!({"host":"nine","port":"10009"})
+    );
+    zk.close();
+}
+
+/// disable-shard appends `read_only` to the shard's keys, as the original
+/// (`map[id].read_only = true`); a new shard has it first.
+#[test]
+fn disable_shard_writes_read_only_after_nodes() {
+    let Some(server) = shared_zk() else { return };
+    let z = &server.addr();
+    let root = unique_root("disable-order");
+    ok("init", &[z, &root, "q", "127.0.0.1:1"]);
+    ok("add-server", &[z, &root, "1", "http://one:10001"]);
+    ok("add-shard", &[z, &root, "1", "1", "1gb"]);
+    let (rt, zk) = connect(z, &root);
+    let raw =
+        |zk: &Zk| String::from_utf8(rt.block_on(zk.get("shards-map")).unwrap().unwrap().0).unwrap();
+    assert_eq!(raw(&zk), r#"{"1":{"read_only":true,"nodes":["1"]}}"#);
+    ok("enable-shard", &[z, &root, "1"]);
+    ok("disable-shard", &[z, &root, "1"]);
+    assert_eq!(raw(&zk), r#"{"1":{"nodes":["1"],"read_only":true}}"#);
+    zk.close();
+}
+
+/// A shards map past ZooKeeper's request limit fails at once with the size
+/// and the limit, and leaves the znode as it was (it used to retry 50
+/// lost writes for 24 s and blame conflicts).
+#[test]
+fn a_map_too_big_for_zookeeper_fails_at_once_with_the_size() {
+    let Some(server) = shared_zk() else { return };
+    let z = &server.addr();
+    let root = unique_root("too-big");
+    ok("init", &[z, &root, "q", "127.0.0.1:1"]);
+    ok("add-server", &[z, &root, "1", "http://one:10001"]);
+    let (_rt, zk) = connect(z, &root);
+    // Just under the limit: 1,040,000 bytes or so of shards.
+    let mut map = String::from("{");
+    let mut i = 100_000u64;
+    while map.len() < 1_040_000 {
+        map += &format!(r#""{i}":{{"nodes":["1"]}},"#);
+        i += 1;
+    }
+    map.pop();
+    map.push('}');
+    set_raw(&zk, "shards-map", map.as_bytes());
+    let before = znode(&zk, "shards-map");
+    let start = std::time::Instant::now();
+    // A long node list pushes it over.
+    let nodes: Vec<String> = (0..2000).map(|n| format!("node-{n}")).collect();
+    let mut servers = String::from(r#"{"1":{"host":"one","port":"10001"}"#);
+    for n in &nodes {
+        servers += &format!(r#","{n}":{{"host":"h","port":"1"}}"#);
+    }
+    servers.push('}');
+    set_raw(&zk, "servers-map", servers.as_bytes());
+    let err = fails("add-shard", &[z, &root, "x", &nodes.join(","), "1gb"]);
+    assert!(
+        err.starts_with("error: the write of ")
+            && err.contains("over ZooKeeper's limit of 1048575 bytes per request (jute.maxbuffer")
+            && err.ends_with("nothing was written\n"),
+        "{err}"
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(znode(&zk, "shards-map"), before);
+    assert_eq!(znode(&zk, "shard-size-x"), Value::Null);
+    zk.close();
 }

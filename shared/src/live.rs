@@ -14,7 +14,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::model::{QueueInfo, ServersMap, ShardSize, ShardsMap, parse_json, paths};
+use crate::model::{
+    MapDoc, MapEntry, QueueInfo, ServersMap, ShardSize, ShardsMap, SkippedEntry, parse_json, paths,
+};
 use crate::zk::{Children, ConnState, NodeData, Zk};
 
 /// One watched document: its last good value and the current problem.
@@ -26,6 +28,9 @@ pub struct Doc<T> {
     pub error: Option<String>,
     /// Whether the znode has been read at least once.
     pub seen: bool,
+    /// A map's entries that are invalid and not used (the rest of the map
+    /// is): see [`crate::model::MapDoc`].
+    pub skipped: Vec<SkippedEntry>,
 }
 
 impl<T> Default for Doc<T> {
@@ -34,6 +39,7 @@ impl<T> Default for Doc<T> {
             value: None,
             error: None,
             seen: false,
+            skipped: Vec::new(),
         }
     }
 }
@@ -59,6 +65,41 @@ impl<T: DeserializeOwned> Doc<T> {
                     }
                 }
             }
+        }
+    }
+}
+
+impl<T: MapEntry + Clone> Doc<BTreeMap<String, T>> {
+    /// Like [`Doc::update`] for a map znode, entry by entry: an invalid
+    /// entry is skipped (logged, listed in `skipped`) and the rest used.
+    fn update_map(&mut self, what: &str, data: &NodeData) {
+        match data {
+            NodeData::Present { data, .. } => {
+                self.seen = true;
+                match MapDoc::<T>::parse(what, data) {
+                    Ok(doc) => {
+                        let skipped = doc.skipped();
+                        for s in &skipped {
+                            if !self.skipped.contains(s) {
+                                tracing::warn!(
+                                    map = what,
+                                    entry = %s.id,
+                                    reason = %s.reason,
+                                    "invalid entry skipped; the rest of the map is used (repair it with the admin commands)"
+                                );
+                            }
+                        }
+                        self.value = Some(doc.valid());
+                        self.skipped = skipped;
+                        self.error = None;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "keeping the last good {what}");
+                        self.error = Some(e.to_string());
+                    }
+                }
+            }
+            _ => self.update(what, data),
         }
     }
 }
@@ -181,9 +222,9 @@ pub fn watch_cluster(zk: &Zk, daemons: bool) -> watch::Receiver<Arc<ClusterState
             }
             for update in batch {
                 match update {
-                    Update::Servers(d) => state.servers.update(paths::SERVERS_MAP, &d),
+                    Update::Servers(d) => state.servers.update_map(paths::SERVERS_MAP, &d),
                     Update::Shards(d) => {
-                        state.shards.update(paths::SHARDS_MAP, &d);
+                        state.shards.update_map(paths::SHARDS_MAP, &d);
                         let ids: Vec<String> = state
                             .shards
                             .value

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 use crate::model::{
-    HostPort, ModelError, QueueInfo, ServersMap, Shard, ShardSize, ShardsMap, format_size,
+    HostPort, MapDoc, MapEntry, ModelError, QueueInfo, Server, Shard, ShardSize, format_size,
     parse_json, paths, to_json,
 };
 
@@ -113,6 +113,14 @@ pub enum OpError {
     NotInitialized { missing: String },
     #[error("{0}; nothing was written")]
     BadDocument(String),
+    #[error("{what} {id}'s entry in {map} is invalid ({reason}); {fix}")]
+    InvalidEntry {
+        what: &'static str,
+        map: &'static str,
+        id: String,
+        reason: String,
+        fix: String,
+    },
 }
 
 impl From<ModelError> for OpError {
@@ -178,21 +186,30 @@ impl MapOp {
         match self {
             MapOp::AddServer { id, addr, replace } => {
                 validate_id("server", id)?;
-                let (mut servers, version) = map::<ServersMap>(snapshot, paths::SERVERS_MAP)?;
+                let (mut servers, version) = doc::<Server>(snapshot, paths::SERVERS_MAP)?;
                 let message = format!("Added {} as {id}", addr.url());
-                match servers.get(id) {
-                    Some(existing) if existing == addr => return Ok(nothing(message)),
-                    Some(existing) if !replace => {
+                match servers.entries.get(id).map(|e| &e.value) {
+                    Some(Ok(existing)) if existing == addr => return Ok(nothing(message)),
+                    Some(Ok(existing)) if !replace => {
                         return Err(OpError::ServerExists {
                             id: id.clone(),
                             existing: existing.url(),
                             wanted: addr.url(),
                         });
                     }
+                    Some(Err(reason)) if !replace => {
+                        return Err(OpError::InvalidEntry {
+                            what: "server",
+                            map: paths::SERVERS_MAP,
+                            id: id.clone(),
+                            reason: reason.clone(),
+                            fix: "pass --replace to overwrite it".into(),
+                        });
+                    }
                     _ => {}
                 }
-                servers.insert(id.clone(), addr.clone());
-                Ok(set(paths::SERVERS_MAP, &servers, version, message))
+                servers.set(id, addr.clone());
+                Ok(set_doc(paths::SERVERS_MAP, &servers, version, message))
             }
             MapOp::AddShard {
                 id,
@@ -213,16 +230,29 @@ impl MapOp {
                 if *capacity == 0 {
                     return Err(OpError::ZeroCapacity);
                 }
-                let (servers, servers_version) = map::<ServersMap>(snapshot, paths::SERVERS_MAP)?;
+                let (servers, servers_version) = doc::<Server>(snapshot, paths::SERVERS_MAP)?;
                 let unknown: Vec<String> = nodes
                     .iter()
-                    .filter(|n| !servers.contains_key(*n))
+                    .filter(|n| !servers.entries.contains_key(*n))
                     .cloned()
                     .collect();
                 if !unknown.is_empty() {
                     return Err(OpError::UnknownNodes { ids: unknown });
                 }
-                let (mut shards, shards_version) = map::<ShardsMap>(snapshot, paths::SHARDS_MAP)?;
+                for n in nodes {
+                    if let Some(Err(reason)) = servers.entries.get(n).map(|e| &e.value) {
+                        return Err(OpError::InvalidEntry {
+                            what: "node",
+                            map: paths::SERVERS_MAP,
+                            id: n.clone(),
+                            reason: reason.clone(),
+                            fix: format!(
+                                "repair it first with backpack-coordinator-add-server --replace {n} http://host:port"
+                            ),
+                        });
+                    }
+                }
+                let (mut shards, shards_version) = doc::<Shard>(snapshot, paths::SHARDS_MAP)?;
                 let message = format!(
                     "Made shard {id} of size {} that consist of nodes {}",
                     format_size(*capacity),
@@ -240,41 +270,42 @@ impl MapOp {
                     writes: vec![],
                     message,
                 };
-                match shards.get(id) {
-                    Some(existing) if &existing.nodes == nodes => {}
-                    Some(existing) if !replace => {
+                let existing = shards.entries.get(id).map(|e| e.value.clone());
+                let read_only = match existing {
+                    Some(Ok(existing)) if &existing.nodes == nodes => None,
+                    Some(Ok(existing)) if !replace => {
                         return Err(OpError::ShardExists {
                             id: id.clone(),
                             existing: existing.nodes.join(","),
                             wanted: nodes.join(","),
                         });
                     }
-                    Some(existing) => {
-                        let shard = Shard {
-                            read_only: existing.read_only,
+                    Some(Ok(existing)) => Some(existing.read_only),
+                    Some(Err(reason)) if !replace => {
+                        return Err(OpError::InvalidEntry {
+                            what: "shard",
+                            map: paths::SHARDS_MAP,
+                            id: id.clone(),
+                            reason,
+                            fix: "pass --replace to overwrite it (read-only)".into(),
+                        });
+                    }
+                    // An invalid entry overwritten, or a new shard: read-only.
+                    Some(Err(_)) | None => Some(true),
+                };
+                if let Some(read_only) = read_only {
+                    shards.set(
+                        id,
+                        Shard {
+                            read_only,
                             nodes: nodes.clone(),
-                        };
-                        shards.insert(id.clone(), shard);
-                        plan.writes.push(Write::Set {
-                            name: paths::SHARDS_MAP.into(),
-                            data: to_json(&shards),
-                            version: shards_version,
-                        });
-                    }
-                    None => {
-                        shards.insert(
-                            id.clone(),
-                            Shard {
-                                read_only: true,
-                                nodes: nodes.clone(),
-                            },
-                        );
-                        plan.writes.push(Write::Set {
-                            name: paths::SHARDS_MAP.into(),
-                            data: to_json(&shards),
-                            version: shards_version,
-                        });
-                    }
+                        },
+                    );
+                    plan.writes.push(Write::Set {
+                        name: paths::SHARDS_MAP.into(),
+                        data: shards.to_json(),
+                        version: shards_version,
+                    });
                 }
                 match size {
                     None => plan.writes.push(Write::Create {
@@ -304,20 +335,34 @@ impl MapOp {
             }
             MapOp::EnableShard { id } | MapOp::DisableShard { id } => {
                 let enable = matches!(self, MapOp::EnableShard { .. });
-                let (mut shards, version) = map::<ShardsMap>(snapshot, paths::SHARDS_MAP)?;
+                let (mut shards, version) = doc::<Shard>(snapshot, paths::SHARDS_MAP)?;
                 let message = if enable {
                     format!("Enabled shard {id} for writing")
                 } else {
                     format!("Shard {id} is read-only now")
                 };
-                let shard = shards
-                    .get_mut(id)
-                    .ok_or_else(|| OpError::UnknownShard { id: id.clone() })?;
+                let mut shard = match shards.entries.get(id).map(|e| &e.value) {
+                    None => return Err(OpError::UnknownShard { id: id.clone() }),
+                    Some(Err(reason)) => {
+                        return Err(OpError::InvalidEntry {
+                            what: "shard",
+                            map: paths::SHARDS_MAP,
+                            id: id.clone(),
+                            reason: reason.clone(),
+                            fix: format!(
+                                "re-create it with backpack-coordinator-add-shard --replace {id} <nodes> <size>"
+                            ),
+                        });
+                    }
+                    Some(Ok(shard)) => shard.clone(),
+                };
                 if shard.read_only != enable {
                     return Ok(nothing(message));
                 }
                 shard.read_only = !enable;
-                Ok(set(paths::SHARDS_MAP, &shards, version, message))
+                // Edited like the original: `read_only` set goes after `nodes`.
+                shards.set(id, shard);
+                Ok(set_doc(paths::SHARDS_MAP, &shards, version, message))
             }
             MapOp::SetQueue(info) => {
                 if info.key.trim().is_empty() {
@@ -361,12 +406,28 @@ fn set<T: serde::Serialize>(name: &str, value: &T, version: i32, message: String
     }
 }
 
-fn map<T: for<'de> serde::Deserialize<'de>>(
-    snapshot: &Snapshot,
+fn set_doc<T: MapEntry + Clone>(
     name: &str,
-) -> Result<(T, i32), OpError> {
+    doc: &MapDoc<T>,
+    version: i32,
+    message: String,
+) -> Plan {
+    Plan {
+        checks: vec![],
+        writes: vec![Write::Set {
+            name: name.into(),
+            data: doc.to_json(),
+            version,
+        }],
+        message,
+    }
+}
+
+/// A map znode entry by entry: an invalid entry is no reason to refuse a
+/// change elsewhere in the map, and is written back untouched.
+fn doc<T: MapEntry + Clone>(snapshot: &Snapshot, name: &str) -> Result<(MapDoc<T>, i32), OpError> {
     match snapshot.get(name) {
-        Some(Some((data, version))) => Ok((parse_json(name, data)?, *version)),
+        Some(Some((data, version))) => Ok((MapDoc::parse(name, data)?, *version)),
         _ => Err(OpError::NotInitialized {
             missing: name.to_string(),
         }),
@@ -510,7 +571,8 @@ mod tests {
             plan.writes,
             vec![Write::Set {
                 name: "shards-map".into(),
-                data: br#"{"1":{"read_only":true,"nodes":["1","4"]}}"#.to_vec(),
+                // the original appends `read_only` to the shard's keys
+                data: br#"{"1":{"nodes":["1","4"],"read_only":true}}"#.to_vec(),
                 version: 7
             }]
         );
@@ -539,6 +601,87 @@ mod tests {
             "server 1 already exists as http://one:10001; pick another id, or pass --replace to move it to http://one:10009"
         );
         assert_eq!(op(10009, true).plan(&s).unwrap().writes.len(), 1);
+    }
+
+    #[test]
+    fn an_invalid_entry_is_kept_untouched_and_can_be_replaced() {
+        let bad = r#"{"1":{"host":"one","port":"10001"},"9":{"host":"nine","port":"x"}}"#;
+        let s = snap(&[
+            ("servers-map", bad, 3),
+            (
+                "shards-map",
+                r#"{"1":{"nodes":["1"]},"5":{"nodes":"oops"}}"#,
+                7,
+            ),
+        ]);
+        let add = |id: &str, port, replace| MapOp::AddServer {
+            id: id.into(),
+            addr: HostPort {
+                host: "h".into(),
+                port,
+            },
+            replace,
+        };
+        // Another id: written, the invalid entry byte for byte.
+        let plan = add("2", 10002, false).plan(&s).unwrap();
+        assert_eq!(
+            plan.writes,
+            vec![Write::Set {
+                name: "servers-map".into(),
+                data: br#"{"1":{"host":"one","port":"10001"},"2":{"host":"h","port":"10002"},"9":{"host":"nine","port":"x"}}"#.to_vec(),
+                version: 3
+            }]
+        );
+        // The invalid id: refused with the fix, then repaired with --replace.
+        assert_eq!(
+            add("9", 10009, false).plan(&s).unwrap_err().to_string(),
+            "server 9's entry in servers-map is invalid (port must be a number from 1 to 65535); pass --replace to overwrite it"
+        );
+        let plan = add("9", 10009, true).plan(&s).unwrap();
+        assert_eq!(
+            plan.writes,
+            vec![Write::Set {
+                name: "servers-map".into(),
+                data: br#"{"1":{"host":"one","port":"10001"},"9":{"host":"h","port":"10009"}}"#
+                    .to_vec(),
+                version: 3
+            }]
+        );
+        // A shard on the broken node: refused, naming the repair.
+        let e = add_shard("2", &["9"], false).plan(&s).unwrap_err();
+        assert!(
+            e.to_string().ends_with(
+                "repair it first with backpack-coordinator-add-server --replace 9 http://host:port"
+            ),
+            "{e}"
+        );
+        // Disabling shard 1 leaves the broken shard 5 as it was.
+        let plan = MapOp::DisableShard { id: "1".into() }.plan(&s).unwrap();
+        assert_eq!(
+            plan.writes,
+            vec![Write::Set {
+                name: "shards-map".into(),
+                data: br#"{"1":{"nodes":["1"],"read_only":true},"5":{"nodes":"oops"}}"#.to_vec(),
+                version: 7
+            }]
+        );
+        let e = MapOp::EnableShard { id: "5".into() }.plan(&s).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("shard 5's entry in shards-map is invalid"),
+            "{e}"
+        );
+        // add-shard --replace repairs it, read-only.
+        let plan = add_shard("5", &["1"], true).plan(&s).unwrap();
+        assert_eq!(
+            plan.writes[0],
+            Write::Set {
+                name: "shards-map".into(),
+                // `nodes` keeps its place, `read_only` goes last
+                data: br#"{"1":{"nodes":["1"]},"5":{"nodes":["1"],"read_only":true}}"#.to_vec(),
+                version: 7
+            }
+        );
     }
 
     #[test]

@@ -356,7 +356,7 @@ pub fn diff_cluster(old: &ClusterState, new: &ClusterState) -> Vec<(LogKind, Str
         let (Some(was), Some(is)) = (old.sizes.get(id).and_then(|d| d.value), d.value) else {
             continue;
         };
-        if !was.is_full() && is.is_full() {
+        if was.has_room() && !is.has_room() {
             out.push((LogKind::Problem, format!("shard {id} is full")));
         }
         if was.capacity != is.capacity {

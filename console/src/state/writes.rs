@@ -44,7 +44,7 @@ impl State {
             );
             return;
         };
-        if shard.writable() == enable {
+        if shard.enabled() == enable {
             self.set_status(
                 StatusKind::Info,
                 format!(

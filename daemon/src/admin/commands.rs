@@ -110,7 +110,9 @@ pub struct AddShard {
     #[arg(value_name = "node1,node2,..")]
     pub nodes: String,
     /// Capacity: a number with b, kb, mb, gb or tb (e.g. 100gb)
-    #[arg(value_name = "size (ex: 100gb)")]
+    // A value like -5gb reaches parse_size, which says what is wrong,
+    // instead of clap's "unexpected argument" tip.
+    #[arg(value_name = "size (ex: 100gb)", allow_hyphen_values = true)]
     pub size: String,
     /// Re-point an existing shard to these nodes (files on its old nodes are then no longer found)
     #[arg(long)]
@@ -260,7 +262,7 @@ impl AdminCommand for DumpShards {
             }
             out.insert(
                 id.clone(),
-                json!({"enabled": shard.writable(), "nodes": Value::Object(nodes)}),
+                json!({"enabled": shard.enabled(), "nodes": Value::Object(nodes)}),
             );
         }
         say!("{}", pretty4(&Value::Object(out))?);

@@ -15,7 +15,7 @@ use serde_json::json;
 /// [`backpack_shared::clock`].
 pub use backpack_shared::clock::now_ms;
 
-use backpack_shared::model::ShardSize;
+use backpack_shared::model::{ShardSize, paths, takes_writes, usage_ratio};
 
 use super::queue_check::Reading;
 use super::view::View;
@@ -213,7 +213,7 @@ impl Stats {
 pub struct ClusterFigures {
     pub total_size: u64,
     pub used_size: u64,
-    /// used / total with 4 decimals; 1 when there is no capacity.
+    /// used / total rounded up to 4 decimals; 1 when there is no capacity.
     pub usage_ratio: f64,
     /// Free bytes of the writable shards.
     pub available_space: u64,
@@ -233,16 +233,12 @@ impl ClusterFigures {
             };
             f.total_size += size.capacity;
             f.used_size += size.used();
-            if shard.writable() && !size.is_full() {
+            if takes_writes(shard, size) {
                 f.writable_shards += 1;
                 f.available_space += size.free();
             }
         }
-        f.usage_ratio = if f.total_size == 0 {
-            1.0
-        } else {
-            (f.used_size as f64 / f.total_size as f64 * 10_000.0).round() / 10_000.0
-        };
+        f.usage_ratio = usage_ratio(f.used_size, f.total_size);
         f
     }
 }
@@ -457,6 +453,22 @@ pub fn metrics_text(s: &Snapshot<'_>) -> String {
         "Enabled shards below capacity.",
         f.writable_shards,
     );
+    {
+        let mut family = m.family(
+            "map_entries_skipped",
+            Gauge,
+            "Invalid entries of a map znode, skipped (the rest of the map is used); the log names them.",
+        );
+        for map in [paths::SERVERS_MAP, paths::SHARDS_MAP] {
+            let n = s
+                .view
+                .skipped
+                .iter()
+                .find(|(m, _)| *m == map)
+                .map_or(0, |(_, v)| v.len());
+            family.sample(&[("map", map)], n);
+        }
+    }
     // One family after the other: each lists every shard with a size.
     let shards: Vec<_> = s
         .view
@@ -464,7 +476,7 @@ pub fn metrics_text(s: &Snapshot<'_>) -> String {
         .iter()
         .filter_map(|(id, shard)| {
             let size = s.view.sizes.get(id)?;
-            Some((id.as_str(), shard.writable().to_string(), size))
+            Some((id.as_str(), takes_writes(shard, size).to_string(), size))
         })
         .collect();
     let per_shard = |m: &mut Text, name, help, value: &dyn Fn(&ShardSize) -> String| {
@@ -593,7 +605,9 @@ mod tests {
         ]));
         assert_eq!(f.total_size, 6000);
         assert_eq!(f.used_size, 1333);
-        assert_eq!(f.usage_ratio, 0.2222);
+        assert_eq!(f.usage_ratio, 0.2222); // 0.22216.. rounded up
+        let up = ClusterFigures::of(&view(&[("1", true, 100_000, Some(22_221))]));
+        assert_eq!(up.usage_ratio, 0.2223); // rounding would give 0.2222
         assert_eq!(f.available_space, 667 + 3000);
         assert_eq!(f.total_shards, 4);
         assert_eq!(f.writable_shards, 2);
@@ -641,5 +655,6 @@ mod tests {
         assert!(text.contains("backpack_coordinator_uploads_total{result=\"rejected\"} 1\n"));
         assert!(text.contains("backpack_coordinator_upload_responses_total{status=\"502\"} 1\n"));
         assert!(text.contains("backpack_coordinator_queue_length 3\n"));
+        assert!(text.contains("backpack_coordinator_map_entries_skipped{map=\"servers-map\"} 0\n"));
     }
 }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::App;
 use super::stats::ClusterFigures;
+use backpack_shared::model::takes_writes;
 
 /// Largest packet we send (fits a typical MTU).
 const MAX_PACKET: usize = 1400;
@@ -160,7 +161,11 @@ async fn gauges(app: &Arc<App>, prefix: &str) -> Vec<String> {
         let Some(size) = view.sizes.get(id) else {
             continue;
         };
-        let mode = if shard.writable() { "rw" } else { "ro" };
+        let mode = if takes_writes(shard, size) {
+            "rw"
+        } else {
+            "ro"
+        };
         out.push(format!(
             "{prefix}{id}.{mode}.current_size:{}|g",
             size.used()

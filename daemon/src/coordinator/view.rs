@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use backpack_shared::live::ClusterState;
-use backpack_shared::model::{HostPort, QueueInfo, ServersMap, ShardSize, ShardsMap};
+use backpack_shared::model::{
+    HostPort, QueueInfo, ServersMap, ShardSize, ShardsMap, SkippedEntry, paths,
+};
 use backpack_shared::queue::{Queue, RedisPool};
 use backpack_shared::zk::Zk;
 use tokio::sync::watch;
@@ -28,6 +30,9 @@ pub struct View {
     /// Enabled shards with at least one node in the servers map: the
     /// candidates of the shard choice (sizes decide among them).
     pub writable: ShardsMap,
+    /// Invalid entries of `servers-map` and `shards-map`, skipped (the
+    /// rest of each map is used), by map: `/metrics` counts them.
+    pub skipped: Vec<(&'static str, Vec<SkippedEntry>)>,
 }
 
 impl View {
@@ -89,9 +94,7 @@ fn build(
     }
     let writable = shards
         .iter()
-        .filter(|(_, shard)| {
-            shard.writable() && shard.nodes.iter().any(|n| servers.contains_key(n))
-        })
+        .filter(|(_, shard)| shard.enabled() && shard.nodes.iter().any(|n| servers.contains_key(n)))
         .map(|(id, shard)| (id.clone(), shard.clone()))
         .collect();
     // Ready once the three maps and the size of every shard have been read
@@ -108,5 +111,9 @@ fn build(
         queue: queue.as_ref().map(|(_, q)| q.clone()),
         queue_info,
         writable,
+        skipped: vec![
+            (paths::SERVERS_MAP, state.servers.skipped.clone()),
+            (paths::SHARDS_MAP, state.shards.skipped.clone()),
+        ],
     }
 }

@@ -1,6 +1,6 @@
 //! The shard choice: which shard takes the next upload.
 //!
-//! Writable = enabled and below capacity. Among writable shards with room
+//! Writable = [`takes_writes`] (enabled and below capacity). Among writable shards with room
 //! for the file, one is picked at random weighted by its free bytes (the
 //! original weighs by free *ratio*, which fills small shards as fast as big
 //! ones in bytes, so they fill up first). Weighing by bytes makes every
@@ -8,7 +8,7 @@
 
 use rand::Rng;
 
-use super::maps::{ShardSize, ShardsMap};
+use super::maps::{ShardSize, ShardsMap, takes_writes};
 use std::collections::BTreeMap;
 
 /// A shard's share of new writes right now.
@@ -33,9 +33,7 @@ pub fn shard_chances(
         .iter()
         .map(|(id, shard)| {
             let free = match sizes.get(id) {
-                Some(size) if shard.writable() && !size.is_full() && size.free() >= file_size => {
-                    size.free()
-                }
+                Some(size) if takes_writes(shard, size) && size.free() >= file_size => size.free(),
                 _ => 0,
             };
             ShardChance {

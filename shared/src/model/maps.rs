@@ -196,8 +196,30 @@ fn read_only_from_any<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error>
 }
 
 impl Shard {
-    pub fn writable(&self) -> bool {
+    /// Not disabled (no `read_only`). Whether the shard takes uploads also
+    /// depends on its fill: that is [`takes_writes`].
+    pub fn enabled(&self) -> bool {
         !self.read_only
+    }
+}
+
+/// The one rule for "this shard takes uploads", the original's
+/// `isShardWritable`: enabled and `current < capacity`. The shard choice,
+/// `/stats`' `writable_shards`, print-stats' `rw`/`r` and the console all
+/// ask this. A shard with some room left takes writes even when a given
+/// file would not fit: the choice skips it for that file only.
+pub fn takes_writes(shard: &Shard, size: &ShardSize) -> bool {
+    shard.enabled() && size.has_room()
+}
+
+/// used / total rounded *up* to 4 decimals, 1 when there is no capacity:
+/// the original's `usage_ratio` (`Math.ceil(used / total * 10000) / 10000`),
+/// so a cluster with a byte used never reads as 0.
+pub fn usage_ratio(used: u64, total: u64) -> f64 {
+    if total == 0 {
+        1.0
+    } else {
+        (used as f64 / total as f64 * 10_000.0).ceil() / 10_000.0
     }
 }
 
@@ -243,8 +265,9 @@ impl ShardSize {
     pub fn free(&self) -> u64 {
         self.capacity.saturating_sub(self.used())
     }
-    pub fn is_full(&self) -> bool {
-        self.used() >= self.capacity
+    /// Below capacity (`current < capacity`): the room half of [`takes_writes`].
+    pub fn has_room(&self) -> bool {
+        self.used() < self.capacity
     }
     /// The document to write back: `null` is never written.
     pub fn normalized(&self) -> ShardSize {
@@ -282,8 +305,8 @@ mod tests {
             br#"{"1":{"nodes":["1","4"]},"2":{"read_only":true,"nodes":["2","5"]}}"#,
         )
         .unwrap();
-        assert!(shards["1"].writable());
-        assert!(!shards["2"].writable());
+        assert!(shards["1"].enabled());
+        assert!(!shards["2"].enabled());
         let size: ShardSize =
             parse_json("s", br#"{"capacity":107374182400,"current":null}"#).unwrap();
         assert_eq!(size.used(), 0);
@@ -291,7 +314,7 @@ mod tests {
         let size: ShardSize = parse_json("s", br#"{"capacity":10}"#).unwrap();
         assert!(size.current_was_null());
         let size: ShardSize = parse_json("s", br#"{"capacity":10,"current":12}"#).unwrap();
-        assert!(size.is_full());
+        assert_eq!(size.free(), 0);
     }
 
     #[test]
@@ -333,6 +356,41 @@ mod tests {
             String::from_utf8(to_json(&size)).unwrap(),
             r#"{"capacity":5,"current":0}"#
         );
+    }
+
+    #[test]
+    fn a_shard_takes_writes_when_enabled_and_below_capacity() {
+        let check = |read_only: bool, capacity: u64, current: Option<u64>, expected: bool| {
+            let shard = Shard {
+                read_only,
+                nodes: vec!["1".into()],
+            };
+            let size = ShardSize { capacity, current };
+            assert_eq!(
+                takes_writes(&shard, &size),
+                expected,
+                "read_only {read_only}, {current:?} of {capacity}"
+            );
+        };
+        check(false, 100, Some(0), true);
+        check(false, 100, Some(99), true);
+        check(false, 100, Some(100), false); // full: the original shows `r`
+        check(false, 100, Some(150), false);
+        check(true, 100, Some(0), false);
+        check(false, 100, None, true); // `null` reads as 0
+        check(false, 0, Some(0), false); // no capacity, no room
+    }
+
+    #[test]
+    fn usage_ratio_rounds_up_to_4_decimals() {
+        let check = |used, total, expected: f64| assert_eq!(usage_ratio(used, total), expected);
+        check(0, 1000, 0.0);
+        check(1, 1_000_000, 0.0001); // rounded it would read 0
+        check(1333, 6000, 0.2222); // 0.22216..
+        check(2223, 10000, 0.2223);
+        check(22221, 100000, 0.2223); // 0.22221 rounds up
+        check(10, 10, 1.0);
+        check(0, 0, 1.0);
     }
 
     #[test]

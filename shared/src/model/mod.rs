@@ -2,6 +2,7 @@
 //! original backpack-coordinator reads and writes them. No IO here.
 
 mod choice;
+mod entries;
 mod maps;
 pub mod name;
 mod size;
@@ -9,9 +10,10 @@ mod task;
 mod version;
 
 pub use choice::{ShardChance, choose_shard, rendezvous_order, shard_chances};
+pub use entries::{Entry, MapDoc, MapEntry, SkippedEntry};
 pub use maps::{
     HostPort, ModelError, QueueInfo, Server, ServersMap, Shard, ShardSize, ShardsMap, parse_json,
-    to_json,
+    takes_writes, to_json, usage_ratio,
 };
 pub use name::{Name, NameError};
 pub use size::{SizeError, format_size, parse_size};
@@ -52,7 +54,10 @@ pub fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// The original's `print-stats` text (scripts parse it): `Shards:`, a line
 /// per shard `<id> [<nodes>]: <used> / <capacity> (<pct>%) rw|r`, then
-/// `Overall: <used> / <total> (<pct>%)`.
+/// `Overall: <used> / <total> (<pct>%)`. `rw` is [`takes_writes`] (a full
+/// shard is `r`); a shard's percentage is rounded, the overall one is the
+/// rounded [`usage_ratio`] (itself rounded up to 4 decimals, 100% with no
+/// capacity), as the original prints them.
 pub fn print_stats(
     shards: &ShardsMap,
     sizes: &std::collections::BTreeMap<String, ShardSize>,
@@ -82,14 +87,18 @@ pub fn print_stats(
             format_size(size.used()),
             format_size(size.capacity),
             pct(size.used(), size.capacity),
-            if shard.writable() { "rw" } else { "r" }
+            if takes_writes(shard, &size) {
+                "rw"
+            } else {
+                "r"
+            }
         ));
     }
     out.push_str(&format!(
         "Overall: {} / {} ({}%)\n",
         format_size(used),
         format_size(total),
-        pct(used, total)
+        (usage_ratio(used, total) * 100.0).round() as u64
     ));
     out
 }
@@ -124,6 +133,63 @@ mod tests {
         assert_eq!(
             print_stats(&shards, &sizes),
             "Shards:\n1 [1, 3]: 38.5gb / 100gb (39%) rw\n2 [2, 4]: 1.21kb / 1.5gb (0%) r\nOverall: 38.5gb / 101.5gb (38%)\n"
+        );
+    }
+
+    #[test]
+    fn print_stats_shows_a_full_shard_as_r_and_rounds_overall_like_the_original() {
+        let shards: ShardsMap = parse_json(
+            "s",
+            br#"{"1":{"nodes":["1"]},"2":{"nodes":["2"]},"3":{"nodes":["3"]}}"#,
+        )
+        .unwrap();
+        let sizes: std::collections::BTreeMap<String, ShardSize> = [
+            ("1", 1000, 1000), // full
+            ("2", 1000, 5),
+            ("3", 98000, 0),
+        ]
+        .into_iter()
+        .map(|(id, capacity, current)| {
+            (
+                id.to_string(),
+                ShardSize {
+                    capacity,
+                    current: Some(current),
+                },
+            )
+        })
+        .collect();
+        // 1005 / 100000 = 0.01005: up to 0.0101, 1.01%, prints 1%; the
+        // shard lines round their own ratio.
+        assert_eq!(
+            print_stats(&shards, &sizes),
+            "Shards:\n1 [1]: 1000b / 1000b (100%) r\n2 [2]: 5b / 1000b (1%) rw\n3 [3]: 0b / 95.7kb (0%) rw\nOverall: 1005b / 97.66kb (1%)\n"
+        );
+        // Overall goes through the ratio rounded up: 0.00495 is 0.005 up
+        // there, 1% (rounding the plain ratio gives 0%).
+        let sizes: std::collections::BTreeMap<String, ShardSize> =
+            [("1", 100000u64, 495u64), ("2", 0, 0), ("3", 0, 0)]
+                .into_iter()
+                .map(|(id, capacity, current)| {
+                    (
+                        id.to_string(),
+                        ShardSize {
+                            capacity,
+                            current: Some(current),
+                        },
+                    )
+                })
+                .collect();
+        assert!(
+            print_stats(&shards, &sizes).ends_with("Overall: 495b / 97.66kb (1%)\n"),
+            "{}",
+            print_stats(&shards, &sizes)
+        );
+        // No capacity at all: the original's ratio is 1.
+        let empty = std::collections::BTreeMap::new();
+        assert_eq!(
+            print_stats(&ShardsMap::new(), &empty),
+            "Shards:\nOverall: 0b / 0b (100%)\n"
         );
     }
 

@@ -25,6 +25,9 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
     if s.is_empty() {
         return Err(err("it is empty"));
     }
+    if s.starts_with('-') {
+        return Err(err("it is negative"));
+    }
     let (number, power) = UNITS
         .iter()
         .find_map(|(unit, power)| s.strip_suffix(unit).map(|n| (n.trim(), *power)))
@@ -96,6 +99,14 @@ mod tests {
             let e = parse_size(bad).expect_err(bad);
             assert!(e.to_string().contains("e.g. 100gb"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_negative_size_says_so() {
+        assert_eq!(
+            parse_size("-5gb").expect_err("negative").to_string(),
+            "invalid size \"-5gb\": it is negative; write a number followed by b, kb, mb, gb or tb, e.g. 100gb or 1.5tb"
+        );
     }
 
     #[test]

@@ -54,6 +54,10 @@ impl ZkConfig {
     }
 }
 
+/// ZooKeeper's default jute.maxbuffer (0xfffff): the largest request a
+/// server takes; it closes the connection on a larger one.
+pub const JUTE_MAXBUFFER: usize = 0xfffff;
+
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ZkError {
     #[error(
@@ -84,6 +88,23 @@ pub enum ZkError {
     },
     #[error("gave up on {path} after {tries} conflicting writes; retry the command")]
     TooManyConflicts { path: String, tries: u32 },
+    #[error(
+        "the write of {path} would be {bytes} bytes, over ZooKeeper's limit of {limit} bytes per request (jute.maxbuffer, 1 MB by default); nothing was written"
+    )]
+    TooBig {
+        path: String,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error(
+        "ZooKeeper closed the connection on each of {tries} writes of {path} ({bytes} bytes; last: {last}); a request over the server's jute.maxbuffer does this, check its log; nothing was written"
+    )]
+    WriteDropped {
+        path: String,
+        bytes: usize,
+        tries: u32,
+        last: String,
+    },
     #[error("the ZooKeeper handle is closed")]
     Closed,
 }
@@ -386,6 +407,11 @@ impl Zk {
     /// when it no longer makes sense). Returns the success line.
     pub async fn apply(&self, op: &MapOp) -> Result<String, ApplyError> {
         const MAX_TRIES: u32 = 50;
+        // A server closes the connection on a request over its
+        // jute.maxbuffer: the same write lost again and again is that, not a
+        // conflict to retry 50 times.
+        const MAX_LOST: u32 = 3;
+        let mut lost = 0;
         let mut backoff = Duration::from_millis(5);
         for attempt in 1..=MAX_TRIES {
             let mut snapshot = Snapshot::new();
@@ -396,6 +422,15 @@ impl Zk {
             let plan = op.plan(&snapshot)?;
             if plan.writes.is_empty() {
                 return Ok(plan.message);
+            }
+            let bytes = self.request_size(&plan);
+            if bytes > JUTE_MAXBUFFER {
+                return Err(ZkError::TooBig {
+                    path: self.written(&plan),
+                    bytes,
+                    limit: JUTE_MAXBUFFER,
+                }
+                .into());
             }
             match self.commit(&plan).await {
                 Ok(()) => return Ok(plan.message),
@@ -410,6 +445,16 @@ impl Zk {
                     // The write may or may not have been applied: the next
                     // read tells, and an applied change plans nothing.
                     tracing::warn!(error = %e, attempt, "answer to a map write lost; reading again before any retry");
+                    lost += 1;
+                    if lost >= MAX_LOST {
+                        return Err(ZkError::WriteDropped {
+                            path: self.written(&plan),
+                            bytes,
+                            tries: lost,
+                            last: e,
+                        }
+                        .into());
+                    }
                 }
                 Err(CommitError::Fatal(e)) => return Err(e.into()),
             }
@@ -421,6 +466,39 @@ impl Zk {
             tries: MAX_TRIES,
         }
         .into())
+    }
+
+    /// About the bytes of the multi-request committing `plan` (data, paths
+    /// and each operation's header), as the server counts against
+    /// jute.maxbuffer.
+    fn request_size(&self, plan: &Plan) -> usize {
+        const PER_OP: usize = 64;
+        let checks: usize = plan
+            .checks
+            .iter()
+            .map(|(name, _)| self.path(name).len() + PER_OP)
+            .sum();
+        let writes: usize = plan
+            .writes
+            .iter()
+            .map(|w| match w {
+                Write::Set { name, data, .. } | Write::Create { name, data } => {
+                    self.path(name).len() + data.len() + PER_OP
+                }
+            })
+            .sum();
+        checks + writes + PER_OP
+    }
+
+    /// The znodes a plan writes, for messages.
+    fn written(&self, plan: &Plan) -> String {
+        plan.writes
+            .iter()
+            .map(|w| match w {
+                Write::Set { name, .. } | Write::Create { name, .. } => self.path(name),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     async fn commit(&self, plan: &Plan) -> Result<(), CommitError> {
