@@ -318,11 +318,12 @@ impl ZkServer {
             let port = free_port();
             let cfg = dir.path().join("zoo.cfg");
             let _ = std::fs::create_dir_all(&data);
-            let mut text: String = opts.settings.iter().map(|l| format!("{l}\n")).collect();
-            text += &format!(
+            let mut text = format!(
                 "dataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=*\nmaxClientCnxns=0\n",
                 data.display()
             );
+            // After ours: in a properties file the last value of a key wins.
+            text.extend(opts.settings.iter().map(|l| format!("{l}\n")));
             std::fs::write(&cfg, text).map_err(|e| anyhow::anyhow!("write zoo.cfg: {e}"))?;
             let mut args = opts.jvm.clone();
             args.extend([

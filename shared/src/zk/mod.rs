@@ -67,7 +67,7 @@ pub enum ZkError {
     #[error("invalid ZooKeeper root {0:?}; give an absolute path like /backpack")]
     BadRoot(String),
     #[error(
-        "cannot reach ZooKeeper at {servers} within {secs}s ({detail}); check the first argument and that ZooKeeper runs"
+        "cannot reach ZooKeeper at {servers} within {secs}s ({detail}); check the first argument and the server"
     )]
     Unreachable {
         servers: String,
@@ -651,9 +651,56 @@ async fn connect_client(config: &ZkConfig) -> Result<zkc::Client, ZkError> {
     };
     match tokio::time::timeout(config.connect_timeout, connect).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(unreachable(e.to_string())),
-        Err(_) => Err(unreachable("no answer".into())),
+        Ok(Err(e)) => Err(unreachable(format!(
+            "{e}; {}",
+            diagnose(&config.servers).await
+        ))),
+        Err(_) => Err(unreachable(diagnose(&config.servers).await)),
     }
+}
+
+const CLOSES_AT_ONCE: &str = "it closes new connections at once: too many connections from this host? (maxClientCnxns in zoo.cfg; its log says \"Too many connections\")";
+
+fn closed_at_once(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted)
+}
+
+/// What each server does with a bare TCP connection, for the error of a
+/// failed connect: nothing listening, a server that closes new connections
+/// at once (its per-host limit, `maxClientCnxns`), or one that accepts and
+/// never completes a session.
+async fn diagnose(servers: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut said = Vec::new();
+    for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let what = match tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(server),
+        )
+        .await
+        {
+            Err(_) => "no answer to connect".to_string(),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                "connection refused: nothing listens there".to_string()
+            }
+            // Accepted and closed at once (the error can show on connect).
+            Ok(Err(e)) if closed_at_once(&e) => CLOSES_AT_ONCE.to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Ok(Ok(mut s)) => {
+                // A server waits for our connect request; one that closes
+                // before we say anything refuses this host.
+                let mut byte = [0u8; 1];
+                match tokio::time::timeout(Duration::from_millis(500), s.read(&mut byte)).await {
+                    Ok(Ok(0)) => CLOSES_AT_ONCE.to_string(),
+                    Ok(Err(e)) if closed_at_once(&e) => CLOSES_AT_ONCE.to_string(),
+                    _ => "it accepts connections but no session was set up (is it a ZooKeeper server, and in its quorum?)".to_string(),
+                }
+            }
+        };
+        said.push(format!("{server}: {what}"));
+    }
+    said.join("; ")
 }
 
 /// Follows the session's state; on expiry builds a new client. Ends when

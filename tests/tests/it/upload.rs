@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::common::coordinator::{Cluster, holders, put, quick, task};
 use crate::common::http::{Answer, raw_get, raw_put, request};
-use crate::common::{eventually, name_first_on};
+use crate::common::{client, eventually, name_first_on};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_lands_on_a_node_and_queues_the_copies() {
@@ -357,6 +357,48 @@ async fn uploads_go_to_their_names_first_node_and_count_when_they_cannot() {
     assert_eq!(
         stats["uploads_unordered"],
         serde_json::json!({"off_first_node": 1, "peer_not_probed": 1})
+    );
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_servers_map_entry_is_skipped_and_uploads_go_on() {
+    let Some(zk) = shared_zk() else { return };
+    let Some(cluster) = Cluster::new("coord-bad-entry", &zk.addr(), 2).await else {
+        return;
+    };
+    cluster.add_shard("1", &["1", "2"], 1 << 30, true).await;
+    // An entry no shard uses, with a port that is not a number: written by
+    // hand, as zkCli would.
+    let path = cluster.zk.path(paths::SERVERS_MAP);
+    let (data, _) = cluster.zk.get(paths::SERVERS_MAP).await.unwrap().unwrap();
+    let mut map: serde_json::Value = serde_json::from_slice(&data).unwrap();
+    map["9"] = serde_json::json!({"host": "spare", "port": "eighty"});
+    let bytes = serde_json::to_vec(&map).unwrap();
+    cluster
+        .zk
+        .call(&path.clone(), |c| async move {
+            c.set_data(&path, &bytes, None).await
+        })
+        .await
+        .unwrap();
+    // A coordinator started now becomes ready, takes uploads, and reports
+    // the skipped entry.
+    let r = cluster.start(quick()).await;
+    r.ready().await;
+    let (status, v) = put(&client(), &r, "/after-bad-entry", b"hi".to_vec()).await;
+    assert_eq!(status, 200, "{v}");
+    let metrics = client()
+        .get(r.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("backpack_coordinator_map_entries_skipped{map=\"servers-map\"} 1\n"),
+        "{metrics}"
     );
     r.stop().await;
 }

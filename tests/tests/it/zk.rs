@@ -216,3 +216,41 @@ async fn wait_for(rx: &mut tokio::sync::watch::Receiver<NodeData>, f: impl Fn(&N
         .expect("watch delivered")
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_limit_reads_as_such_not_as_a_server_down() {
+    let opts = backpack_tests::ZkOptions {
+        settings: vec!["maxClientCnxns=2".into()],
+        ..backpack_tests::ZkOptions::default()
+    };
+    if !backpack_tests::require(
+        "ZooKeeper (Debian package zookeeper)",
+        ZkServer::installed(),
+    ) {
+        return;
+    }
+    let server = ZkServer::try_start(&opts).unwrap();
+    let config = |secs| {
+        let mut c = ZkConfig::new(&server.addr(), "/");
+        c.connect_timeout = Duration::from_secs(secs);
+        c
+    };
+    // Two sessions take this host's two connections.
+    let _a = Zk::connect(config(30)).await.unwrap();
+    let _b = Zk::connect(config(30)).await.unwrap();
+    let Err(e) = Zk::connect(config(3)).await else {
+        panic!("a third session within a limit of two")
+    };
+    let e = e.to_string();
+    assert!(e.contains("maxClientCnxns"), "{e}");
+    assert!(e.contains("closes new connections at once"), "{e}");
+    // Nothing listening reads differently.
+    let free = backpack_tests::free_port();
+    let mut nobody = ZkConfig::new(&format!("127.0.0.1:{free}"), "/");
+    nobody.connect_timeout = Duration::from_secs(2);
+    let Err(e) = Zk::connect(nobody).await else {
+        panic!("a session with nobody listening")
+    };
+    let e = e.to_string();
+    assert!(e.contains("nothing listens there"), "{e}");
+}
