@@ -266,6 +266,19 @@ fn problems(old: &ClusterState, new: &ClusterState) -> Vec<(LogKind, String)> {
             (Some(a), Some(b)) if a != b => out.push((LogKind::Problem, b.clone())),
             _ => {}
         }
+        // A map's invalid entries: skipped (the rest is used), then fixed.
+        for e in new.skipped.iter().filter(|e| !old.skipped.contains(e)) {
+            out.push((
+                LogKind::Problem,
+                format!("{what}: {e}; the rest of the map is used (replace or remove the entry)"),
+            ));
+        }
+        for e in old.skipped.iter().filter(|e| !new.skipped.contains(e)) {
+            out.push((
+                LogKind::Change,
+                format!("{what}: entry {:?} no longer invalid", e.id),
+            ));
+        }
     }
     let mut out = vec![];
     doc(&mut out, "servers-map", &old.servers, &new.servers);
@@ -460,6 +473,28 @@ mod tests {
         );
         assert!(s.log.iter().any(|e| e.kind == LogKind::Problem
             && e.text.starts_with("shards-map does not hold valid JSON")));
+    }
+
+    #[test]
+    fn an_invalid_map_entry_is_a_problem_until_it_is_fixed() {
+        let mut s = demo::state(100, 30);
+        let bad = backpack_shared::model::SkippedEntry {
+            id: "9".into(),
+            reason: "port must be a number from 1 to 65535".into(),
+        };
+        s.update(T0, cluster_with(|c| c.servers.skipped = vec![bad.clone()]));
+        assert!(
+            s.log.iter().any(|e| e.kind == LogKind::Problem
+                && e.text
+                    .starts_with("servers-map: entry \"9\" skipped: port must be")),
+            "{:?}",
+            s.log
+        );
+        s.update(T0 + 1000, cluster_with(|c| c.servers.skipped.clear()));
+        assert!(
+            s.log.iter().any(|e| e.kind == LogKind::Change
+                && e.text == "servers-map: entry \"9\" no longer invalid")
+        );
     }
 
     #[test]
