@@ -51,8 +51,11 @@ impl Node {
         format!("http://{}{}", self.addr, name)
     }
 
-    async fn stats(&self) -> serde_json::Value {
-        let r = client().get(self.url("/stats")).send().await.unwrap();
+    /// `/stats`, asked through `c`: on its kept-alive connection, after
+    /// the node finished its earlier requests there (a GET is counted once
+    /// its answer is sent).
+    async fn stats(&self, c: &reqwest::Client) -> serde_json::Value {
+        let r = c.get(self.url("/stats")).send().await.unwrap();
         r.json().await.unwrap()
     }
 
@@ -277,7 +280,7 @@ async fn put_get_head_stats_round_trip() {
     );
     assert!(r.bytes().await.unwrap() == big);
 
-    let stats = node.stats().await;
+    let stats = node.stats(&c).await;
     assert_eq!(stats["puts"]["count"], 4);
     assert_eq!(stats["puts"]["bytes"], 100_000 + 2 + big.len() as u64);
     assert_eq!(stats["gets"]["count"], 4);
@@ -512,7 +515,7 @@ async fn restart_recovers_every_file() {
         assert_eq!(r.status(), 200, "{n}");
         assert!(r.bytes().await.unwrap() == *d, "{n}");
     }
-    let stats = node.stats().await;
+    let stats = node.stats(&c).await;
     assert_eq!(stats["files"], files.len());
     node.stop().await;
 }
@@ -1009,7 +1012,7 @@ async fn an_upload_whose_client_has_gone_is_not_stored() {
     assert!(r.error().contains("closed the connection"), "{}", r.error());
     let r = raw(node.addr, &get_req("GET", "/gone")).await.unwrap();
     assert_eq!(r.status, 404);
-    let stats = node.stats().await;
+    let stats = node.stats(&client()).await;
     assert_eq!(stats["abandoned_uploads"], 1, "{stats}");
     node.stop().await;
 }
