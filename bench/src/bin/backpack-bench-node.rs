@@ -97,21 +97,31 @@ fn summary(report: &HttpReport, opts: &HttpOptions) {
                 let p99 = |s| report.median_of(case(s), |p| p.p99_ms);
                 let (own, hyper) = ("node-own", "node-hyper");
                 println!(
-                    "| {file_size} B | {concurrency} | {op} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} / {:.2} / {:.2} |",
+                    "| {file_size} B | {concurrency} | {op} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {} | {:.2} / {:.2} / {:.2} |",
                     rate("nginx"),
                     rate(own),
                     rate(hyper),
-                    rate(own) / rate(hyper),
+                    ratio(rate(own), rate(hyper)),
                     cpu("nginx"),
                     cpu(own),
                     cpu(hyper),
-                    cpu(hyper) / cpu(own),
+                    ratio(cpu(hyper), cpu(own)),
                     p99("nginx"),
                     p99(own),
                     p99(hyper),
                 );
             }
         }
+    }
+}
+
+/// `a / b` to two decimals; `-` when `b` is 0 (a phase too short for the
+/// CPU clock's 10 ms tick).
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "-".into()
     }
 }
 
