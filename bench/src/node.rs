@@ -1,9 +1,11 @@
 //! Benchmarks of the storage node (a command, `backpack-bench-node`, not a
 //! timed test; see `bench/README-node.md`).
 //!
-//! - [`http`]: starts Debian's nginx (WebDAV PUT) and `backpack-node` on
-//!   loopback, then measures PUT and GET req/s of the same files against
-//!   both in the same run, with one Rust load generator.
+//! - [`http`]: starts Debian's nginx (WebDAV PUT) and `backpack-node` twice
+//!   on loopback (its own HTTP server and hyper, `--http-server`), then
+//!   measures PUT and GET req/s and CPU per request of the same files
+//!   against all three in the same run, for each file size and
+//!   concurrency, with one Rust load generator.
 //! - [`index`]: fills an [`Index`] with a million small files and reports
 //!   its memory per file.
 
@@ -29,8 +31,10 @@ pub struct HttpOptions {
     /// Parent of the temporary directory holding both servers' data.
     pub dir: PathBuf,
     pub files: usize,
-    pub file_size: usize,
-    pub concurrency: usize,
+    /// Each size is measured in turn.
+    pub file_sizes: Vec<usize>,
+    /// Each concurrency is measured in turn.
+    pub concurrencies: Vec<usize>,
     pub gets: usize,
     pub rounds: usize,
     /// nginx `worker_processes` (the node uses one thread per core).
@@ -39,11 +43,16 @@ pub struct HttpOptions {
     pub node_only: bool,
 }
 
+/// The node's HTTP servers measured (`--http-server`), by server name.
+pub const NODE_SERVERS: [(&str, &str); 2] = [("node-own", "own"), ("node-hyper", "hyper")];
+
 /// One measured phase.
 #[derive(Clone, Debug)]
 pub struct Phase {
     pub server: &'static str,
     pub op: &'static str,
+    pub file_size: usize,
+    pub concurrency: usize,
     pub requests: usize,
     pub secs: f64,
     pub p50_ms: f64,
@@ -68,18 +77,33 @@ pub struct HttpReport {
     pub phases: Vec<Phase>,
 }
 
+/// Which phases a median is taken over: one server, operation, file size
+/// and concurrency.
+#[derive(Clone, Copy, Debug)]
+pub struct Case<'a> {
+    pub server: &'a str,
+    pub op: &'a str,
+    pub file_size: usize,
+    pub concurrency: usize,
+}
+
 impl HttpReport {
-    /// Median req/s of a server and operation over the rounds.
-    pub fn median(&self, server: &str, op: &str) -> f64 {
-        self.median_of(server, op, Phase::rate)
+    /// Median req/s of a case over the rounds.
+    pub fn median(&self, case: Case) -> f64 {
+        self.median_of(case, Phase::rate)
     }
 
-    /// Median of any figure of a server and operation over the rounds.
-    pub fn median_of(&self, server: &str, op: &str, f: impl Fn(&Phase) -> f64) -> f64 {
+    /// Median of any figure of a case over the rounds.
+    pub fn median_of(&self, case: Case, f: impl Fn(&Phase) -> f64) -> f64 {
         let mut r: Vec<f64> = self
             .phases
             .iter()
-            .filter(|p| p.server == server && p.op == op)
+            .filter(|p| {
+                p.server == case.server
+                    && p.op == case.op
+                    && p.file_size == case.file_size
+                    && p.concurrency == case.concurrency
+            })
             .map(f)
             .collect();
         r.sort_by(f64::total_cmp);
@@ -215,8 +239,8 @@ fn start_nginx(opts: &HttpOptions, dir: &Path) -> Result<Server> {
     Ok(Server::start("nginx", &cmd, port, dir))
 }
 
-fn start_node(opts: &HttpOptions, dir: &Path) -> Result<Server> {
-    let data = dir.join("node-data");
+fn start_node(opts: &HttpOptions, dir: &Path, name: &'static str, http: &str) -> Result<Server> {
+    let data = dir.join(name);
     std::fs::create_dir_all(&data)?;
     let port = free_port();
     let mut cmd = kit::daemon(&opts.node_bin)?;
@@ -224,8 +248,10 @@ fn start_node(opts: &HttpOptions, dir: &Path) -> Result<Server> {
         .arg("127.0.0.1")
         .arg(port.to_string())
         .arg("--max-body")
-        .arg("1gb");
-    Ok(Server::start("backpack-node", &cmd, port, dir))
+        .arg("1gb")
+        .arg("--http-server")
+        .arg(http);
+    Ok(Server::start(name, &cmd, port, dir))
 }
 
 /// Runs requests `first..first + count` from `concurrency` workers;
@@ -279,7 +305,14 @@ struct Acc {
 }
 
 impl Acc {
-    fn phase(mut self, server: &'static str, op: &'static str) -> Phase {
+    fn add(&mut self, cpu: f64, client_cpu: f64, secs: f64, lat: Vec<f64>) {
+        self.cpu += cpu;
+        self.client_cpu += client_cpu;
+        self.secs += secs;
+        self.lat.extend(lat);
+    }
+
+    fn phase(mut self, server: &'static str, op: &'static str, opts: &Load) -> Phase {
         self.lat.sort_by(f64::total_cmp);
         let n = self.lat.len();
         let pct = |p: f64| {
@@ -291,6 +324,8 @@ impl Acc {
         Phase {
             server,
             op,
+            file_size: opts.file_size,
+            concurrency: opts.concurrency,
             requests: n,
             secs: self.secs,
             p50_ms: pct(0.5),
@@ -301,18 +336,16 @@ impl Acc {
     }
 }
 
-/// The order of the servers in a slice: alternating who goes first, so
-/// neither always meets a warmer or dirtier page cache.
+/// The order of the servers in a slice: each goes first in turn, so none
+/// always meets a warmer or dirtier page cache.
 fn order(slice: usize, n: usize) -> Vec<usize> {
     let mut v: Vec<usize> = (0..n).collect();
-    if slice % 2 == 1 {
-        v.reverse();
-    }
+    v.rotate_left(slice % n.max(1));
     v
 }
 
 /// Each phase is cut into this many slices, run alternately against the
-/// two servers, so that load from elsewhere on the machine falls on both
+/// servers, so that load from elsewhere on the machine falls on all
 /// alike.
 const SLICES: usize = 5;
 
@@ -322,11 +355,62 @@ pub async fn http(opts: HttpOptions, mut progress: impl FnMut(&Phase)) -> Result
         .prefix("backpack-bench-")
         .tempdir_in(&opts.dir)
         .with_context(|| format!("cannot create a directory in {}", opts.dir.display()))?;
-    let mut nginx = start_nginx(&opts, tmp.path())?;
-    let mut node = start_node(&opts, tmp.path())?;
-    let nginx_pid = nginx.wait_listening().await?;
-    let node_pid = node.wait_listening().await?;
+    let mut servers = vec![start_nginx(&opts, tmp.path())?];
+    for (name, http) in NODE_SERVERS {
+        servers.push(start_node(&opts, tmp.path(), name, http)?);
+    }
+    let mut targets = Vec::new();
+    for s in &mut servers {
+        let pid = s.wait_listening().await?;
+        if !opts.node_only || s.name != "nginx" {
+            targets.push(Target {
+                server: s.name,
+                addr: s.addr,
+                pid,
+            });
+        }
+    }
+    let mut report = HttpReport::default();
+    for &file_size in &opts.file_sizes {
+        for &concurrency in &opts.concurrencies {
+            let load = Load {
+                file_size,
+                concurrency,
+                files: opts.files,
+                gets: opts.gets,
+            };
+            for round in 0..opts.rounds {
+                for phase in measure(&load, &targets, round).await? {
+                    progress(&phase);
+                    report.phases.push(phase);
+                }
+            }
+        }
+    }
+    drop(servers);
+    Ok(report)
+}
 
+/// A server under measurement.
+#[derive(Clone, Copy)]
+struct Target {
+    server: &'static str,
+    addr: SocketAddr,
+    pid: u32,
+}
+
+/// One file size and concurrency.
+struct Load {
+    file_size: usize,
+    concurrency: usize,
+    files: usize,
+    gets: usize,
+}
+
+/// One round of a [`Load`] against every target: PUTs of `files` new
+/// files, then `gets` GETs of them, each phase cut into slices that the
+/// targets take in turn.
+async fn measure(opts: &Load, targets: &[Target], round: usize) -> Result<Vec<Phase>> {
     let client = reqwest::Client::builder()
         .no_proxy()
         .tcp_nodelay(true)
@@ -342,92 +426,75 @@ pub async fn http(opts: HttpOptions, mut progress: impl FnMut(&Phase)) -> Result
             })
             .collect(),
     );
-    let mut report = HttpReport::default();
-    for round in 0..opts.rounds {
-        let targets = [
-            (nginx.name, nginx.addr, nginx_pid),
-            (node.name, node.addr, node_pid),
-        ];
-        let targets: Vec<_> = targets
-            .into_iter()
-            .filter(|t| !opts.node_only || t.0 == "backpack-node")
-            .collect();
-        let mut puts: Vec<Acc> = targets.iter().map(|_| Acc::default()).collect();
-        let per = opts.files.div_ceil(SLICES);
-        for slice in 0..SLICES {
-            let first = slice * per;
-            let count = per.min(opts.files.saturating_sub(first));
-            for k in order(slice, targets.len()) {
-                let (server, addr, pid) = targets[k];
-                let (client, bodies) = (client.clone(), bodies.clone());
-                let (cpu, own) = (cpu_secs(pid), own_cpu_secs());
-                let (secs, lat) = load(first, count, opts.concurrency, move |i| {
-                    let req = client
-                        .put(format!("http://{addr}/bench/r{round}/f{i:06}.jpg"))
-                        .body(bodies[i % bodies.len()].clone());
-                    async move {
-                        let r = req.send().await?;
-                        if !r.status().is_success() {
-                            bail!("PUT to {server}: {}", r.status());
-                        }
-                        Ok(())
-                    }
-                })
-                .await?;
-                puts[k].cpu += cpu_secs(pid) - cpu;
-                puts[k].client_cpu += own_cpu_secs() - own;
-                puts[k].secs += secs;
-                puts[k].lat.extend(lat);
+    let dir = format!("bench/s{}/c{}/r{round}", opts.file_size, opts.concurrency);
+    let (put_client, put_dir) = (client.clone(), dir.clone());
+    let mut phases = sliced(opts, "PUT", opts.files, targets, move |t, i| {
+        let req = put_client
+            .put(format!("http://{}/{put_dir}/f{i:06}.jpg", t.addr))
+            .body(bodies[i % bodies.len()].clone());
+        async move {
+            let r = req.send().await?;
+            if !r.status().is_success() {
+                bail!("PUT to {}: {}", t.server, r.status());
             }
+            Ok(())
         }
-        for (k, acc) in puts.into_iter().enumerate() {
-            let phase = acc.phase(targets[k].0, "PUT");
-            progress(&phase);
-            report.phases.push(phase);
-        }
-        let mut gets: Vec<Acc> = targets.iter().map(|_| Acc::default()).collect();
-        let per = opts.gets.div_ceil(SLICES);
-        for slice in 0..SLICES {
-            let first = slice * per;
-            let count = per.min(opts.gets.saturating_sub(first));
-            for k in order(slice, targets.len()) {
-                let (server, addr, pid) = targets[k];
-                let client = client.clone();
-                let (files, size) = (opts.files, opts.file_size);
-                let (cpu, own) = (cpu_secs(pid), own_cpu_secs());
-                let (secs, lat) = load(first, count, opts.concurrency, move |i| {
-                    // Spread over the files of this round, in an order that
-                    // is not sequential.
-                    let f = (i.wrapping_mul(7919)) % files;
-                    let req = client.get(format!("http://{addr}/bench/r{round}/f{f:06}.jpg"));
-                    async move {
-                        let r = req.send().await?;
-                        if r.status() != 200 {
-                            bail!("GET from {server}: {}", r.status());
-                        }
-                        let n = r.bytes().await?.len();
-                        if n != size {
-                            bail!("GET from {server}: {n} bytes instead of {size}");
-                        }
-                        Ok(())
-                    }
-                })
-                .await?;
-                gets[k].cpu += cpu_secs(pid) - cpu;
-                gets[k].client_cpu += own_cpu_secs() - own;
-                gets[k].secs += secs;
-                gets[k].lat.extend(lat);
+    })
+    .await?;
+    let (files, size) = (opts.files, opts.file_size);
+    let gets = sliced(opts, "GET", opts.gets, targets, move |t, i| {
+        // Spread over the files of this round, in an order that is not
+        // sequential.
+        let f = (i.wrapping_mul(7919)) % files;
+        let req = client.get(format!("http://{}/{dir}/f{f:06}.jpg", t.addr));
+        async move {
+            let r = req.send().await?;
+            if r.status() != 200 {
+                bail!("GET from {}: {}", t.server, r.status());
             }
+            let n = r.bytes().await?.len();
+            if n != size {
+                bail!("GET from {}: {n} bytes instead of {size}", t.server);
+            }
+            Ok(())
         }
-        for (k, acc) in gets.into_iter().enumerate() {
-            let phase = acc.phase(targets[k].0, "GET");
-            progress(&phase);
-            report.phases.push(phase);
+    })
+    .await?;
+    phases.extend(gets);
+    Ok(phases)
+}
+
+/// Requests `0..total` of one operation against every target (`make(t,
+/// i)` sends request `i` to `t`), cut into [`SLICES`] that the targets
+/// take in turn; one [`Phase`] per target.
+async fn sliced<F, Fut>(
+    opts: &Load,
+    op: &'static str,
+    total: usize,
+    targets: &[Target],
+    make: F,
+) -> Result<Vec<Phase>>
+where
+    F: Fn(Target, usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let mut accs: Vec<Acc> = targets.iter().map(|_| Acc::default()).collect();
+    let per = total.div_ceil(SLICES);
+    for slice in 0..SLICES {
+        let first = slice * per;
+        let count = per.min(total.saturating_sub(first));
+        for k in order(slice, targets.len()) {
+            let (t, make) = (targets[k], make.clone());
+            let (cpu, own) = (cpu_secs(t.pid), own_cpu_secs());
+            let (secs, lat) = load(first, count, opts.concurrency, move |i| make(t, i)).await?;
+            accs[k].add(cpu_secs(t.pid) - cpu, own_cpu_secs() - own, secs, lat);
         }
     }
-    drop(node);
-    drop(nginx);
-    Ok(report)
+    Ok(accs
+        .into_iter()
+        .zip(targets)
+        .map(|(acc, t)| acc.phase(t.server, op, opts))
+        .collect())
 }
 
 /// Memory of the index with many small files.

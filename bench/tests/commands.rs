@@ -155,7 +155,12 @@ fn node_benchmarks_run_on_a_small_load() {
             "--rounds",
             "1",
         ]);
-        for want in ["PUT: backpack-node ", "GET: backpack-node "] {
+        for want in [
+            "| 2000 B | 4 | GET | ",
+            "| 2000 B | 4 | PUT | ",
+            " node-own PUT ",
+            " node-hyper GET ",
+        ] {
             assert!(http.contains(want), "no {want:?} in:\n{http}");
         }
     }

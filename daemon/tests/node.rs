@@ -1,5 +1,9 @@
 //! Integration tests of `backpack-node`: the real server in-process on
 //! 127.0.0.1:0, plus the real binary for crash (kill -9) and CLI tests.
+//!
+//! `BACKPACK_NODE_HTTP_SERVER=hyper` runs them all against the hyper
+//! front-end (the in-process nodes read it here, the binary from its
+//! environment); unset, the default server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use backpack_daemon::node::{self, NodeConfig};
@@ -21,7 +25,11 @@ struct Node {
 }
 
 impl Node {
-    async fn start(config: NodeConfig) -> Node {
+    async fn start(mut config: NodeConfig) -> Node {
+        if let Ok(server) = std::env::var("BACKPACK_NODE_HTTP_SERVER") {
+            config.http_server = clap::ValueEnum::from_str(&server, true)
+                .unwrap_or_else(|e| panic!("BACKPACK_NODE_HTTP_SERVER: {e}"));
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -41,6 +49,14 @@ impl Node {
 
     fn url(&self, name: &str) -> String {
         format!("http://{}{}", self.addr, name)
+    }
+
+    /// `/stats`, asked through `c`: on its kept-alive connection, after
+    /// the node finished its earlier requests there (a GET is counted once
+    /// its answer is sent).
+    async fn stats(&self, c: &reqwest::Client) -> serde_json::Value {
+        let r = c.get(self.url("/stats")).send().await.unwrap();
+        r.json().await.unwrap()
     }
 
     async fn stop(self) {
@@ -264,14 +280,7 @@ async fn put_get_head_stats_round_trip() {
     );
     assert!(r.bytes().await.unwrap() == big);
 
-    let stats: serde_json::Value = c
-        .get(node.url("/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = node.stats(&c).await;
     assert_eq!(stats["puts"]["count"], 4);
     assert_eq!(stats["puts"]["bytes"], 100_000 + 2 + big.len() as u64);
     assert_eq!(stats["gets"]["count"], 4);
@@ -506,14 +515,7 @@ async fn restart_recovers_every_file() {
         assert_eq!(r.status(), 200, "{n}");
         assert!(r.bytes().await.unwrap() == *d, "{n}");
     }
-    let stats: serde_json::Value = c
-        .get(node.url("/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = node.stats(&c).await;
     assert_eq!(stats["files"], files.len());
     node.stop().await;
 }
@@ -992,5 +994,25 @@ async fn times_far_ahead_are_refused_so_no_copy_can_freeze_a_name() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    node.stop().await;
+}
+
+/// An upload whose client closed its side of the connection by the time
+/// the body is complete is not stored (`still_there`): the coordinator
+/// that gave up on this node stored the file elsewhere.
+#[tokio::test]
+async fn an_upload_whose_client_has_gone_is_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::in_dir(dir.path()).await;
+    // The whole body, then the client's FIN.
+    let r = raw_with(node.addr, &put_req("/gone", b"hello", ""), true)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("closed the connection"), "{}", r.error());
+    let r = raw(node.addr, &get_req("GET", "/gone")).await.unwrap();
+    assert_eq!(r.status, 404);
+    let stats = node.stats(&client()).await;
+    assert_eq!(stats["abandoned_uploads"], 1, "{stats}");
     node.stop().await;
 }

@@ -2,7 +2,7 @@
 //! `bench/README-node.md`). Build with `--release` before measuring.
 
 use anyhow::Context;
-use backpack_bench::node::{self as bench, HttpOptions};
+use backpack_bench::node::{self as bench, Case, HttpOptions, HttpReport};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -16,7 +16,8 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// PUT and GET req/s of backpack-node against nginx on loopback.
+    /// PUT and GET req/s and CPU per request of backpack-node (its own
+    /// HTTP server and hyper) against nginx on loopback.
     Http {
         /// nginx binary (with the WebDAV module).
         #[arg(long, default_value = "/usr/sbin/nginx")]
@@ -30,17 +31,18 @@ enum Cmd {
         /// Files PUT per round.
         #[arg(long, default_value_t = 2000)]
         files: usize,
-        /// Bytes per file.
-        #[arg(long, default_value_t = 100_000)]
-        file_size: usize,
-        /// Requests in flight.
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
+        /// Bytes per file; several, comma-separated, are measured in turn.
+        #[arg(long, value_delimiter = ',', default_value = "100000,1000")]
+        file_size: Vec<usize>,
+        /// Requests in flight; several, comma-separated, are measured in
+        /// turn.
+        #[arg(long, value_delimiter = ',', default_value = "1,32")]
+        concurrency: Vec<usize>,
         /// GET requests per round.
         #[arg(long, default_value_t = 20_000)]
         gets: usize,
         /// Rounds; the medians are compared.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 3)]
         rounds: usize,
         /// nginx worker_processes.
         #[arg(long, default_value = "auto")]
@@ -70,6 +72,59 @@ enum Cmd {
     },
 }
 
+/// The medians over the rounds, a Markdown table (as in
+/// `bench/README-node.md`): per size, concurrency and operation, req/s and
+/// server CPU per request of each server, and how the node's own HTTP
+/// server compares with hyper (`own/hyper` req/s; `hyper/own` CPU: above 1
+/// the own server is ahead).
+fn summary(report: &HttpReport, opts: &HttpOptions) {
+    println!();
+    println!(
+        "| size | c | op | nginx req/s | own req/s | hyper req/s | own/hyper req/s | nginx CPU us/req | own CPU | hyper CPU | hyper/own CPU | p99 ms nginx / own / hyper |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for &file_size in &opts.file_sizes {
+        for &concurrency in &opts.concurrencies {
+            for op in ["GET", "PUT"] {
+                let case = |server| Case {
+                    server,
+                    op,
+                    file_size,
+                    concurrency,
+                };
+                let rate = |s| report.median(case(s));
+                let cpu = |s| report.median_of(case(s), |p| p.cpu_us_per_req);
+                let p99 = |s| report.median_of(case(s), |p| p.p99_ms);
+                let (own, hyper) = ("node-own", "node-hyper");
+                println!(
+                    "| {file_size} B | {concurrency} | {op} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {} | {:.2} / {:.2} / {:.2} |",
+                    rate("nginx"),
+                    rate(own),
+                    rate(hyper),
+                    ratio(rate(own), rate(hyper)),
+                    cpu("nginx"),
+                    cpu(own),
+                    cpu(hyper),
+                    ratio(cpu(hyper), cpu(own)),
+                    p99("nginx"),
+                    p99(own),
+                    p99(hyper),
+                );
+            }
+        }
+    }
+}
+
+/// `a / b` to two decimals; `-` when `b` is 0 (a phase too short for the
+/// CPU clock's 10 ms tick).
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "-".into()
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     backpack_daemon::runtime::init_tracing();
@@ -97,43 +152,25 @@ async fn main() -> anyhow::Result<()> {
                 node_bin,
                 dir,
                 files,
-                file_size,
-                concurrency,
+                file_sizes: file_size,
+                concurrencies: concurrency,
                 gets,
                 rounds,
                 nginx_workers,
                 node_only,
             };
             println!(
-                "{} files of {} bytes, concurrency {}, {} GETs per round, {} rounds",
-                opts.files, opts.file_size, opts.concurrency, opts.gets, opts.rounds
+                "{} files per round, sizes {:?} bytes, concurrency {:?}, {} GETs per round, {} rounds",
+                opts.files, opts.file_sizes, opts.concurrencies, opts.gets, opts.rounds
             );
-            let report = bench::http(opts, |p| {
+            let report = bench::http(opts.clone(), |p| {
                 println!(
-                    "{:>13} {:<3} {:>6} req in {:>6.2} s = {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  server cpu {:>4.0} us/req  client cpu {:>4.0} us/req",
-                    p.server, p.op, p.requests, p.secs, p.rate(), p.p50_ms, p.p99_ms, p.cpu_us_per_req, p.client_cpu_us_per_req
+                    "{:>7} B c={:<3} {:>10} {:<3} {:>6} req in {:>6.2} s = {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  server cpu {:>4.0} us/req  client cpu {:>4.0} us/req",
+                    p.file_size, p.concurrency, p.server, p.op, p.requests, p.secs, p.rate(), p.p50_ms, p.p99_ms, p.cpu_us_per_req, p.client_cpu_us_per_req
                 );
             })
             .await?;
-            for op in ["PUT", "GET"] {
-                let (node, nginx) = (
-                    report.median("backpack-node", op),
-                    report.median("nginx", op),
-                );
-                println!(
-                    "{op}: backpack-node {node:.0} req/s, nginx {nginx:.0} req/s, ratio {:.2}x (median of rounds)",
-                    node / nginx
-                );
-                let cpu = |s| report.median_of(s, op, |p| p.cpu_us_per_req);
-                let client = |s| report.median_of(s, op, |p| p.client_cpu_us_per_req);
-                println!(
-                    "{op}: CPU per request: server: backpack-node {:.0} us, nginx {:.0} us; load generator: {:.0} us against backpack-node, {:.0} us against nginx",
-                    cpu("backpack-node"),
-                    cpu("nginx"),
-                    client("backpack-node"),
-                    client("nginx")
-                );
-            }
+            summary(&report, &opts);
         }
         Cmd::Open {
             dir,

@@ -1,18 +1,20 @@
-//! The node's API over [`protocol`](super::protocol): GET, HEAD and PUT
-//! of files, `/stats`, `/health`; the version an upload gets
+//! The node's API, whichever server carries it (`own.rs` over
+//! [`protocol`](super::protocol), or `on_hyper.rs`): what a GET answers,
+//! what a PUT stores, `/stats`, `/health`; the version an upload gets
 //! ([`VersionLocks`]), and uploads whose client has gone not stored
-//! ([`App::still_there`]).
+//! ([`App::still_there`]). A server reads the request head into a
+//! [`Request`], hands the upload's body over as an [`UploadBody`], and
+//! writes the [`Answer`] or the error's [`ErrorAnswer`] its own way.
 
-use super::protocol::{Conn, HttpError, Next, Request, ResponseHead, Service};
+use super::protocol::{HttpError, Request};
 use crate::node::NodeConfig;
 use crate::node::index::{Location, Offer};
 use crate::node::record::MAX_NAME_LEN;
 use crate::node::stats::OpStats;
 use crate::node::store::{SMALL_MAX, Store, StoreError};
-use crate::node_client::{HASH_HEADER, TIME_HEADER};
 use backpack_shared::clock::now_ms;
-use backpack_shared::model::{Name, NameError, Version, hash_hex};
-use bytes::BytesMut;
+use backpack_shared::model::{Name, NameError, Version};
+use bytes::{Bytes, BytesMut};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,7 +87,7 @@ impl Drop for VersionGuard {
 
 /// An error answered to the client.
 #[derive(Debug, thiserror::Error)]
-enum ApiError {
+pub enum ApiError {
     #[error("PUT needs a Content-Length header (chunked uploads are not accepted)")]
     LengthRequired,
     #[error("body of {len} bytes is over this node's limit of {max} bytes (--max-body)")]
@@ -111,7 +113,7 @@ enum ApiError {
 }
 
 impl ApiError {
-    fn status(&self) -> u16 {
+    pub fn status(&self) -> u16 {
         match self {
             ApiError::LengthRequired => 411,
             ApiError::BadRequest(_) | ApiError::ClientGone => 400,
@@ -129,50 +131,81 @@ impl ApiError {
 }
 
 /// An IO failure on the connection itself: nothing useful can be answered.
-fn io_error(e: io::Error) -> ApiError {
+pub fn io_error(e: io::Error) -> ApiError {
     ApiError::Store(StoreError::Io {
         context: "connection".into(),
         cause: e,
     })
 }
 
-impl Service for App {
-    async fn handle(&self, conn: &mut Conn, req: Request) -> io::Result<Next> {
-        let head = req.method == "HEAD";
-        // An unread body would be taken for the next request: close then.
-        let unread_body = req.has_body();
-        let result = match req.method.as_str() {
-            "GET" | "HEAD" => self.get(conn, &req).await,
-            "PUT" => self.put(conn, &req).await,
-            other => Err(ApiError::Method(other.to_owned())),
-        };
-        // A GET or HEAD carrying a body (odd, but legal) leaves it unread.
-        let close_anyway = !req.keep_alive || (unread_body && req.method != "PUT");
-        match result {
-            Ok(Next::KeepAlive) if !close_anyway => Ok(Next::KeepAlive),
-            Ok(_) => Ok(Next::Close),
-            Err(e) => {
-                // After a PUT error the body may be partly read: close.
-                let close = close_anyway || unread_body || req.method == "PUT";
-                respond_error(conn, e, head, close).await?;
-                Ok(if close { Next::Close } else { Next::KeepAlive })
-            }
+/// How an error is answered, by either server: `{"error": "..."}`.
+pub struct ErrorAnswer {
+    pub status: u16,
+    /// The JSON body.
+    pub body: String,
+    /// The `Allow` header's value, on a 405.
+    pub allow: Option<&'static str>,
+}
+
+impl From<ApiError> for ErrorAnswer {
+    fn from(e: ApiError) -> ErrorAnswer {
+        let status = e.status();
+        if status >= 500 {
+            error!(error = %e, "request failed");
+        }
+        ErrorAnswer {
+            status,
+            body: serde_json::json!({ "error": e.to_string() }).to_string(),
+            allow: (status == 405).then_some("GET, HEAD, PUT"),
         }
     }
 }
 
-async fn respond_error(conn: &mut Conn, e: ApiError, head: bool, close: bool) -> io::Result<()> {
-    let status = e.status();
-    if status >= 500 {
-        error!(error = %e, "request failed");
+/// What a GET or HEAD answers.
+pub enum Answer {
+    /// 200 with this JSON (`/stats`, `/health`).
+    Json(String),
+    /// 200 with a stored file's data.
+    File(Location),
+}
+
+/// An upload's body as the server receives it.
+pub trait UploadBody: Send {
+    /// Lets the client send the body (the `100 Continue` a client that
+    /// sent `Expect: 100-continue` waits for); called once the head is
+    /// accepted.
+    fn proceed(&mut self) -> impl Future<Output = Result<(), ApiError>> + Send;
+
+    /// The next piece of the body, at most `left` bytes; `got` of
+    /// `expected` arrived so far. A body that ends early is
+    /// [`HttpError::ShortBody`], one that stalls [`HttpError::Timeout`].
+    fn chunk(
+        &mut self,
+        left: u64,
+        got: u64,
+        expected: u64,
+    ) -> impl Future<Output = Result<Bytes, ApiError>> + Send;
+
+    /// Reads the whole body of `len` bytes onto the end of `out`.
+    fn read_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        len: u64,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send {
+        async move {
+            let mut got = 0;
+            while got < len {
+                let c = self.chunk(len - got, got, len).await?;
+                got += c.len() as u64;
+                out.extend_from_slice(&c);
+            }
+            Ok(())
+        }
     }
-    let allow: &[(&str, &str)] = if status == 405 {
-        &[("Allow", "GET, HEAD, PUT")]
-    } else {
-        &[]
-    };
-    conn.respond_error(status, &e.to_string(), allow, head, close)
-        .await
+
+    /// Whether the client has closed the connection (see
+    /// [`App::still_there`]).
+    fn peer_gone(&self) -> bool;
 }
 
 fn name(req: &Request) -> Result<&str, ApiError> {
@@ -201,87 +234,38 @@ impl App {
         }
     }
 
-    async fn get(&self, conn: &mut Conn, req: &Request) -> Result<Next, ApiError> {
-        let started = Instant::now();
-        let head = req.method == "HEAD";
+    /// The store, for the servers' ways of sending a file.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// What a GET or HEAD of `req` answers.
+    pub fn get(&self, req: &Request) -> Result<Answer, ApiError> {
         let name = name(req)?;
-        let json = match name {
-            "/stats" => Some(self.stats_json()),
-            "/health" => Some(serde_json::json!({"status": "ok"})),
-            _ => None,
-        };
-        if let Some(json) = json {
-            conn.respond_json(200, &json.to_string(), &[], head, false)
-                .await
-                .map_err(io_error)?;
-            return Ok(Next::KeepAlive);
+        match name {
+            "/stats" => Ok(Answer::Json(self.stats_json().to_string())),
+            "/health" => Ok(Answer::Json(
+                serde_json::json!({"status": "ok"}).to_string(),
+            )),
+            _ => match self.store.lookup(name) {
+                Some(loc) => Ok(Answer::File(loc)),
+                None => Err(ApiError::NotFound(name.to_owned())),
+            },
         }
-        let Some(loc) = self.store.lookup(name) else {
-            return Err(ApiError::NotFound(name.to_owned()));
-        };
-        let out_head =
-            ResponseHead::new(200, loc.data_len).header("Content-Type", "application/octet-stream");
-        let out_head = with_version(out_head, loc.version()).finish(!req.keep_alive);
-        if head {
-            conn.write(&out_head).await.map_err(io_error)?;
-            return Ok(Next::KeepAlive);
-        }
-        self.send_file(conn, &loc, out_head).await?;
-        self.gets.record(loc.data_len, started.elapsed());
-        Ok(Next::KeepAlive)
     }
 
-    /// Sends a stored file after `head`. Once the head is out, a failure
-    /// can only abort the connection (the client sees a short body, never
-    /// corrupt bytes presented as complete).
-    async fn send_file(
+    /// Counts a file sent whole (`/stats`).
+    pub fn sent(&self, len: u64, started: Instant) {
+        self.gets.record(len, started.elapsed());
+    }
+
+    /// Stores the upload `req` with its `body`; returns the version the
+    /// node now holds for the name (this upload's, or a newer one kept).
+    pub async fn put(
         &self,
-        conn: &mut Conn,
-        loc: &Location,
-        head: Vec<u8>,
-    ) -> Result<(), ApiError> {
-        let store = self.store.clone();
-        if loc.data_len <= SMALL_MAX {
-            if let Some((volume, data_offset)) = store.probe_cached(loc) {
-                // Head with MSG_MORE so it leaves in one segment with the
-                // first file bytes; then the kernel copies page cache to
-                // socket.
-                conn.send_more(&head).await.map_err(io_error)?;
-                return conn
-                    .sendfile(volume.file(), data_offset, loc.data_len)
-                    .await
-                    .map_err(io_error);
-            }
-            let loc = *loc;
-            let data = tokio::task::spawn_blocking(move || store.read_small(&loc))
-                .await
-                .map_err(|_| StoreError::Closed)??;
-            let mut out = head;
-            out.extend_from_slice(&data);
-            return conn.write(&out).await.map_err(io_error);
-        }
-        let mut reader = store.read_large(loc)?;
-        conn.write(&head).await.map_err(io_error)?;
-        loop {
-            let (r, chunk) = tokio::task::spawn_blocking(move || {
-                let chunk = reader.next_chunk();
-                (reader, chunk)
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-            reader = r;
-            match chunk {
-                Ok(Some(c)) => conn.write(&c).await.map_err(io_error)?,
-                Ok(None) => return Ok(()),
-                Err(e) => {
-                    error!(error = %e, "aborting a download");
-                    return Err(io_error(io::Error::other(e.to_string())));
-                }
-            }
-        }
-    }
-
-    async fn put(&self, conn: &mut Conn, req: &Request) -> Result<Next, ApiError> {
+        req: &Request,
+        body: &mut impl UploadBody,
+    ) -> Result<Version, ApiError> {
         let started = Instant::now();
         // The same rules as the coordinator's, the length limit included.
         let name = Name::parse(req.target.as_bytes())
@@ -335,9 +319,7 @@ impl App {
                 )));
             }
         }
-        if req.expect_continue {
-            conn.send_continue().await.map_err(io_error)?;
-        }
+        body.proceed().await?;
         // An upload without a version gets one from this node, held until
         // it is stored: later than the current copy's (even if the clock
         // stepped back) and than the newest copy on the shard's other nodes
@@ -365,19 +347,17 @@ impl App {
                 cur.time_ms
             )));
         }
-        let older = matches!((client_time, current), (Some(t), Some(cur)) if t < cur.time_ms);
-        if older {
+        if let (Some(t), Some(cur)) = (client_time, current)
+            && t < cur.time_ms
+        {
             // A newer copy is already durable: read the body (to answer
             // properly) and keep the newer copy.
             let mut got = 0;
             while got < len {
-                got += conn.body_chunk(len - got, got, len).await?.len() as u64;
+                got += body.chunk(len - got, got, len).await?.len() as u64;
             }
             self.puts.record(len, started.elapsed());
-            if let Some(cur) = current {
-                created(conn, cur.version(), req).await?;
-            }
-            return Ok(Next::KeepAlive);
+            return Ok(cur.version());
         }
 
         let _slot = self
@@ -387,8 +367,8 @@ impl App {
             .map_err(|_| StoreError::Closed)?;
         let (offer, stored) = if len <= SMALL_MAX {
             let mut buf = Store::small_record_buffer(&name, len);
-            conn.read_body_into(&mut buf, len).await?;
-            self.still_there(conn)?;
+            body.read_into(&mut buf, len).await?;
+            self.still_there(body)?;
             self.store
                 .put_small(&name, time_ms, from_client, buf)
                 .await?
@@ -400,14 +380,14 @@ impl App {
             let mut pending = BytesMut::with_capacity(SMALL_MAX as usize);
             let mut got = 0;
             while got < len {
-                let c = conn.body_chunk(len - got, got, len).await?;
+                let c = body.chunk(len - got, got, len).await?;
                 got += c.len() as u64;
                 pending.extend_from_slice(&c);
                 if pending.len() >= SMALL_MAX as usize || got == len {
                     upload.write(pending.split().freeze()).await?;
                 }
             }
-            self.still_there(conn)?;
+            self.still_there(body)?;
             upload.finish().await?
         };
         self.puts.record(len, started.elapsed());
@@ -416,8 +396,7 @@ impl App {
             Offer::Kept => self.store.lookup(&name).map_or(stored, |c| c.version()),
             Offer::Inserted | Offer::Replaced { .. } => stored,
         };
-        created(conn, kept, req).await?;
-        Ok(Next::KeepAlive)
+        Ok(kept)
     }
 
     /// Checks, just before an upload is stored, that its client has not
@@ -427,8 +406,8 @@ impl App {
     /// version later than uploads that followed, and win over them. Not
     /// airtight (the client may give up during the store itself), but it
     /// closes the window of a node that resumes after a long stop.
-    fn still_there(&self, conn: &Conn) -> Result<(), ApiError> {
-        if conn.peer_gone() {
+    fn still_there(&self, body: &impl UploadBody) -> Result<(), ApiError> {
+        if body.peer_gone() {
             self.abandoned_uploads.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::ClientGone);
         }
@@ -449,17 +428,4 @@ impl App {
             "index_bytes": s.index_bytes,
         })
     }
-}
-
-/// Answers 201 with the version the node now holds for the name.
-async fn created(conn: &mut Conn, kept: Version, req: &Request) -> Result<(), ApiError> {
-    let out = with_version(ResponseHead::new(201, 0), kept).finish(!req.keep_alive);
-    conn.write(&out).await.map_err(io_error)
-}
-
-/// The version of the copy answered: `X-Backpack-Time` and
-/// `X-Backpack-Hash`, the headers `node_client` reads.
-fn with_version(head: ResponseHead, v: Version) -> ResponseHead {
-    head.header(TIME_HEADER, v.time_ms)
-        .header(HASH_HEADER, hash_hex(v.content_hash))
 }

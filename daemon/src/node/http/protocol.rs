@@ -146,6 +146,49 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request with no headers seen yet.
+    pub fn new(method: &str, target: &str, http11: bool) -> Request {
+        Request {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            keep_alive: http11,
+            content_length: None,
+            chunked: false,
+            expect_continue: false,
+            time: None,
+            after: None,
+        }
+    }
+
+    /// Takes what the API needs from one header (either server's heads
+    /// are read through this).
+    pub fn header(&mut self, name: &str, value: &[u8]) {
+        let value = std::str::from_utf8(value).unwrap_or("").trim();
+        let number = || value.parse::<u64>().map_err(|_| ());
+        if name.eq_ignore_ascii_case("content-length") {
+            self.content_length = Some(match self.content_length {
+                // Repeated: fine only if identical (RFC 9110 8.6).
+                Some(prev) if prev != number() => Err(()),
+                _ => number(),
+            });
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            self.chunked = true;
+        } else if name.eq_ignore_ascii_case("connection") {
+            let v = value.to_ascii_lowercase();
+            if v.split(',').any(|t| t.trim() == "close") {
+                self.keep_alive = false;
+            } else if v.split(',').any(|t| t.trim() == "keep-alive") {
+                self.keep_alive = true;
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            self.expect_continue = value.eq_ignore_ascii_case("100-continue");
+        } else if name.eq_ignore_ascii_case(TIME_HEADER) {
+            self.time = Some(number());
+        } else if name.eq_ignore_ascii_case(AFTER_HEADER) {
+            self.after = Some(number());
+        }
+    }
+
     pub fn has_body(&self) -> bool {
         self.chunked
             || matches!(self.content_length, Some(Ok(n)) if n > 0)
@@ -348,19 +391,7 @@ impl Conn {
     /// Whether the client has closed (or reset) the connection, seen
     /// without reading from it.
     pub fn peer_gone(&self) -> bool {
-        let mut byte = [0u8; 1];
-        let peek = rustix::net::recv(
-            &self.stream,
-            &mut byte[..],
-            rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
-        );
-        match peek {
-            // Nothing to read (or the next pipelined request): still there.
-            Err(rustix::io::Errno::WOULDBLOCK) | Ok((1.., _)) => false,
-            Err(rustix::io::Errno::INTR) => false,
-            // End of stream or reset: gone.
-            _ => true,
-        }
+        peer_gone(&self.stream)
     }
 
     async fn writable(&self) -> io::Result<()> {
@@ -412,6 +443,24 @@ impl Conn {
     }
 }
 
+/// Whether the peer of `socket` has closed (or reset) the connection,
+/// seen without reading from it (`MSG_PEEK`).
+pub fn peer_gone(socket: impl std::os::fd::AsFd) -> bool {
+    let mut byte = [0u8; 1];
+    let peek = rustix::net::recv(
+        socket,
+        &mut byte[..],
+        rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
+    );
+    match peek {
+        // Nothing to read (or the next pipelined request): still there.
+        Err(rustix::io::Errno::WOULDBLOCK) | Ok((1.., _)) => false,
+        Err(rustix::io::Errno::INTR) => false,
+        // End of stream or reset: gone.
+        _ => true,
+    }
+}
+
 /// `op`, or `TimedOut` once it has taken longer than `limit`.
 async fn timed<T>(limit: Duration, op: impl Future<Output = io::Result<T>>) -> io::Result<T> {
     match tokio::time::timeout(limit, op).await {
@@ -451,44 +500,13 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
             )));
         }
     };
-    let method = parsed.method.unwrap_or("").to_owned();
-    let target = parsed.path.unwrap_or("").to_owned();
-    let http11 = parsed.version == Some(1);
-    let mut req = Request {
-        method,
-        target,
-        keep_alive: http11,
-        content_length: None,
-        chunked: false,
-        expect_continue: false,
-        time: None,
-        after: None,
-    };
+    let mut req = Request::new(
+        parsed.method.unwrap_or(""),
+        parsed.path.unwrap_or(""),
+        parsed.version == Some(1),
+    );
     for h in parsed.headers.iter() {
-        let value = std::str::from_utf8(h.value).unwrap_or("").trim();
-        let number = || value.parse::<u64>().map_err(|_| ());
-        if h.name.eq_ignore_ascii_case("content-length") {
-            req.content_length = Some(match req.content_length {
-                // Repeated: fine only if identical (RFC 9110 8.6).
-                Some(prev) if prev != number() => Err(()),
-                _ => number(),
-            });
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            req.chunked = true;
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            let v = value.to_ascii_lowercase();
-            if v.split(',').any(|t| t.trim() == "close") {
-                req.keep_alive = false;
-            } else if v.split(',').any(|t| t.trim() == "keep-alive") {
-                req.keep_alive = true;
-            }
-        } else if h.name.eq_ignore_ascii_case("expect") {
-            req.expect_continue = value.eq_ignore_ascii_case("100-continue");
-        } else if h.name.eq_ignore_ascii_case(TIME_HEADER) {
-            req.time = Some(number());
-        } else if h.name.eq_ignore_ascii_case(AFTER_HEADER) {
-            req.after = Some(number());
-        }
+        req.header(h.name, h.value);
     }
     Ok(Some((req, used)))
 }

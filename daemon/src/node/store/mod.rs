@@ -373,37 +373,27 @@ impl Store {
     /// served by this path until the next restart (a background scrub
     /// would close that gap).
     pub fn probe_cached(&self, loc: &Location) -> Option<(Arc<Volume>, u64)> {
-        static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-        if UNSUPPORTED.load(Ordering::Relaxed) {
-            return None;
-        }
         let volume = self.volume(loc.volume).ok()?;
         let head_len = HEADER_LEN + loc.name_len as usize;
         let mut head = vec![0u8; head_len];
-        let mut done = 0;
-        while done < head_len {
-            let mut slices = [io::IoSliceMut::new(&mut head[done..])];
-            match rustix::io::preadv2(
-                &volume.file,
-                &mut slices,
-                loc.offset + done as u64,
-                rustix::io::ReadWriteFlags::NOWAIT,
-            ) {
-                Ok(0) => return None,
-                Ok(n) => done += n,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {
-                    UNSUPPORTED.store(true, Ordering::Relaxed);
-                    return None;
-                }
-                Err(_) => return None,
-            }
-        }
+        read_nowait(&volume.file, &mut head, loc.offset)?;
         let fixed: &[u8; HEADER_LEN] = head[..HEADER_LEN].try_into().ok()?;
         let ok = matches!(Header::parse(fixed), Ok(h) if h.kind == Kind::Put
             && h.data_len == loc.data_len && h.name_len == loc.name_len)
             && Header::verify(fixed, &head[HEADER_LEN..]).is_ok();
         ok.then(|| (volume, loc.offset + head_len as u64))
+    }
+
+    /// A small record's data read from the page cache, without blocking:
+    /// what [`Store::probe_cached`] lets `sendfile` send, copied into
+    /// memory for a server that cannot `sendfile` (hyper); the same checks
+    /// (the header's, not the data checksum). `None`: not all cached, use
+    /// [`Store::read_small`] on a blocking thread.
+    pub fn read_cached(&self, loc: &Location) -> Option<Bytes> {
+        let (volume, data_offset) = self.probe_cached(loc)?;
+        let mut buf = self.bufs.take(usize::try_from(loc.data_len).ok()?);
+        read_nowait(&volume.file, buf.as_mut_slice(), data_offset)?;
+        Some(buf.freeze())
     }
 
     fn verified(
@@ -566,6 +556,36 @@ impl Drop for LargeUpload {
             warn!(volume = %self.volume.path.display(), error = %e, "cannot mark aborted upload");
         }
     }
+}
+
+/// Fills `buf` from `file` at `offset` only from the page cache
+/// (`RWF_NOWAIT`): `None` if any of it would need the disk (or the kernel
+/// cannot tell).
+fn read_nowait(file: &File, buf: &mut [u8], offset: u64) -> Option<()> {
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+    if UNSUPPORTED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let mut done = 0;
+    while done < buf.len() {
+        let mut slices = [io::IoSliceMut::new(&mut buf[done..])];
+        match rustix::io::preadv2(
+            file,
+            &mut slices,
+            offset + done as u64,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        ) {
+            Ok(0) => return None,
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {
+                UNSUPPORTED.store(true, Ordering::Relaxed);
+                return None;
+            }
+            Err(_) => return None,
+        }
+    }
+    Some(())
 }
 
 /// Streams a large record's data; see [`Store::read_large`].
