@@ -1,10 +1,9 @@
 //! Benchmarks of the storage node (a command, `backpack-bench-node`, not a
 //! timed test; see `bench/README-node.md`).
 //!
-//! - [`http`]: starts Debian's nginx (WebDAV PUT) and `backpack-node` twice
-//!   on loopback (its own HTTP server and hyper, `--http-server`), then
-//!   measures PUT and GET req/s and CPU per request of the same files
-//!   against all three in the same run, for each file size and
+//! - [`http`]: starts Debian's nginx (WebDAV PUT) and `backpack-node` on
+//!   loopback, then measures PUT and GET req/s and CPU per request of the
+//!   same files against both in the same run, for each file size and
 //!   concurrency, with one Rust load generator.
 //! - [`index`]: fills an [`Index`] with a million small files and reports
 //!   its memory per file.
@@ -43,8 +42,8 @@ pub struct HttpOptions {
     pub node_only: bool,
 }
 
-/// The node's HTTP servers measured (`--http-server`), by server name.
-pub const NODE_SERVERS: [(&str, &str); 2] = [("node-own", "own"), ("node-hyper", "hyper")];
+/// The node's name in the figures.
+pub const NODE: &str = "node";
 
 /// One measured phase.
 #[derive(Clone, Debug)]
@@ -239,7 +238,7 @@ fn start_nginx(opts: &HttpOptions, dir: &Path) -> Result<Server> {
     Ok(Server::start("nginx", &cmd, port, dir))
 }
 
-fn start_node(opts: &HttpOptions, dir: &Path, name: &'static str, http: &str) -> Result<Server> {
+fn start_node(opts: &HttpOptions, dir: &Path, name: &'static str) -> Result<Server> {
     let data = dir.join(name);
     std::fs::create_dir_all(&data)?;
     let port = free_port();
@@ -248,9 +247,7 @@ fn start_node(opts: &HttpOptions, dir: &Path, name: &'static str, http: &str) ->
         .arg("127.0.0.1")
         .arg(port.to_string())
         .arg("--max-body")
-        .arg("1gb")
-        .arg("--http-server")
-        .arg(http);
+        .arg("1gb");
     Ok(Server::start(name, &cmd, port, dir))
 }
 
@@ -356,9 +353,7 @@ pub async fn http(opts: HttpOptions, mut progress: impl FnMut(&Phase)) -> Result
         .tempdir_in(&opts.dir)
         .with_context(|| format!("cannot create a directory in {}", opts.dir.display()))?;
     let mut servers = vec![start_nginx(&opts, tmp.path())?];
-    for (name, http) in NODE_SERVERS {
-        servers.push(start_node(&opts, tmp.path(), name, http)?);
-    }
+    servers.push(start_node(&opts, tmp.path(), NODE)?);
     let mut targets = Vec::new();
     for s in &mut servers {
         let pid = s.wait_listening().await?;

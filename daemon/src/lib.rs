@@ -9,6 +9,7 @@ pub mod coordinator;
 pub mod node;
 pub mod node_client;
 pub mod prometheus;
+pub mod raw_target;
 pub mod replicator;
 pub mod runtime;
 pub mod send_floor;

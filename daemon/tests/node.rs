@@ -1,9 +1,5 @@
 //! Integration tests of `backpack-node`: the real server in-process on
 //! 127.0.0.1:0, plus the real binary for crash (kill -9) and CLI tests.
-//!
-//! `BACKPACK_NODE_HTTP_SERVER=hyper` runs them all against the hyper
-//! front-end (the in-process nodes read it here, the binary from its
-//! environment); unset, the default server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use backpack_daemon::node::{self, NodeConfig};
@@ -25,11 +21,7 @@ struct Node {
 }
 
 impl Node {
-    async fn start(mut config: NodeConfig) -> Node {
-        if let Ok(server) = std::env::var("BACKPACK_NODE_HTTP_SERVER") {
-            config.http_server = clap::ValueEnum::from_str(&server, true)
-                .unwrap_or_else(|e| panic!("BACKPACK_NODE_HTTP_SERVER: {e}"));
-        }
+    async fn start(config: NodeConfig) -> Node {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();

@@ -16,8 +16,8 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// PUT and GET req/s and CPU per request of backpack-node (its own
-    /// HTTP server and hyper) against nginx on loopback.
+    /// PUT and GET req/s and CPU per request of backpack-node against
+    /// nginx on loopback.
     Http {
         /// nginx binary (with the WebDAV module).
         #[arg(long, default_value = "/usr/sbin/nginx")]
@@ -74,15 +74,14 @@ enum Cmd {
 
 /// The medians over the rounds, a Markdown table (as in
 /// `bench/README-node.md`): per size, concurrency and operation, req/s and
-/// server CPU per request of each server, and how the node's own HTTP
-/// server compares with hyper (`own/hyper` req/s; `hyper/own` CPU: above 1
-/// the own server is ahead).
+/// server CPU per request of nginx and the node, and their ratios
+/// (`node/nginx` req/s; `nginx/node` CPU: above 1 the node is ahead).
 fn summary(report: &HttpReport, opts: &HttpOptions) {
     println!();
     println!(
-        "| size | c | op | nginx req/s | own req/s | hyper req/s | own/hyper req/s | nginx CPU us/req | own CPU | hyper CPU | hyper/own CPU | p99 ms nginx / own / hyper |"
+        "| size | c | op | nginx req/s | node req/s | node/nginx req/s | nginx CPU us/req | node CPU | nginx/node CPU | p99 ms nginx / node |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for &file_size in &opts.file_sizes {
         for &concurrency in &opts.concurrencies {
             for op in ["GET", "PUT"] {
@@ -95,20 +94,17 @@ fn summary(report: &HttpReport, opts: &HttpOptions) {
                 let rate = |s| report.median(case(s));
                 let cpu = |s| report.median_of(case(s), |p| p.cpu_us_per_req);
                 let p99 = |s| report.median_of(case(s), |p| p.p99_ms);
-                let (own, hyper) = ("node-own", "node-hyper");
+                let node = bench::NODE;
                 println!(
-                    "| {file_size} B | {concurrency} | {op} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {} | {:.2} / {:.2} / {:.2} |",
+                    "| {file_size} B | {concurrency} | {op} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {} | {:.2} / {:.2} |",
                     rate("nginx"),
-                    rate(own),
-                    rate(hyper),
-                    ratio(rate(own), rate(hyper)),
+                    rate(node),
+                    ratio(rate(node), rate("nginx")),
                     cpu("nginx"),
-                    cpu(own),
-                    cpu(hyper),
-                    ratio(cpu(hyper), cpu(own)),
+                    cpu(node),
+                    ratio(cpu("nginx"), cpu(node)),
                     p99("nginx"),
-                    p99(own),
-                    p99(hyper),
+                    p99(node),
                 );
             }
         }

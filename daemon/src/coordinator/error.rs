@@ -10,8 +10,8 @@ use backpack_shared::model::name::NameError;
 
 use super::body::BodyError;
 use super::nodes::Attempt;
-use super::raw_target::HeadError;
 use super::response::{Body, json_response};
+use crate::raw_target::HeadError;
 
 /// Everything an upload or request can be answered with, besides 200.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! The HTTP API, on plain hyper. Requests are routed by the request
 //! target exactly as the client sent it, taken from the connection before
-//! hyper parses it (see [`super::raw_target`]): no router, no
+//! hyper parses it (see [`crate::raw_target`]): no router, no
 //! normalisation, and a name hyper would cut or refuse gets our answer.
 //!
 //! - `PUT /<name>`: an upload (see [`super::upload`]).
@@ -33,11 +33,11 @@ use backpack_shared::model::{Name, hash_hex};
 
 use super::App;
 use super::error::ApiError;
-use super::raw_target::{Lines, RawRequest, RawTargets};
 use super::response::{Body, json_response, text_response};
 use super::stats::{Snapshot, metrics_text, stats_json};
 use super::{read, upload};
 use crate::node_client::{HASH_HEADER, TIME_HEADER, UNORDERED_HEADER};
+use crate::raw_target::{Lines, RawRequest, RawTargets};
 use crate::send_floor::SendFloor;
 
 /// Accepts connections until `shutdown`, then lets in-flight requests

@@ -7,7 +7,7 @@
 //! - [`cli`]: the command line (the original's arguments, flags for the rest);
 //! - [`view`]: the live configuration (maps, sizes, queue) from ZooKeeper watches;
 //! - [`http`]: the API's routes; [`error`]: its errors; [`response`]: its
-//!   answers of known bytes; [`raw_target`]: each request's
+//!   answers of known bytes; [`raw_target`](crate::raw_target): each request's
 //!   target as sent, before hyper parses it; [`upload`]: the upload path
 //!   (names follow [`backpack_shared::model::Name`]); [`read`]: the read
 //!   path; [`body`]: holding a body in memory or a temporary file;
@@ -34,7 +34,6 @@ pub mod fill;
 pub mod http;
 pub mod nodes;
 pub mod queue_check;
-pub mod raw_target;
 pub mod read;
 pub mod response;
 pub mod stats;

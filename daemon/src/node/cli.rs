@@ -1,6 +1,6 @@
 //! Command line of `backpack-node`.
 
-use super::{HttpServer, NodeConfig, NodeError};
+use super::{NodeConfig, NodeError};
 use backpack_shared::cli::size;
 use clap::Parser;
 use std::path::PathBuf;
@@ -30,16 +30,6 @@ pub struct Args {
     /// Seconds shutdown waits for in-flight requests.
     #[arg(long, env = "BACKPACK_NODE_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
-    /// The HTTP server carrying the API (own or hyper), while the two are
-    /// compared (`bench/README-node.md`).
-    #[arg(
-        long,
-        env = "BACKPACK_NODE_HTTP_SERVER",
-        value_enum,
-        default_value_t,
-        hide = true
-    )]
-    pub http_server: HttpServer,
 }
 
 impl Args {
@@ -50,7 +40,6 @@ impl Args {
             volume_size: self.volume_size,
             body_timeout: Duration::from_secs(self.body_timeout),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
-            http_server: self.http_server,
         }
     }
 }

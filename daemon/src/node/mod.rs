@@ -42,20 +42,6 @@ pub struct NodeConfig {
     pub body_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
-    /// Which HTTP server carries the API.
-    pub http_server: HttpServer,
-}
-
-/// The HTTP server that carries the node's API: the same API and answers
-/// either way (see [`http`]); the choice exists while they are measured
-/// against each other (`bench/README-node.md`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum HttpServer {
-    /// Our own HTTP/1.1 server, with `sendfile` for cached files.
-    #[default]
-    Own,
-    /// hyper's HTTP/1 server; files are read into memory (or streamed).
-    Hyper,
 }
 
 impl NodeConfig {
@@ -67,7 +53,6 @@ impl NodeConfig {
             volume_size: 4 << 30,
             body_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
-            http_server: HttpServer::default(),
         }
     }
 }

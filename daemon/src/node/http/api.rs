@@ -1,12 +1,11 @@
-//! The node's API, whichever server carries it (`own.rs` over
-//! [`protocol`](super::protocol), or `on_hyper.rs`): what a GET answers,
+//! The node's API (carried by `server.rs`): what a GET answers,
 //! what a PUT stores, `/stats`, `/health`; the version an upload gets
 //! ([`VersionLocks`]), and uploads whose client has gone not stored
 //! ([`App::still_there`]). A server reads the request head into a
 //! [`Request`], hands the upload's body over as an [`UploadBody`], and
 //! writes the [`Answer`] or the error's [`ErrorAnswer`] its own way.
 
-use super::protocol::{HttpError, Request};
+use super::request::{HttpError, Request};
 use crate::node::NodeConfig;
 use crate::node::index::{Location, Offer};
 use crate::node::record::MAX_NAME_LEN;

@@ -106,11 +106,6 @@ pub struct Volume {
 }
 
 impl Volume {
-    /// The open volume file (for `sendfile`).
-    pub fn file(&self) -> &File {
-        &self.file
-    }
-
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)
     }
@@ -359,20 +354,18 @@ impl Store {
         self.verified(loc, &volume, buf)
     }
 
-    /// Where a small record's data can be sent from without reading it into
-    /// memory (`sendfile`): `Some((volume, data offset))` when its header
-    /// is in the page cache and says what the index says. `None`: serve it
-    /// with [`Store::read_small`] on a blocking thread, which reaches the
-    /// disk and so verifies the data checksum.
+    /// A small record's data read from the page cache without blocking;
+    /// `None` when not all of it is cached: use [`Store::read_small`] on a
+    /// blocking thread, which reaches the disk and verifies the data
+    /// checksum.
     ///
-    /// This path checks the header only: checking the data would need a
-    /// copy of it in memory, which `sendfile` exists to avoid. Every
-    /// record's data checksum is verified by the start-up scan and by reads
-    /// that take the blocking path (`RWF_NOWAIT` found the header not
-    /// cached); damage that appears on disk while the node runs can be
-    /// served by this path until the next restart (a background scrub
-    /// would close that gap).
-    pub fn probe_cached(&self, loc: &Location) -> Option<(Arc<Volume>, u64)> {
+    /// This path checks the record's header (against the index and its own
+    /// checksum), not the data checksum. Every record's data checksum is
+    /// verified by the start-up scan and by reads that take the blocking
+    /// path; damage that appears on disk while the node runs can be served
+    /// by this path until the next restart (a background scrub is to close
+    /// that gap).
+    pub fn read_cached(&self, loc: &Location) -> Option<Bytes> {
         let volume = self.volume(loc.volume).ok()?;
         let head_len = HEADER_LEN + loc.name_len as usize;
         let mut head = vec![0u8; head_len];
@@ -381,18 +374,15 @@ impl Store {
         let ok = matches!(Header::parse(fixed), Ok(h) if h.kind == Kind::Put
             && h.data_len == loc.data_len && h.name_len == loc.name_len)
             && Header::verify(fixed, &head[HEADER_LEN..]).is_ok();
-        ok.then(|| (volume, loc.offset + head_len as u64))
-    }
-
-    /// A small record's data read from the page cache, without blocking:
-    /// what [`Store::probe_cached`] lets `sendfile` send, copied into
-    /// memory for a server that cannot `sendfile` (hyper); the same checks
-    /// (the header's, not the data checksum). `None`: not all cached, use
-    /// [`Store::read_small`] on a blocking thread.
-    pub fn read_cached(&self, loc: &Location) -> Option<Bytes> {
-        let (volume, data_offset) = self.probe_cached(loc)?;
+        if !ok {
+            return None;
+        }
         let mut buf = self.bufs.take(usize::try_from(loc.data_len).ok()?);
-        read_nowait(&volume.file, buf.as_mut_slice(), data_offset)?;
+        read_nowait(
+            &volume.file,
+            buf.as_mut_slice(),
+            loc.offset + head_len as u64,
+        )?;
         Some(buf.freeze())
     }
 

@@ -1,13 +1,12 @@
-//! The API ([`api`](super::api)) over hyper's HTTP/1 server: the same
-//! answers as the own server's (`own.rs`), with the parts hyper does not
-//! give taken from elsewhere:
+//! The API ([`api`](super::api)) over hyper's HTTP/1 server, with the
+//! parts hyper does not give taken from elsewhere:
 //!
 //! - names: the request target exactly as sent, read before hyper parses
-//!   it, by the coordinator's [`RawTargets`] (hyper's `Uri` cuts `#` and
-//!   refuses bytes a name may hold);
+//!   it, by [`RawTargets`] (as on the coordinator: hyper's `Uri` cuts `#`
+//!   and refuses bytes a name may hold);
 //! - `still_there`: hyper owns the socket, so the connection keeps a
 //!   second descriptor of it (`dup`) for the `MSG_PEEK` of
-//!   [`protocol::peer_gone`](super::protocol::peer_gone);
+//!   [`request::peer_gone`](super::request::peer_gone);
 //! - `--body-timeout`: each body frame is awaited at most that long (408);
 //! - files: a cached small file is copied from the page cache
 //!   ([`Store::read_cached`]), no `sendfile`; one not cached is read on a
@@ -19,11 +18,11 @@
 //! [`Store::read_cached`]: crate::node::store::Store::read_cached
 
 use super::api::{Answer, ApiError, App, ErrorAnswer, UploadBody};
-use super::protocol::{self, HttpError, Request};
-use crate::coordinator::raw_target::{HeadError, Lines, RawRequest, RawTargets};
+use super::request::{self, HttpError, Request};
 use crate::node::index::Location;
 use crate::node::store::{SMALL_MAX, StoreError};
 use crate::node_client::{HASH_HEADER, TIME_HEADER};
+use crate::raw_target::{HeadError, Lines, RawRequest, RawTargets};
 use backpack_shared::model::{Version, hash_hex};
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -124,8 +123,7 @@ impl Conn {
         };
         let failed = answer.is_err();
         let mut resp = answer.unwrap_or_else(|e| error_response(e, head));
-        // After a PUT error the body may be partly read: close, as the own
-        // server does.
+        // After a PUT error the body may be partly read: close.
         if close || (failed && put) {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -188,8 +186,7 @@ impl Conn {
             empty()
         } else {
             let body = self.file_body(&loc).await?;
-            // Counted once the data is read; the own server counts once
-            // it is sent.
+            // Counted once the data is read (hyper sends it after).
             self.app.sent(loc.data_len, started);
             body
         };
@@ -273,7 +270,7 @@ impl UploadBody for HyperBody<'_> {
     }
 
     fn peer_gone(&self) -> bool {
-        protocol::peer_gone(self.peek)
+        request::peer_gone(self.peek)
     }
 }
 
