@@ -82,7 +82,9 @@ impl NodeClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below the node's --head-timeout (20 s), which closes idle
+            // connections: a request never goes out on one being closed.
+            .pool_idle_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(usize::MAX)
             .build(connector);
         NodeClient { client }

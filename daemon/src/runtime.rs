@@ -43,6 +43,31 @@ pub fn init_tracing_filtered(default: &str) {
         .try_init();
 }
 
+/// Raises the soft limit on open files to the hard limit (systemd's
+/// default soft limit is 1024, below a daemon's connection cap) and
+/// returns it; logs when it stays below `want`.
+pub fn raise_fd_limit(want: u64) -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "cannot raise the open files limit");
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    if let Some(n) = now
+        && n < want
+    {
+        tracing::warn!(
+            limit = n,
+            want,
+            "the open files limit is below what the connection cap needs; raise it (LimitNOFILE= in the systemd unit, ulimit -n) or lower --max-connections"
+        );
+    }
+    now
+}
+
 /// Returns a token cancelled on the first SIGTERM or SIGINT. A second
 /// signal exits at once (exit code 130), for an operator who does not want
 /// to wait for the graceful path.

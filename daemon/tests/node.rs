@@ -1008,3 +1008,230 @@ async fn an_upload_whose_client_has_gone_is_not_stored() {
     assert_eq!(stats["abandoned_uploads"], 1, "{stats}");
     node.stop().await;
 }
+
+fn range_req(target: &str, range: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nRange: {range}\r\n{extra}\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn single_ranges_answer_206_on_small_and_streamed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::in_dir(dir.path()).await;
+    // One served from memory, one streamed in chunks (over 1 MiB).
+    for (name, len) in [("/small", 10_000usize), ("/large", 3 << 20)] {
+        let body = data(len as u64, len);
+        assert_eq!(
+            raw(node.addr, &put_req(name, &body, ""))
+                .await
+                .unwrap()
+                .status,
+            201
+        );
+        let whole = raw(node.addr, &get_req("GET", name)).await.unwrap();
+        assert_eq!(whole.status, 200);
+        assert_eq!(whole.header("accept-ranges"), Some("bytes"));
+        let etag = whole.header("etag").unwrap().to_owned();
+        let n = len as u64;
+        for (range, first, last) in [
+            ("bytes=0-0".to_string(), 0, 0),
+            ("bytes=100-4099".to_string(), 100, 4099),
+            (format!("bytes={}-", n - 10), n - 10, n - 1),
+            ("bytes=-7".to_string(), n - 7, n - 1),
+            (format!("bytes=5-{}", n + 100), 5, n - 1),
+            // A resumed download, from past the first chunk.
+            (format!("bytes={}-", n / 2 + 3), n / 2 + 3, n - 1),
+        ] {
+            let r = raw(node.addr, &range_req(name, &range, "")).await.unwrap();
+            assert_eq!(r.status, 206, "{name} {range}");
+            assert_eq!(
+                r.header("content-range"),
+                Some(format!("bytes {first}-{last}/{n}").as_str()),
+                "{name} {range}"
+            );
+            assert!(
+                r.body == body[first as usize..=last as usize],
+                "{name} {range}: {} bytes",
+                r.body.len()
+            );
+        }
+        // Past the end: 416 with the length, and the JSON error.
+        let r = raw(node.addr, &range_req(name, &format!("bytes={n}-"), ""))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 416);
+        assert_eq!(
+            r.header("content-range"),
+            Some(format!("bytes */{n}").as_str())
+        );
+        assert!(r.error().contains("outside the file"), "{}", r.error());
+        // Several ranges, or an If-Range of another version: the whole file.
+        let r = raw(node.addr, &range_req(name, "bytes=0-1,5-6", ""))
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.body.len()), (200, len));
+        let other = "If-Range: \"1-0000000000000000\"\r\n";
+        let r = raw(node.addr, &range_req(name, "bytes=0-1", other))
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.body.len()), (200, len));
+        let same = format!("If-Range: {etag}\r\n");
+        let r = raw(node.addr, &range_req(name, "bytes=0-1", &same))
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.body.len()), (206, 2));
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn damage_at_the_end_of_a_streamed_file_cuts_the_answer_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::in_dir(dir.path()).await;
+    let body = data(9, 3 << 20);
+    assert_eq!(
+        raw(node.addr, &put_req("/big", &body, ""))
+            .await
+            .unwrap()
+            .status,
+        201
+    );
+    // Rot the last data byte on disk while the node runs (the start-up
+    // scan would have caught it otherwise).
+    let vol = volumes(dir.path())[0].clone();
+    let f = std::fs::OpenOptions::new().write(true).open(&vol).unwrap();
+    use std::os::unix::fs::FileExt;
+    let at = 32 + "/big".len() as u64 + body.len() as u64 - 1;
+    f.write_all_at(&[body[body.len() - 1] ^ 0xff], at).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    for req in [get_req("GET", "/big"), range_req("/big", "bytes=-100", "")] {
+        // The checksum is checked at the end, before the last piece goes:
+        // never a complete answer with a rotten byte in it.
+        let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+        s.write_all(&req).await.unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got).await;
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&got[..head_end]).to_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(got.len() - head_end < len, "a short body for {head}");
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn slow_heads_and_idle_connections_are_closed_after_the_head_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::new(dir.path());
+    config.head_timeout = Duration::from_secs(1);
+    let node = Node::start(config).await;
+    // A head trickled a byte every 200 ms: cut, not kept for ever.
+    let mut slow = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let started = Instant::now();
+    let trickle = async {
+        for b in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n" {
+            if slow.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut rest = Vec::new();
+        let _ = slow.read_to_end(&mut rest).await;
+        rest
+    };
+    let rest = tokio::time::timeout(Duration::from_secs(10), trickle)
+        .await
+        .expect("the slow head is cut");
+    assert!(rest.is_empty(), "no answer to a head never finished");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // An idle kept-alive connection is closed the same way.
+    let mut idle = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut got)).await;
+    assert!(closed.is_ok(), "idle connection closed");
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_get_503_and_readers_under_the_floor_are_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::new(dir.path());
+    config.max_connections = 4;
+    config.send_rule = backpack_daemon::send_floor::SendRule {
+        min_rate: 256 * 1024,
+        grace: Duration::from_secs(1),
+    };
+    let node = Node::start(config).await;
+    let body = data(3, 32 << 20);
+    assert_eq!(
+        raw(node.addr, &put_req("/big", &body, ""))
+            .await
+            .unwrap()
+            .status,
+        201
+    );
+    // A reader that takes the head and stops, on a small receive buffer.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(node.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 256];
+    let n = stalled.read(&mut first).await.unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    // Three more idle connections reach the cap of 4; a fifth is refused.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(node.addr).await.unwrap());
+    }
+    let refused = raw(node.addr, &get_req("GET", "/health")).await.unwrap();
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(
+        refused.error().contains("--max-connections"),
+        "{}",
+        refused.error()
+    );
+    drop(held);
+    // The stalled reader is cut after its grace; then others are served.
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = c.get(node.url("/stats")).send().await
+            && r.status() == 200
+        {
+            let v: serde_json::Value = r.json().await.unwrap();
+            if v["slow_readers_cut"] == 1 {
+                assert!(v["connections_refused"].as_u64().unwrap() >= 1);
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the stalled reader is cut");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut rest = Vec::new();
+    let _ = stalled.read_to_end(&mut rest).await;
+    assert!(n + rest.len() < body.len(), "cut short");
+    let r = raw(node.addr, &get_req("GET", "/big")).await.unwrap();
+    assert!(r.body == body);
+    node.stop().await;
+}

@@ -67,6 +67,15 @@ pub struct Args {
     pub body_grace: u64,
     #[command(flatten)]
     pub send: crate::send_floor::SendArgs,
+    /// Connections served at once; one more is answered 503 with
+    /// Retry-After at once (each takes a file descriptor; the daemon raises
+    /// its soft limit to the hard one at start).
+    #[arg(
+        long,
+        env = "BACKPACK_COORDINATOR_MAX_CONNECTIONS",
+        default_value_t = 8192
+    )]
+    pub max_connections: usize,
     /// Seconds one write to a storage node may take before the next node is
     /// tried (reads: --node-read-timeout-ms).
     #[arg(long, env = "BACKPACK_COORDINATOR_NODE_TIMEOUT", default_value_t = 60)]
@@ -181,6 +190,7 @@ impl Args {
             body_min_rate: self.body_min_rate,
             body_grace: Duration::from_secs(self.body_grace),
             send_rule: self.send.rule(),
+            max_connections: self.max_connections,
             node_connect_timeout: Duration::from_millis(self.node_connect_timeout_ms),
             node_timeout: Duration::from_secs(self.node_timeout),
             node_probe_timeout: Duration::from_millis(self.node_probe_timeout_ms),
@@ -202,6 +212,8 @@ impl Args {
 /// The whole command: listen, connect, print the original's two lines once
 /// ready, serve until SIGTERM or Ctrl-C.
 pub async fn main(args: Args) -> Result<(), CoordinatorError> {
+    // A connection to a node (and maybe a spill file) per client connection.
+    crate::runtime::raise_fd_limit(2 * args.max_connections as u64 + 256);
     let addr = format!("{}:{}", args.listen_host, args.listen_port);
     // Listen first: a taken port is reported at once.
     let listener = tokio::net::TcpListener::bind((args.listen_host.as_str(), args.listen_port))

@@ -48,7 +48,8 @@ pub async fn serve(
     shutdown: CancellationToken,
     deadline: Duration,
 ) {
-    crate::accept::serve(listener, &shutdown, deadline, |stream| {
+    let limit = app.connections.clone();
+    crate::accept::serve(listener, &shutdown, deadline, &limit, |stream| {
         serve_connection(stream, app.clone(), shutdown.clone())
     })
     .await;
@@ -211,6 +212,10 @@ async fn report<T>(app: &App, render: impl FnOnce(&Snapshot<'_>) -> T) -> T {
         pending_fill: app.fill.pending_total(),
         zk_connected: app.zk_connected(),
         upload_slots_free: app.upload_slots.available_permits(),
+        connections_refused: app
+            .connections
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed),
         spill_bytes: app
             .holder
             .spilled_bytes

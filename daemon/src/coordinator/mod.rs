@@ -87,6 +87,8 @@ pub struct CoordinatorConfig {
     /// The floor under the rate at which clients read answers (see
     /// [`crate::send_floor`]).
     pub send_rule: crate::send_floor::SendRule,
+    /// Connections served at once; one more is answered 503 at once.
+    pub max_connections: usize,
     /// Connecting to a storage node.
     pub node_connect_timeout: Duration,
     /// One write to a storage node, from sending to its answer.
@@ -135,6 +137,7 @@ impl Default for CoordinatorConfig {
             body_min_rate: 1024,
             body_grace: Duration::from_secs(10),
             send_rule: crate::send_floor::SendRule::DEFAULT,
+            max_connections: 8192,
             node_connect_timeout: Duration::from_secs(2),
             node_timeout: Duration::from_secs(60),
             node_probe_timeout: Duration::from_millis(1000),
@@ -201,6 +204,8 @@ pub struct App {
     pub(crate) nodes: nodes::Nodes,
     pub(crate) holder: body::Holder,
     pub(crate) upload_slots: Semaphore,
+    /// The cap on connections (`--max-connections`) and the refusals.
+    pub(crate) connections: crate::accept::Limit,
     pub(crate) statsd: Option<statsd::Statsd>,
     /// Cancelled when shutdown begins: new uploads are refused.
     pub(crate) shutting_down: CancellationToken,
@@ -324,6 +329,7 @@ pub async fn start(
             spilled_bytes: Arc::default(),
         },
         upload_slots: Semaphore::new(config.max_uploads.max(1)),
+        connections: crate::accept::Limit::new(config.max_connections),
         statsd: statsd_client,
         shutting_down: shutdown.child_token(),
         queue_check: Arc::default(),

@@ -255,6 +255,8 @@ pub struct Snapshot<'a> {
     pub zk_connected: bool,
     /// Upload slots free now (of --max-uploads).
     pub upload_slots_free: usize,
+    /// Connections refused at --max-connections.
+    pub connections_refused: u64,
     /// Bytes of the spill directory held by uploads in progress.
     pub spill_bytes: u64,
 }
@@ -294,6 +296,7 @@ pub fn stats_json(s: &Snapshot<'_>) -> serde_json::Value {
         "ready": s.view.ready,
         "zookeeper_connected": s.zk_connected,
         "upload_slots_free": s.upload_slots_free,
+        "connections_refused": s.connections_refused,
         "spill_bytes": s.spill_bytes,
         "started": s.stats.started_ms(),
         "version": env!("CARGO_PKG_VERSION"),
@@ -330,6 +333,12 @@ pub fn metrics_text(s: &Snapshot<'_>) -> String {
         Gauge,
         "Upload slots free now (of --max-uploads); at 0 uploads are refused with 503 after --upload-slot-wait-ms.",
         s.upload_slots_free,
+    );
+    m.one(
+        "connections_refused_total",
+        Counter,
+        "Connections answered 503 at once because --max-connections were open.",
+        s.connections_refused,
     );
     m.one(
         "spill_bytes",
@@ -643,6 +652,7 @@ mod tests {
             pending_fill: 0,
             zk_connected: true,
             upload_slots_free: 1024,
+            connections_refused: 0,
             spill_bytes: 0,
         });
         assert!(

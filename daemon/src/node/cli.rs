@@ -30,6 +30,20 @@ pub struct Args {
     /// Seconds shutdown waits for in-flight requests.
     #[arg(long, env = "BACKPACK_NODE_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+    /// Seconds a request head may take to arrive whole, counted from the
+    /// connection's start or its previous answer (so also how long an idle
+    /// kept-alive connection stays open); the connection is then closed.
+    /// Keep it above the pool idle time of the clients (coordinators and
+    /// replicators keep idle connections 10 s).
+    #[arg(long, env = "BACKPACK_NODE_HEAD_TIMEOUT", default_value_t = 20)]
+    pub head_timeout: u64,
+    /// Connections served at once; one more is answered 503 with
+    /// Retry-After at once (each takes a file descriptor; the node raises
+    /// its soft limit to the hard one at start).
+    #[arg(long, env = "BACKPACK_NODE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    #[command(flatten)]
+    pub send: crate::send_floor::SendArgs,
 }
 
 impl Args {
@@ -40,6 +54,9 @@ impl Args {
             volume_size: self.volume_size,
             body_timeout: Duration::from_secs(self.body_timeout),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+            head_timeout: Duration::from_secs(self.head_timeout.max(1)),
+            max_connections: self.max_connections,
+            send_rule: self.send.rule(),
         }
     }
 }
@@ -48,6 +65,8 @@ impl Args {
 /// SIGTERM or Ctrl-C.
 pub async fn main(args: Args) -> Result<(), NodeError> {
     let config = args.config();
+    // Connections, volumes and the index's files, with room to spare.
+    crate::runtime::raise_fd_limit(config.max_connections as u64 + 256);
     let store = super::open_store(&config).await?;
     let addr = format!("{}:{}", args.listen_host, args.listen_port);
     let listener = tokio::net::TcpListener::bind((args.listen_host.as_str(), args.listen_port))

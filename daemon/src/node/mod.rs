@@ -42,6 +42,14 @@ pub struct NodeConfig {
     pub body_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// How long a request head may take to arrive, counted from the end
+    /// of the previous request on a kept-alive connection (so it is also
+    /// the idle keep-alive timeout; hyper's `header_read_timeout`).
+    pub head_timeout: Duration,
+    /// Connections served at once; one more is answered 503 at once.
+    pub max_connections: usize,
+    /// The floor under the rate at which clients read files.
+    pub send_rule: crate::send_floor::SendRule,
 }
 
 impl NodeConfig {
@@ -53,6 +61,9 @@ impl NodeConfig {
             volume_size: 4 << 30,
             body_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
+            head_timeout: Duration::from_secs(20),
+            max_connections: 4096,
+            send_rule: crate::send_floor::SendRule::DEFAULT,
         }
     }
 }

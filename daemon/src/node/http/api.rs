@@ -39,6 +39,10 @@ pub struct App {
     /// Uploads not stored because their client had gone when the body was
     /// complete ([`App::still_there`]).
     abandoned_uploads: AtomicU64,
+    /// The cap on connections and its refusals (`--max-connections`).
+    pub connections: crate::accept::Limit,
+    /// Connections cut for reading slower than `--send-min-rate`.
+    pub slow_readers: Arc<AtomicU64>,
 }
 
 /// One lock per name being written with a version this node assigns, so
@@ -102,6 +106,11 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error(
+        "range {range:?} is outside the file's {len} bytes; ask for bytes 0-{} at most",
+        .len.saturating_sub(1)
+    )]
+    RangeNotSatisfiable { range: String, len: u64 },
+    #[error(
         "the client closed the connection before the upload was stored; not stored (keep the connection open until the answer)"
     )]
     ClientGone,
@@ -120,6 +129,7 @@ impl ApiError {
             ApiError::NameTooLong(_) | ApiError::BadName(NameError::TooLong { .. }) => 414,
             ApiError::BadName(_) => 400,
             ApiError::NotFound(_) => 404,
+            ApiError::RangeNotSatisfiable { .. } => 416,
             ApiError::Method(_) => 405,
             ApiError::Http(e) => e.status(),
             ApiError::Store(StoreError::NoSpace(_)) => 507,
@@ -230,6 +240,8 @@ impl App {
             abandoned_uploads: Default::default(),
             put_slots: Semaphore::new(MAX_PUTS_IN_FLIGHT),
             versions: Arc::default(),
+            connections: crate::accept::Limit::new(config.max_connections),
+            slow_readers: Arc::default(),
         }
     }
 
@@ -419,6 +431,8 @@ impl App {
             "gets": self.gets.snapshot(),
             "puts": self.puts.snapshot(),
             "abandoned_uploads": self.abandoned_uploads.load(Ordering::Relaxed),
+            "connections_refused": self.connections.refused.load(Ordering::Relaxed),
+            "slow_readers_cut": self.slow_readers.load(Ordering::Relaxed),
             "files": s.files,
             "bytes_stored": s.bytes_stored,
             "volumes": s.volumes,

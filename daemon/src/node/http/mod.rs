@@ -51,14 +51,7 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, data_dir = %config.data_dir.display(), "backpack-node listening");
     }
-    server::serve(
-        listener,
-        app,
-        config.body_timeout,
-        config.shutdown_timeout,
-        shutdown,
-    )
-    .await;
+    server::serve(listener, app, config, shutdown).await;
     if tokio::task::spawn_blocking(move || store.close())
         .await
         .is_err()

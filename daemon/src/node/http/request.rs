@@ -39,6 +39,9 @@ pub struct Request {
     pub time: Option<Result<u64, ()>>,
     /// `X-Backpack-After`: the assigned version must exceed it.
     pub after: Option<Result<u64, ()>>,
+    /// `Range` and `If-Range`, as sent.
+    pub range: Option<String>,
+    pub if_range: Option<String>,
 }
 
 impl Request {
@@ -53,6 +56,8 @@ impl Request {
             expect_continue: false,
             time: None,
             after: None,
+            range: None,
+            if_range: None,
         }
     }
 
@@ -82,6 +87,10 @@ impl Request {
             self.time = Some(number());
         } else if name.eq_ignore_ascii_case(AFTER_HEADER) {
             self.after = Some(number());
+        } else if name.eq_ignore_ascii_case("range") {
+            self.range = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("if-range") {
+            self.if_range = Some(value.to_owned());
         }
     }
 }
@@ -101,5 +110,79 @@ pub fn peer_gone(socket: impl std::os::fd::AsFd) -> bool {
         Err(rustix::io::Errno::INTR) => false,
         // End of stream or reset: gone.
         _ => true,
+    }
+}
+
+/// What a GET answers for a file of `len` bytes given its `Range`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// 200, the whole file: no range, several ranges (RFC 9110 allows
+    /// the whole instead), a unit other than bytes or a malformed header.
+    Whole,
+    /// 206, bytes `first..=last`.
+    Bytes { first: u64, last: u64 },
+    /// 416: no byte of the file is in the range.
+    Unsatisfiable,
+}
+
+/// Reads one `Range: bytes=...` against a file of `len` bytes (RFC 9110
+/// 14.1.2: `a-b`, `a-`, `-n`; a last position past the end is cut).
+pub fn part(range: Option<&str>, len: u64) -> Part {
+    let Some(spec) = range.and_then(|r| r.trim().strip_prefix("bytes=")) else {
+        return Part::Whole;
+    };
+    if spec.contains(',') {
+        return Part::Whole;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Part::Whole;
+    };
+    let num = |s: &str| s.trim().parse::<u64>().ok();
+    match (a.trim().is_empty(), num(a), num(b)) {
+        // The last n bytes.
+        (true, _, Some(n)) if n == 0 || len == 0 => Part::Unsatisfiable,
+        (true, _, Some(n)) => Part::Bytes {
+            first: len.saturating_sub(n),
+            last: len - 1,
+        },
+        (false, Some(first), _) if first >= len => Part::Unsatisfiable,
+        (false, Some(first), None) if b.trim().is_empty() => Part::Bytes {
+            first,
+            last: len - 1,
+        },
+        (false, Some(first), Some(last)) if last >= first => Part::Bytes {
+            first,
+            last: last.min(len - 1),
+        },
+        _ => Part::Whole,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_read_like_rfc_9110() {
+        let b = |first, last| Part::Bytes { first, last };
+        for (range, want) in [
+            (None, Part::Whole),
+            (Some("bytes=0-0"), b(0, 0)),
+            (Some("bytes=10-19"), b(10, 19)),
+            (Some("bytes=10-"), b(10, 99)),
+            (Some("bytes=-10"), b(90, 99)),
+            (Some("bytes=-1000"), b(0, 99)),
+            (Some("bytes=90-1000"), b(90, 99)),
+            (Some("bytes=100-"), Part::Unsatisfiable),
+            (Some("bytes=100-200"), Part::Unsatisfiable),
+            (Some("bytes=-0"), Part::Unsatisfiable),
+            (Some("bytes=0-1,5-6"), Part::Whole),
+            (Some("bytes=5-1"), Part::Whole),
+            (Some("items=0-1"), Part::Whole),
+            (Some("bytes=x-1"), Part::Whole),
+        ] {
+            assert_eq!(part(range, 100), want, "{range:?}");
+        }
+        assert_eq!(part(Some("bytes=0-"), 0), Part::Unsatisfiable);
     }
 }

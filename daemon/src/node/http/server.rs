@@ -18,11 +18,13 @@
 //! [`Store::read_cached`]: crate::node::store::Store::read_cached
 
 use super::api::{Answer, ApiError, App, ErrorAnswer, UploadBody};
-use super::request::{self, HttpError, Request};
+use super::request::{self, HttpError, Part, Request};
+use crate::node::NodeConfig;
 use crate::node::index::Location;
-use crate::node::store::{SMALL_MAX, StoreError};
+use crate::node::store::{LargeRead, SMALL_MAX, StoreError};
 use crate::node_client::{HASH_HEADER, TIME_HEADER};
 use crate::raw_target::{HeadError, Lines, RawRequest, RawTargets};
+use crate::send_floor::{SendFloor, SendRule};
 use backpack_shared::model::{Version, hash_hex};
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -43,19 +45,35 @@ use tracing::{debug, error};
 type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 /// Serves connections on `listener` until `shutdown`, then lets requests
-/// in flight finish within `deadline` (see [`crate::accept`]). `timeout`
-/// bounds each stall of a request body.
+/// in flight finish within the shutdown timeout (see [`crate::accept`]).
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
-    timeout: Duration,
-    deadline: Duration,
+    config: &NodeConfig,
     shutdown: CancellationToken,
 ) {
-    crate::accept::serve(listener, &shutdown, deadline, |stream| {
-        connection(stream, app.clone(), timeout, shutdown.clone())
-    })
+    let limit = app.connections.clone();
+    let settings = Settings {
+        body_timeout: config.body_timeout,
+        head_timeout: config.head_timeout,
+        send_rule: config.send_rule,
+    };
+    crate::accept::serve(
+        listener,
+        &shutdown,
+        config.shutdown_timeout,
+        &limit,
+        |stream| connection(stream, app.clone(), settings, shutdown.clone()),
+    )
     .await
+}
+
+/// The connection settings of `NodeConfig`.
+#[derive(Clone, Copy)]
+struct Settings {
+    body_timeout: Duration,
+    head_timeout: Duration,
+    send_rule: SendRule,
 }
 
 /// What every request of one connection shares.
@@ -70,7 +88,7 @@ struct Conn {
 async fn connection(
     stream: TcpStream,
     app: Arc<App>,
-    timeout: Duration,
+    settings: Settings,
     shutdown: CancellationToken,
 ) {
     let peek = match rustix::io::dup(&stream) {
@@ -80,12 +98,13 @@ async fn connection(
             return;
         }
     };
+    let stream = SendFloor::new(stream, settings.send_rule, app.slow_readers.clone());
     let (stream, lines) = RawTargets::new(stream);
     let conn = Arc::new(Conn {
         app,
         lines,
         peek,
-        timeout,
+        timeout: settings.body_timeout,
     });
     let service = hyper::service::service_fn(move |req| {
         let conn = conn.clone();
@@ -94,6 +113,7 @@ async fn connection(
     let served = hyper::server::conn::http1::Builder::new()
         .half_close(true)
         .timer(TokioTimer::new())
+        .header_read_timeout(settings.head_timeout)
         .serve_connection(TokioIo::new(stream), service);
     let mut served = std::pin::pin!(served);
     let ended = tokio::select! {
@@ -177,26 +197,59 @@ impl Conn {
             Answer::Json(json) => return Ok(json_response(StatusCode::OK, json, head)),
             Answer::File(loc) => loc,
         };
-        let builder = Response::builder()
-            .status(StatusCode::OK)
+        let len = loc.data_len;
+        let etag = etag(loc.version());
+        // A range of another version than the client holds is no use: the
+        // whole file instead (an If-Range date is not checked: whole too).
+        let range = match &req.if_range {
+            Some(v) if *v != etag => None,
+            _ => req.range.as_deref(),
+        };
+        let (status, first, last) = match request::part(range, len) {
+            Part::Whole => (StatusCode::OK, 0, len.saturating_sub(1)),
+            Part::Bytes { first, last } => (StatusCode::PARTIAL_CONTENT, first, last),
+            Part::Unsatisfiable => {
+                let mut resp = error_response(
+                    ApiError::RangeNotSatisfiable {
+                        range: range.unwrap_or_default().to_owned(),
+                        len,
+                    },
+                    head,
+                );
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                return Ok(resp);
+            }
+        };
+        let count = if len == 0 { 0 } else { last - first + 1 };
+        let mut builder = Response::builder()
+            .status(status)
             .header(header::CONTENT_TYPE, "application/octet-stream")
-            .header(header::CONTENT_LENGTH, loc.data_len);
+            .header(header::CONTENT_LENGTH, count)
+            .header(header::ACCEPT_RANGES, "bytes")
+            .header(header::ETAG, &etag);
+        if status == StatusCode::PARTIAL_CONTENT {
+            builder = builder.header(header::CONTENT_RANGE, format!("bytes {first}-{last}/{len}"));
+        }
         let builder = with_version(builder, loc.version());
-        let body = if head {
+        let body = if head || count == 0 {
             empty()
         } else {
-            let body = self.file_body(&loc).await?;
+            let body = self.file_body(&loc, first, last).await?;
             // Counted once the data is read (hyper sends it after).
-            self.app.sent(loc.data_len, started);
+            self.app.sent(count, started);
             body
         };
         builder.body(body).map_err(http_failed)
     }
 
-    /// A stored file's data as a body. A failure after the answer began
-    /// aborts the connection (the client sees a short body, never corrupt
-    /// bytes presented as complete).
-    async fn file_body(&self, loc: &Location) -> Result<Body, ApiError> {
+    /// Bytes `first..=last` of a stored file's data as a body. A large
+    /// file streams, and its last piece is held back until the record's
+    /// checksum is verified at its end: damage found then aborts the
+    /// connection, so the client sees a short body, never corrupt bytes
+    /// presented as complete.
+    async fn file_body(&self, loc: &Location, first: u64, last: u64) -> Result<Body, ApiError> {
         let store = self.app.store().clone();
         if loc.data_len <= SMALL_MAX {
             let data = match store.read_cached(loc) {
@@ -208,28 +261,84 @@ impl Conn {
                         .map_err(|_| StoreError::Closed)??
                 }
             };
+            let data = data.slice(first as usize..=last as usize);
             return Ok(Full::new(data).map_err(|e| match e {}).boxed_unsync());
         }
         let reader = store.read_large(loc)?;
-        let chunks = futures::stream::unfold(Some(reader), |reader| async move {
-            let mut reader = reader?;
-            let read = tokio::task::spawn_blocking(move || {
-                let chunk = reader.next_chunk();
-                (reader, chunk)
-            })
-            .await;
-            let failed = |why: String| {
-                error!(error = %why, "aborting a download");
-                Some((Err(io::Error::other(why)), None))
-            };
-            match read {
-                Ok((reader, Ok(Some(c)))) => Some((Ok(Frame::data(c)), Some(reader))),
-                Ok((_, Ok(None))) => None,
-                Ok((_, Err(e))) => failed(e.to_string()),
-                Err(e) => failed(e.to_string()),
+        let state = Ranged {
+            reader: Some(reader),
+            pos: 0,
+            first,
+            last,
+            held: None,
+        };
+        let chunks = futures::stream::unfold(state, |mut st| async move {
+            loop {
+                let mut reader = st.reader.take()?;
+                let read = tokio::task::spawn_blocking(move || {
+                    let chunk = reader.next_chunk();
+                    (reader, chunk)
+                })
+                .await;
+                let failed = |why: String| {
+                    error!(error = %why, "aborting a download");
+                    Some((Err(io::Error::other(why)), Ranged::done()))
+                };
+                match read {
+                    Ok((reader, Ok(Some(c)))) => {
+                        st.reader = Some(reader);
+                        if let Some(out) = st.take(c) {
+                            return Some((Ok(Frame::data(out)), st));
+                        }
+                    }
+                    // Verified to the end: the held piece may go.
+                    Ok((_, Ok(None))) => {
+                        let held = st.held.take()?;
+                        return Some((Ok(Frame::data(held)), Ranged::done()));
+                    }
+                    Ok((_, Err(e))) => return failed(e.to_string()),
+                    Err(e) => return failed(e.to_string()),
+                }
             }
         });
         Ok(StreamBody::new(chunks).boxed_unsync())
+    }
+}
+
+/// A large file's stream cut to a range, its last piece held back.
+struct Ranged {
+    reader: Option<LargeRead>,
+    /// Offset in the data of the next chunk.
+    pos: u64,
+    first: u64,
+    last: u64,
+    held: Option<Bytes>,
+}
+
+impl Ranged {
+    fn done() -> Ranged {
+        Ranged {
+            reader: None,
+            pos: 0,
+            first: 1,
+            last: 0,
+            held: None,
+        }
+    }
+
+    /// Takes the part of `chunk` in the range; returns what may go now
+    /// (the previously held piece).
+    fn take(&mut self, chunk: Bytes) -> Option<Bytes> {
+        let start = self.pos;
+        let end = start + chunk.len() as u64; // exclusive
+        self.pos = end;
+        let from = self.first.max(start);
+        let to = (self.last + 1).min(end);
+        if from >= to {
+            return None;
+        }
+        let piece = chunk.slice((from - start) as usize..(to - start) as usize);
+        self.held.replace(piece)
     }
 }
 
@@ -315,6 +424,11 @@ fn error_response(e: ApiError, head: bool) -> Response<Body> {
 fn with_version(b: hyper::http::response::Builder, v: Version) -> hyper::http::response::Builder {
     b.header(TIME_HEADER, v.time_ms)
         .header(HASH_HEADER, hash_hex(v.content_hash))
+}
+
+/// A strong validator of one version of a file (for `If-Range`).
+fn etag(v: Version) -> String {
+    format!("\"{}-{}\"", v.time_ms, hash_hex(v.content_hash))
 }
 
 /// A response that could not be built (never, with the headers above).
