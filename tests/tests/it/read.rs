@@ -254,6 +254,16 @@ async fn nginx_moves_past_a_node_answering_500_to_an_ipv6_node() {
         assert_eq!(r.status(), 200);
         assert_eq!(r.text().await.unwrap(), "from the IPv6 node");
     }
+    // nginx passes a Range on and the node's 206 back: downloads resume.
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/1:a.jpg"))
+        .header("range", "bytes=9-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], "bytes 9-17/18");
+    assert_eq!(r.text().await.unwrap(), "IPv6 node");
     zk.close();
 }
 
