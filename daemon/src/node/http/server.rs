@@ -233,10 +233,14 @@ impl Conn {
             builder = builder.header(header::CONTENT_RANGE, format!("bytes {first}-{last}/{len}"));
         }
         let builder = with_version(builder, loc.version());
-        let body = if head || count == 0 {
+        let body = if head {
             empty()
         } else {
-            let body = self.file_body(&loc, first, last).await?;
+            let body = if count == 0 {
+                empty()
+            } else {
+                self.file_body(&loc, first, last).await?
+            };
             // Counted once the data is read (hyper sends it after).
             self.app.sent(count, started);
             body
