@@ -498,6 +498,17 @@ fn an_invalid_map_entry_is_kept_and_repaired_with_replace() {
         znode(&zk, "servers-map")["9"],
         json!({"host":"nine","port":"10009"})
     );
+    // Or removed: refused while a shard uses the server, else gone.
+    let err = fails("remove-server", &[z, &root, "2"]);
+    assert!(err.contains("node of shard(s) 1"), "{err}");
+    assert_eq!(ok("remove-server", &[z, &root, "9"]), "Removed server 9
+");
+    assert!(znode(&zk, "servers-map").get("9").is_none());
+    assert_eq!(
+        ok("remove-server", &[z, &root, "9"]),
+        "Server 9 is not in servers-map
+"
+    );
     zk.close();
 }
 

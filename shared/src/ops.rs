@@ -39,6 +39,11 @@ pub enum MapOp {
         capacity: u64,
         replace: bool,
     },
+    /// remove-server: drop a storage node no shard uses (its entry may be
+    /// invalid: the way to clear one).
+    RemoveServer {
+        id: String,
+    },
     EnableShard {
         id: String,
     },
@@ -97,6 +102,10 @@ pub enum OpError {
     },
     #[error("shard {id} does not exist; list the shards with backpack-coordinator-dump-shards")]
     UnknownShard { id: String },
+    #[error(
+        "server {id} is a node of shard(s) {shards}: its files are read from it; re-point those shards first (backpack-coordinator-add-shard --replace), or move the server with add-server --replace"
+    )]
+    ServerInUse { id: String, shards: String },
     #[error("{} not in the servers map; add {} first with backpack-coordinator-add-server", plural_nodes(.ids), if .ids.len() == 1 { "it" } else { "them" })]
     UnknownNodes { ids: Vec<String> },
     #[error("node {id} is listed twice; list each node of a shard once")]
@@ -167,6 +176,9 @@ impl MapOp {
     pub fn reads(&self) -> Vec<String> {
         match self {
             MapOp::AddServer { .. } => vec![paths::SERVERS_MAP.into()],
+            MapOp::RemoveServer { .. } => {
+                vec![paths::SERVERS_MAP.into(), paths::SHARDS_MAP.into()]
+            }
             MapOp::AddShard { id, .. } => {
                 vec![
                     paths::SERVERS_MAP.into(),
@@ -331,6 +343,31 @@ impl MapOp {
                 if plan.writes.is_empty() {
                     plan.checks.clear();
                 }
+                Ok(plan)
+            }
+            MapOp::RemoveServer { id } => {
+                let (mut servers, version) = doc::<Server>(snapshot, paths::SERVERS_MAP)?;
+                let (shards, shards_version) = doc::<Shard>(snapshot, paths::SHARDS_MAP)?;
+                let message = format!("Removed server {id}");
+                if !servers.entries.contains_key(id) {
+                    return Ok(nothing(format!("Server {id} is not in servers-map")));
+                }
+                let users: Vec<String> = shards
+                    .valid()
+                    .into_iter()
+                    .filter(|(_, s)| s.nodes.contains(id))
+                    .map(|(sid, _)| sid)
+                    .collect();
+                if !users.is_empty() {
+                    return Err(OpError::ServerInUse {
+                        id: id.clone(),
+                        shards: users.join(", "),
+                    });
+                }
+                servers.remove(id);
+                let mut plan = set_doc(paths::SERVERS_MAP, &servers, version, message);
+                // A shard added meanwhile on this server must not be missed.
+                plan.checks.push((paths::SHARDS_MAP.into(), shards_version));
                 Ok(plan)
             }
             MapOp::EnableShard { id } | MapOp::DisableShard { id } => {
@@ -601,6 +638,35 @@ mod tests {
             "server 1 already exists as http://one:10001; pick another id, or pass --replace to move it to http://one:10009"
         );
         assert_eq!(op(10009, true).plan(&s).unwrap().writes.len(), 1);
+    }
+
+    #[test]
+    fn remove_server_drops_an_unused_or_invalid_entry_and_refuses_a_used_one() {
+        let s = snap(&[
+            (
+                "servers-map",
+                r#"{"1":{"host":"one","port":"10001"},"4":{"host":"two","port":"10004"},"9":{"host":"nine","port":"x"}}"#,
+                3,
+            ),
+            ("shards-map", r#"{"1":{"nodes":["1","4"]}}"#, 7),
+        ]);
+        let rm = |id: &str| MapOp::RemoveServer { id: id.into() };
+        let e = rm("4").plan(&s).unwrap_err();
+        assert!(e.to_string().starts_with("server 4 is a node of shard(s) 1:"), "{e}");
+        let plan = rm("9").plan(&s).unwrap();
+        assert_eq!(
+            plan.writes,
+            vec![Write::Set {
+                name: "servers-map".into(),
+                data: br#"{"1":{"host":"one","port":"10001"},"4":{"host":"two","port":"10004"}}"#
+                    .to_vec(),
+                version: 3
+            }]
+        );
+        assert_eq!(plan.checks, vec![("shards-map".to_string(), 7)]);
+        let again = rm("7").plan(&s).unwrap();
+        assert!(again.writes.is_empty());
+        assert_eq!(again.message, "Server 7 is not in servers-map");
     }
 
     #[test]

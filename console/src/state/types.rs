@@ -87,6 +87,7 @@ impl Action {
             Action::Op(MapOp::AddShard { id, nodes, .. }) => {
                 format!("add shard {id} on nodes {}", nodes.join(","))
             }
+            Action::Op(MapOp::RemoveServer { id }) => format!("remove server {id}"),
             Action::Op(MapOp::EnableShard { id }) => format!("enable shard {id}"),
             Action::Op(MapOp::DisableShard { id }) => format!("disable shard {id}"),
             Action::Op(MapOp::SetQueue(q)) => format!("set queue {}", q.key),

@@ -376,6 +376,18 @@ pub fn relevant(action: &Action, c: &ClusterState) -> Vec<(String, String)> {
             }
             out
         }
+        Action::Op(MapOp::RemoveServer { id }) => {
+            let uses = rows::node_shards(c);
+            vec![(
+                format!("server {id}"),
+                format!(
+                    "{} in {}",
+                    server(id),
+                    uses.get(id)
+                        .map_or("no shard".into(), |v| format!("shard {}", v.join(",")))
+                ),
+            )]
+        }
         Action::Op(MapOp::EnableShard { id } | MapOp::DisableShard { id }) => {
             vec![(format!("shard {id}"), shard(id))]
         }

@@ -97,6 +97,26 @@ impl AdminCommand for AddServer {
     }
 }
 
+/// Removes a storage node that no shard uses (also the way to clear an
+/// entry of servers-map that is not valid).
+#[derive(Debug, Parser)]
+#[command(name = "backpack-coordinator-remove-server", version)]
+pub struct RemoveServer {
+    #[command(flatten)]
+    pub zk: ZkArgs,
+    /// Node id (e.g. 9)
+    pub id: String,
+}
+
+impl AdminCommand for RemoveServer {
+    const USAGE: &'static str =
+        "Usage: backpack-coordinator-remove-server <zk_servers> </zk/root> <id>";
+
+    async fn run(self) -> anyhow::Result<()> {
+        apply(&self.zk, MapOp::RemoveServer { id: self.id }).await
+    }
+}
+
 /// Creates a shard of existing nodes with a capacity. New shards are
 /// read-only: enable them with backpack-coordinator-enable-shard.
 #[derive(Debug, Parser)]

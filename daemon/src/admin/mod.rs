@@ -29,7 +29,7 @@ use clap::Parser;
 
 pub use commands::{
     AddServer, AddShard, DisableShard, DumpShards, EnableShard, Init, NginxConfig, PrintStats,
-    ReplicatorPush, SetQueue, nginx_config,
+    RemoveServer, ReplicatorPush, SetQueue, nginx_config,
 };
 
 pub use backpack_shared::cli::ZkArgs;
