@@ -12,6 +12,7 @@ fn run(cmd: &str, args: &[&str]) -> Output {
     let path = match cmd {
         "init" => env!("CARGO_BIN_EXE_backpack-coordinator-init"),
         "add-server" => env!("CARGO_BIN_EXE_backpack-coordinator-add-server"),
+        "remove-server" => env!("CARGO_BIN_EXE_backpack-coordinator-remove-server"),
         "add-shard" => env!("CARGO_BIN_EXE_backpack-coordinator-add-shard"),
         "enable-shard" => env!("CARGO_BIN_EXE_backpack-coordinator-enable-shard"),
         "disable-shard" => env!("CARGO_BIN_EXE_backpack-coordinator-disable-shard"),
@@ -501,8 +502,11 @@ fn an_invalid_map_entry_is_kept_and_repaired_with_replace() {
     // Or removed: refused while a shard uses the server, else gone.
     let err = fails("remove-server", &[z, &root, "2"]);
     assert!(err.contains("node of shard(s) 1"), "{err}");
-    assert_eq!(ok("remove-server", &[z, &root, "9"]), "Removed server 9
-");
+    assert_eq!(
+        ok("remove-server", &[z, &root, "9"]),
+        "Removed server 9
+"
+    );
     assert!(znode(&zk, "servers-map").get("9").is_none());
     assert_eq!(
         ok("remove-server", &[z, &root, "9"]),

@@ -652,7 +652,11 @@ mod tests {
         ]);
         let rm = |id: &str| MapOp::RemoveServer { id: id.into() };
         let e = rm("4").plan(&s).unwrap_err();
-        assert!(e.to_string().starts_with("server 4 is a node of shard(s) 1:"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("server 4 is a node of shard(s) 1:"),
+            "{e}"
+        );
         let plan = rm("9").plan(&s).unwrap();
         assert_eq!(
             plan.writes,
