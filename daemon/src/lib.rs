@@ -5,6 +5,7 @@
 
 pub mod accept;
 pub mod admin;
+pub mod check;
 pub mod coordinator;
 pub mod node;
 pub mod node_client;

@@ -164,6 +164,42 @@ impl NodeClient {
     }
 }
 
+impl NodeClient {
+    /// `GET http://<node><target>` of one of the node's own resources
+    /// (`/stats`, `//files?...`: never a file's name): its status and whole
+    /// body, at most `max_body` bytes.
+    pub async fn get_resource(
+        &self,
+        node: &HostPort,
+        target: &str,
+        max_body: usize,
+    ) -> Result<(StatusCode, Bytes), NodeError> {
+        let url = node.url();
+        let authority = url.strip_prefix("http://").unwrap_or(&url);
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(target)
+            .build()
+            .map_err(cannot_make)?;
+        let req = Request::builder()
+            .uri(uri)
+            .body(Empty::new().map_err(|never| match never {}).boxed_unsync())
+            .map_err(cannot_make)?;
+        let resp = self.client.request(req).await.map_err(failed)?;
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), max_body)
+            .collect()
+            .await
+            .map_err(|e| NodeError {
+                detail: format!("reading its answer: {e}"),
+                node_fault: true,
+            })?
+            .to_bytes();
+        Ok((status, body))
+    }
+}
+
 /// The version a node's answer names in `X-Backpack-Time` and
 /// `X-Backpack-Hash`, if it names both.
 pub fn version_of(headers: &hyper::HeaderMap) -> Option<Version> {

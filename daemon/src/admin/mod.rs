@@ -21,12 +21,14 @@ macro_rules! say {
     }};
 }
 
+mod check;
 mod commands;
 
 use std::time::Duration;
 
 use clap::Parser;
 
+pub use check::CheckShard;
 pub use commands::{
     AddServer, AddShard, DisableShard, DumpShards, EnableShard, Init, NginxConfig, PrintStats,
     RemoveServer, ReplicatorPush, SetQueue, nginx_config,
@@ -47,6 +49,11 @@ fn zk_config(args: &ZkArgs) -> ZkConfig {
 async fn connect(args: &ZkArgs) -> anyhow::Result<Zk> {
     Ok(Zk::connect_initialized(zk_config(args)).await?)
 }
+
+/// A check found a shard not whole (exit status 2; the report says how).
+#[derive(Debug, thiserror::Error)]
+#[error("not every shard is whole")]
+pub struct NotWhole;
 
 /// An admin command: a clap parser with the original's usage line.
 pub trait AdminCommand: Parser {
@@ -98,6 +105,8 @@ fn run_to_exit<C: AdminCommand>(cmd: C) -> i32 {
     };
     match rt.block_on(cmd.run()) {
         Ok(()) => 0,
+        // Said in the command's own report.
+        Err(e) if e.is::<NotWhole>() => 2,
         Err(e) => {
             eprintln!("error: {}", chain(&e));
             1

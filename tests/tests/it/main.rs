@@ -5,6 +5,7 @@
 //! (`backpack_tests::bin`) under `backpack_tests::Process`.
 #![allow(clippy::unwrap_used)]
 
+mod check;
 mod clocks;
 mod common;
 mod convergence;

@@ -1,0 +1,5 @@
+//! `backpack-coordinator-check-shard`: see `backpack_daemon::admin`.
+
+fn main() {
+    backpack_daemon::admin::main::<backpack_daemon::admin::CheckShard>();
+}

@@ -1,0 +1,129 @@
+//! `backpack-coordinator-check-shard`: finding what a node of a shard
+//! lacks, and repairing it through the queue, on real nodes, ZooKeeper,
+//! Redis and a replicator.
+
+use std::process::Command;
+use std::time::Duration;
+
+use backpack_tests::{bin, shared_zk};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::coordinator::{Cluster, holders};
+use crate::common::http::{raw_put, request};
+use crate::common::{drained, queue_on, start_replicator};
+
+/// Runs the check: (exit code, stdout, stderr).
+fn check(c: &Cluster, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("backpack-coordinator-check-shard"))
+        .arg(&c.zk_addr)
+        .arg(&c.root)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_finds_what_a_node_lacks_and_repair_makes_the_shard_whole() {
+    let Some(zk) = shared_zk() else { return };
+    let Some(mut cluster) = Cluster::new("check-repair", &zk.addr(), 2).await else {
+        return;
+    };
+    cluster.add_shard("1", &["1", "2"], 1 << 30, true).await;
+    // As after a queue Redis restarted empty: 30 files on node 1 only; 20
+    // on both; 5 of those 20 newer on node 1 than on node 2. Odd names too.
+    let names: Vec<String> = (0..50)
+        .map(|i| match i % 5 {
+            0 => format!("/odd%20name:{i}?q='x'"),
+            _ => format!("/photos/{i}.jpg"),
+        })
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        if i >= 30 {
+            let old = request(cluster.node("2").socket_addr(), &raw_put(name, b"old")).await;
+            assert_eq!(old.status, 201, "{name}");
+        }
+        let body = format!("bytes of {name}");
+        let a = request(
+            cluster.node("1").socket_addr(),
+            &raw_put(name, body.as_bytes()),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{name}");
+        if (30..45).contains(&i) {
+            // The same version on node 2, as a replicator would copy it.
+            let time = a.head.lines().find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("x-backpack-time: ")
+                    .map(str::to_string)
+            });
+            let mut put = raw_put(name, body.as_bytes());
+            let at = put.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 2;
+            let header = format!("x-backpack-time: {}\r\n", time.unwrap().trim());
+            put.splice(at..at, header.bytes());
+            let b = request(cluster.node("2").socket_addr(), &put).await;
+            assert_eq!(b.status, 201, "{name}");
+        }
+    }
+    // Small pages, so the merge crosses many.
+    let (code, out, err) = check(&cluster, &["1", "--page-files", "4"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("shard 1: 50 files"), "{out}");
+    assert!(out.contains("NOT WHOLE"), "{out}");
+    assert!(
+        out.contains("node 2: 20 files, 30 missing, 5 older"),
+        "{out}"
+    );
+    assert!(!out.contains("node 1:"), "{out}");
+
+    let (code, out, err) = check(&cluster, &["--all", "--json", "--repair"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["shards"][0]["queued"], 35, "{report}");
+    assert_eq!(report["shards"][0]["whole"], false);
+
+    // The replicators make the copies; then every node holds every file,
+    // byte for byte, and the check says whole.
+    let stop = CancellationToken::new();
+    let replicator = start_replicator(&cluster.zk_addr, &cluster.root, 4, stop.clone()).await;
+    let queue = queue_on(&cluster.zk, &cluster.key, &[cluster.redis.port]);
+    drained(&queue, Duration::from_secs(30)).await;
+    stop.cancel();
+    replicator.await.unwrap();
+    for name in &names {
+        let held = holders(&cluster, name).await;
+        assert_eq!(held.len(), 2, "{name}: {:?}", held.keys());
+        assert_eq!(held["1"], format!("bytes of {name}").into_bytes(), "{name}");
+        assert_eq!(held["1"], held["2"], "{name}");
+    }
+    let (code, out, err) = check(&cluster, &["1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("shard 1: 50 files") && out.contains(": whole"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_says_clearly_what_it_cannot_do() {
+    let Some(zk) = shared_zk() else { return };
+    let Some(mut cluster) = Cluster::new("check-errors", &zk.addr(), 2).await else {
+        return;
+    };
+    cluster.add_shard("1", &["1", "2"], 1 << 30, true).await;
+    let (code, _, err) = check(&cluster, &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("or pass --all"), "{err}");
+    let (code, _, err) = check(&cluster, &["9"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("shard 9 is not in shards-map"), "{err}");
+    // A node down: the check cannot run, and says which node.
+    cluster.node("2").down().await;
+    let (code, _, err) = check(&cluster, &["1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("node 2"), "{err}");
+}
