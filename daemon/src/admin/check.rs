@@ -118,6 +118,7 @@ impl AdminCommand for CheckShard {
                 eprint!("\r\x1b[K");
             }
             let report = report?;
+            crate::check::record(&zk, id, &report.to_check("check-shard")).await?;
             if !self.json {
                 print!("{}", text(&report));
             }

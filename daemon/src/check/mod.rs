@@ -24,8 +24,12 @@ pub mod merge;
 
 use std::time::Duration;
 
-use backpack_shared::model::{HostPort, ReplicationTask, Version, parse_hash_hex};
-use backpack_shared::queue::Queue;
+use backpack_shared::model::{
+    HostPort, MapDoc, QueueInfo, ReplicationTask, Shard, ShardCheck, Version, parse_hash_hex,
+    parse_json, paths, to_json,
+};
+use backpack_shared::queue::{Queue, RedisPool};
+use backpack_shared::zk::{Zk, ZkError};
 use bytes::Bytes;
 use serde::Deserialize;
 
@@ -287,6 +291,89 @@ pub async fn check_shard(
         });
     }
     Ok(report)
+}
+
+impl ShardReport {
+    /// The document kept in `checks/<id>`.
+    pub fn to_check(&self, by: &str) -> ShardCheck {
+        ShardCheck {
+            when_ms: backpack_shared::clock::now_ms(),
+            files: self.files,
+            bytes: self.bytes,
+            missing: self.nodes.iter().map(|n| n.missing).sum(),
+            older: self.nodes.iter().map(|n| n.older).sum(),
+            damaged: self.nodes.iter().filter_map(|n| n.damaged).sum(),
+            queued: self.queued,
+            by: by.to_string(),
+            error: None,
+        }
+    }
+}
+
+/// Keeps a shard's last check in `checks/<id>`.
+pub async fn record(zk: &Zk, shard: &str, check: &ShardCheck) -> Result<(), ZkError> {
+    zk.put(&paths::shard_check(shard), &to_json(check)).await
+}
+
+/// Checks (and with `opts.repair` repairs) every shard of the current
+/// shards map, or those in `only`, keeping each result in `checks/<id>`
+/// (a shard that could not be checked gets its error there). `pause`
+/// between shards spreads the load on the nodes.
+pub async fn check_all(
+    zk: &Zk,
+    client: &NodeClient,
+    only: Option<&[String]>,
+    opts: &CheckOptions,
+    by: &str,
+) -> Result<Vec<(String, ShardCheck)>, ZkError> {
+    let read = |name: &'static str| async move {
+        Ok::<_, ZkError>(zk.get(name).await?.map(|(d, _)| d).unwrap_or_default())
+    };
+    let servers = MapDoc::<HostPort>::parse(paths::SERVERS_MAP, &read(paths::SERVERS_MAP).await?)
+        .map(|d| d.valid())
+        .unwrap_or_default();
+    let shards = MapDoc::<Shard>::parse(paths::SHARDS_MAP, &read(paths::SHARDS_MAP).await?)
+        .map(|d| d.valid())
+        .unwrap_or_default();
+    let queue = match parse_json::<QueueInfo>(paths::QUEUE, &read(paths::QUEUE).await?) {
+        Ok(info) if opts.repair => Some(Queue::new(&info, &RedisPool::new(), zk.clone())),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for (id, shard) in &shards {
+        if only.is_some_and(|o| !o.contains(id)) {
+            continue;
+        }
+        let nodes: Option<Vec<(String, HostPort)>> = shard
+            .nodes
+            .iter()
+            .map(|n| servers.get(n).map(|a| (n.clone(), a.clone())))
+            .collect();
+        let result = match nodes {
+            None => Err(format!("shard {id} names a server not in servers-map")),
+            Some(nodes) => check_shard(client, id, &nodes, queue.as_ref(), opts, |_| {})
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        let check = match result {
+            Ok(report) => report.to_check(by),
+            Err(error) => {
+                tracing::warn!(shard = %id, %error, "shard check could not run");
+                ShardCheck {
+                    when_ms: backpack_shared::clock::now_ms(),
+                    by: by.to_string(),
+                    error: Some(error),
+                    ..ShardCheck::default()
+                }
+            }
+        };
+        if check.error.is_none() && !check.whole() {
+            tracing::warn!(shard = %id, missing = check.missing, older = check.older, queued = check.queued, "shard not whole");
+        }
+        record(zk, id, &check).await?;
+        out.push((id.clone(), check));
+    }
+    Ok(out)
 }
 
 /// Waits while the queue is longer than `max`.

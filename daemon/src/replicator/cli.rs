@@ -51,6 +51,21 @@ pub struct Args {
         value_name = "SECS"
     )]
     pub shutdown_deadline: u64,
+    /// How often every shard is checked (every node holds every file at
+    /// its newest version) and repaired, by the one replicator elected
+    /// for it; a number with s, m, h or d; 0 checks only on request (the
+    /// console's check keys)
+    #[arg(
+        long,
+        env = "BACKPACK_REPLICATOR_CHECK_INTERVAL",
+        default_value = "24h",
+        value_parser = parse_age,
+        value_name = "AGE"
+    )]
+    pub check_interval: Duration,
+    /// Never take part in the checks' election
+    #[arg(long, env = "BACKPACK_REPLICATOR_NO_CHECKS")]
+    pub no_checks: bool,
 }
 
 /// `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
@@ -80,6 +95,10 @@ impl Args {
         c.max_attempts = self.max_attempts;
         c.max_age = self.max_age;
         c.shutdown_deadline = Duration::from_secs(self.shutdown_deadline);
+        c.checker = (!self.no_checks).then(|| super::checker::CheckerConfig {
+            interval: self.check_interval,
+            ..Default::default()
+        });
         c
     }
 }

@@ -29,6 +29,7 @@
 //! rest are cut and their locks released, the announcement is removed and
 //! the session closed.
 
+pub mod checker;
 pub mod cli;
 pub mod copy;
 pub mod dead;
@@ -83,6 +84,9 @@ pub struct ReplicatorConfig {
     pub announce_every: Duration,
     /// The announcement's name under `replicators/` (`host:pid`).
     pub name: String,
+    /// Take part in the election of the shards' checker (see
+    /// [`checker`]); `None`: never check.
+    pub checker: Option<checker::CheckerConfig>,
 }
 
 impl ReplicatorConfig {
@@ -100,6 +104,7 @@ impl ReplicatorConfig {
             backoff_max: Duration::from_secs(5),
             announce_every: Duration::from_secs(3),
             name: worker_id(),
+            checker: None,
         }
     }
 }
@@ -241,6 +246,14 @@ impl Replicator {
             }
             drop(done_tx);
             tracker.spawn(worker::completer(ctx.clone(), done_rx, tracker.clone()));
+            if let Some(c) = config.checker.clone() {
+                tracker.spawn(checker::run(
+                    zk.clone(),
+                    config.name.clone(),
+                    c,
+                    shutdown.clone(),
+                ));
+            }
             info!(
                 concurrency = config.concurrency,
                 max_attempts = config.max_attempts,

@@ -1,6 +1,7 @@
 //! The cluster model: the JSON documents stored in ZooKeeper, exactly as the
 //! original backpack-coordinator reads and writes them. No IO here.
 
+mod check;
 mod choice;
 mod entries;
 mod maps;
@@ -9,6 +10,7 @@ mod size;
 mod task;
 mod version;
 
+pub use check::{CheckRequest, ShardCheck};
 pub use choice::{ShardChance, choose_shard, rendezvous_order, shard_chances};
 pub use entries::{Entry, MapDoc, MapEntry, SkippedEntry};
 pub use maps::{
@@ -29,6 +31,23 @@ pub mod paths {
     pub const COORDINATORS: &str = "coordinators";
     /// Ephemeral children: one per live replicator (`host:pid`).
     pub const REPLICATORS: &str = "replicators";
+    /// Ephemeral: the replicator elected to check every shard (its name).
+    pub const CHECKER: &str = "checker";
+    /// `checks/<id>`: the last check of each shard ([`super::ShardCheck`]).
+    pub const CHECKS: &str = "checks";
+    /// `check-requests/<id>`: a check asked for by an operator (the
+    /// console), taken by the elected checker ([`super::CheckRequest`]).
+    pub const CHECK_REQUESTS: &str = "check-requests";
+
+    /// `checks/<id>`.
+    pub fn shard_check(id: &str) -> String {
+        format!("{CHECKS}/{id}")
+    }
+
+    /// `check-requests/<id>`.
+    pub fn check_request(id: &str) -> String {
+        format!("{CHECK_REQUESTS}/{id}")
+    }
 
     /// `shard-size-<id>`.
     pub fn shard_size(id: &str) -> String {

@@ -553,6 +553,87 @@ impl Zk {
         }
     }
 
+    /// Writes `data` to a persistent znode under the root, creating it
+    /// (and its parent) when missing. Last writer wins: for documents one
+    /// writer owns at a time (the elected checker's results).
+    pub async fn put(&self, name: &str, data: &[u8]) -> Result<(), ZkError> {
+        if let Some((parent, _)) = name.rsplit_once('/') {
+            self.create_if_missing(parent, b"").await?;
+        }
+        let path = self.path(name);
+        let (p, d) = (path.clone(), data.to_vec());
+        match self
+            .call(&path, |c| async move { c.set_data(&p, &d, None).await })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(ZkError::Request {
+                source: zkc::Error::NoNode,
+                ..
+            }) => {
+                if !self.create_if_missing(name, data).await? {
+                    // Created meanwhile by another: ours is the later write.
+                    let (p, d) = (path.clone(), data.to_vec());
+                    self.call(&path, |c| async move { c.set_data(&p, &d, None).await })
+                        .await?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a znode under the root; a missing one is fine.
+    pub async fn delete(&self, name: &str) -> Result<(), ZkError> {
+        let path = self.path(name);
+        let p = path.clone();
+        match self
+            .call(&path, |c| async move { c.delete(&p, None).await })
+            .await
+        {
+            Ok(())
+            | Err(ZkError::Request {
+                source: zkc::Error::NoNode,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Leadership through an ephemeral znode: creates `name` with `data`
+    /// unless it exists; true while it is this session's (the leader's).
+    /// It goes with the session, so a leader that dies or is cut off for
+    /// the session timeout hands over to the next caller.
+    pub async fn lead(&self, name: &str, data: &[u8]) -> Result<bool, ZkError> {
+        let path = self.path(name);
+        let (p, d) = (path.clone(), data.to_vec());
+        let created = self
+            .call(&path, |c| async move {
+                c.create(
+                    &p,
+                    &d,
+                    &zkc::CreateMode::Ephemeral.with_acls(zkc::Acls::anyone_all()),
+                )
+                .await
+            })
+            .await;
+        match created {
+            Ok(_) => Ok(true),
+            Err(ZkError::Request {
+                source: zkc::Error::NodeExists,
+                ..
+            }) => {
+                let p = path.clone();
+                let owner = self
+                    .call(&path, |c| async move { c.check_stat(&p).await })
+                    .await?;
+                let ours = self.client().await?.session_id().0;
+                Ok(owner.is_some_and(|s| s.ephemeral_owner == ours))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Creates or refreshes an ephemeral znode under the root with `data`.
     /// After a session expiry the next call creates it again.
     pub async fn put_ephemeral(&self, name: &str, data: &[u8]) -> Result<(), ZkError> {

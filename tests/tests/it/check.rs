@@ -127,3 +127,81 @@ async fn a_check_says_clearly_what_it_cannot_do() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("node 2"), "{err}");
 }
+
+/// The elected checker's last check of shard 1, if any: (by, queued).
+async fn last_check(c: &Cluster) -> Option<backpack_shared::model::ShardCheck> {
+    let (data, _) = c.zk.get("checks/1").await.ok()??;
+    serde_json::from_slice(&data).ok()
+}
+
+/// A replicator process that checks every shard every 2 s, on a short
+/// ZooKeeper session (so a killed one hands over quickly).
+fn checking_replicator(
+    c: &Cluster,
+    dir: &std::path::Path,
+    name: &'static str,
+) -> backpack_tests::Process {
+    let args = [
+        c.zk_addr.as_str(),
+        c.root.as_str(),
+        "2",
+        "--check-interval",
+        "2s",
+        "--zk-session-timeout",
+        "3",
+    ]
+    .map(String::from);
+    backpack_tests::spawn(
+        name,
+        &bin("backpack-replicator").display().to_string(),
+        &args,
+        dir,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_elected_checker_repairs_by_itself_and_fails_over_when_killed() {
+    let Some(zk) = shared_zk() else { return };
+    let Some(mut cluster) = Cluster::new("check-elected", &zk.addr(), 2).await else {
+        return;
+    };
+    cluster.add_shard("1", &["1", "2"], 1 << 30, true).await;
+    // A file on node 1 only, its task lost.
+    let a = request(cluster.node("1").socket_addr(), &raw_put("/lost-1", b"one")).await;
+    assert_eq!(a.status, 201);
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = checking_replicator(&cluster, dir.path(), "replicator-a");
+    let mut second = checking_replicator(&cluster, dir.path(), "replicator-b");
+    // One of them checks, queues the copy, and the copy is made.
+    assert!(
+        crate::common::eventually(Duration::from_secs(60), || async {
+            holders(&cluster, "/lost-1").await.len() == 2
+        })
+        .await,
+        "the lost copy is made by the checks"
+    );
+    let leader = last_check(&cluster).await.unwrap().by;
+    // Kill the leader outright: the other takes over after the session
+    // timeout and repairs what is lost next.
+    let (killed, survivor) = if first
+        .pid()
+        .is_some_and(|p| leader.ends_with(&format!(":{p}")))
+    {
+        (&mut first, &mut second)
+    } else {
+        (&mut second, &mut first)
+    };
+    killed.signal("KILL");
+    let b = request(cluster.node("1").socket_addr(), &raw_put("/lost-2", b"two")).await;
+    assert_eq!(b.status, 201);
+    assert!(
+        crate::common::eventually(Duration::from_secs(60), || async {
+            holders(&cluster, "/lost-2").await.len() == 2
+        })
+        .await,
+        "the survivor's checks make the copy"
+    );
+    let now = last_check(&cluster).await.unwrap().by;
+    assert_ne!(now, leader, "another replicator checks now");
+    assert!(survivor.alive());
+}
