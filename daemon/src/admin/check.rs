@@ -179,3 +179,125 @@ fn text(r: &ShardReport) -> String {
     }
     out
 }
+
+/// Re-points a server id to a new, empty storage node (one lost for good
+/// is replaced) and fills it from its shard peers: the new node must
+/// answer and hold no file (unless --force); the servers map changes by
+/// compare-and-set; then every shard of the id is checked and its missing
+/// copies queued (the replicators make them while uploads and reads go on:
+/// reads move past the new node until it has each file).
+#[derive(Debug, Parser)]
+#[command(name = "backpack-coordinator-replace-server", version)]
+pub struct ReplaceServer {
+    #[command(flatten)]
+    pub zk: ZkArgs,
+    /// Node id to re-point (e.g. 3)
+    pub id: String,
+    /// The new node's URL (e.g. http://three-b:10003)
+    pub url: String,
+    /// Use the new node even if it already holds files
+    #[arg(long)]
+    pub force: bool,
+    /// Wait while the queue holds more tasks than this
+    #[arg(long, default_value_t = 100_000)]
+    pub max_queue: u64,
+}
+
+impl AdminCommand for ReplaceServer {
+    const USAGE: &'static str =
+        "Usage: backpack-coordinator-replace-server <zk_servers> </zk/root> <id> <url>";
+
+    async fn run(self) -> anyhow::Result<()> {
+        backpack_shared::ops::validate_id("server", &self.id)?;
+        let addr = HostPort::parse_url(&self.url)?;
+        let zk = connect(&self.zk).await?;
+        let (data, _) = zk.get(paths::SERVERS_MAP).await?.unwrap_or_default();
+        let servers = MapDoc::<HostPort>::parse(paths::SERVERS_MAP, &data)?;
+        let Some(old) = servers.entries.get(&self.id) else {
+            bail!(
+                "server {} is not in servers-map; register a new node with backpack-coordinator-add-server",
+                self.id
+            );
+        };
+        if old.value.as_ref().is_ok_and(|a| *a == addr) {
+            bail!(
+                "server {} is already at {}; give the new node's URL",
+                self.id,
+                addr.url()
+            );
+        }
+        // The new node: ours, answering, and empty.
+        let client = NodeClient::new(std::time::Duration::from_secs(5));
+        let asked = client.get_resource(&addr, "/stats", 1 << 20);
+        let stats = match tokio::time::timeout(std::time::Duration::from_secs(10), asked).await {
+            Ok(Ok((status, body))) if status.is_success() => body,
+            Ok(Ok((status, body))) => bail!(
+                "the new node at {} {}; start backpack-node there first",
+                addr.url(),
+                crate::node_client::answered(status, &body)
+            ),
+            Ok(Err(e)) => bail!(
+                "the new node at {} cannot be reached ({}); start backpack-node there first",
+                addr.url(),
+                e.detail
+            ),
+            Err(_) => bail!("the new node at {} does not answer within 10 s", addr.url()),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&stats).unwrap_or_default();
+        let Some(files) = v["files"].as_u64() else {
+            bail!(
+                "{} does not look like a backpack-node (its /stats has no file count); the replacement must be one, to be filled and checked",
+                addr.url()
+            );
+        };
+        if files > 0 && !self.force {
+            bail!(
+                "the new node at {} already holds {files} files; give an empty node, or pass --force to use it anyway",
+                addr.url()
+            );
+        }
+        let said = zk
+            .apply(&backpack_shared::ops::MapOp::AddServer {
+                id: self.id.clone(),
+                addr: addr.clone(),
+                replace: true,
+            })
+            .await?;
+        say!("{said}");
+        // Fill it: check its shards and queue what it lacks.
+        let (data, _) = zk.get(paths::SHARDS_MAP).await?.unwrap_or_default();
+        let shards: Vec<String> = MapDoc::<Shard>::parse(paths::SHARDS_MAP, &data)?
+            .valid()
+            .into_iter()
+            .filter(|(_, s)| s.nodes.contains(&self.id))
+            .map(|(id, _)| id)
+            .collect();
+        if shards.is_empty() {
+            say!("server {} is in no shard: nothing to copy to it", self.id);
+            zk.close();
+            return Ok(());
+        }
+        let opts = CheckOptions {
+            repair: true,
+            max_queue: self.max_queue,
+            ..CheckOptions::default()
+        };
+        let done =
+            crate::check::check_all(&zk, &client, Some(&shards), &opts, "replace-server").await?;
+        zk.close();
+        for (id, c) in &done {
+            match &c.error {
+                Some(e) => bail!(
+                    "shard {id} could not be checked ({e}); run backpack-coordinator-check-shard {id} --repair once it can"
+                ),
+                None => say!(
+                    "shard {id}: queued {} copies ({}) to fill server {}; follow with backpack-coordinator-check-shard {id}",
+                    c.queued,
+                    format_size(c.queued_bytes),
+                    self.id
+                ),
+            }
+        }
+        Ok(())
+    }
+}

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-pub use check::CheckShard;
+pub use check::{CheckShard, ReplaceServer};
 pub use commands::{
     AddServer, AddShard, DisableShard, DumpShards, EnableShard, Init, NginxConfig, PrintStats,
     RemoveServer, ReplicatorPush, SetQueue, nginx_config,

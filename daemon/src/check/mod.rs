@@ -86,8 +86,9 @@ pub struct ShardReport {
     pub files: u64,
     pub bytes: u64,
     pub nodes: Vec<NodeReport>,
-    /// Replication tasks queued (with repair).
+    /// Replication tasks queued (with repair), and the bytes they copy.
     pub queued: u64,
+    pub queued_bytes: u64,
     pub pages: u64,
 }
 
@@ -253,6 +254,7 @@ pub async fn check_shard(
             r.files += lines.len() as u64;
         }
         let mut tasks = Vec::new();
+        let mut task_bytes = 0;
         for gap in &page.gaps {
             let Some(r) = report.nodes.iter_mut().find(|r| r.id == gap.node) else {
                 continue;
@@ -264,6 +266,7 @@ pub async fn check_shard(
             if r.examples.len() < opts.examples {
                 r.examples.push(gap.name.clone());
             }
+            task_bytes += gap.size;
             tasks.push(
                 ReplicationTask {
                     from: gap.sources.clone(),
@@ -283,6 +286,7 @@ pub async fn check_shard(
                 .await
                 .map_err(|e| CheckError::Queue(e.to_string()))?;
             report.queued += tasks.len() as u64;
+            report.queued_bytes += task_bytes;
         }
         progress(Progress::Page {
             done: i as u64 + 1,
@@ -304,6 +308,7 @@ impl ShardReport {
             older: self.nodes.iter().map(|n| n.older).sum(),
             damaged: self.nodes.iter().filter_map(|n| n.damaged).sum(),
             queued: self.queued,
+            queued_bytes: self.queued_bytes,
             by: by.to_string(),
             error: None,
         }

@@ -20,8 +20,11 @@ pub struct ShardCheck {
     pub older: u64,
     /// Damaged records the nodes' scrubs have found (since they started).
     pub damaged: u64,
-    /// Replication tasks queued to repair it (0 without repair).
+    /// Replication tasks queued to repair it (0 without repair), and the
+    /// bytes they copy.
     pub queued: u64,
+    #[serde(default)]
+    pub queued_bytes: u64,
     /// Who ran it (a replicator's name, or `check-shard`).
     pub by: String,
     /// Why it could not run to the end, if it could not.

@@ -205,3 +205,92 @@ async fn the_elected_checker_repairs_by_itself_and_fails_over_when_killed() {
     assert_ne!(now, leader, "another replicator checks now");
     assert!(survivor.alive());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_lost_for_good_is_replaced_and_filled_while_uploads_go_on() {
+    let Some(zk) = shared_zk() else { return };
+    let Some(mut cluster) = Cluster::new("check-replace", &zk.addr(), 2).await else {
+        return;
+    };
+    cluster.add_shard("1", &["1", "2"], 1 << 30, true).await;
+    let coordinator = cluster.start(crate::common::coordinator::quick()).await;
+    coordinator.ready().await;
+    let stop = CancellationToken::new();
+    let replicator = start_replicator(&cluster.zk_addr, &cluster.root, 4, stop.clone()).await;
+    let http = crate::common::client();
+    let base = coordinator.url("");
+    let upload = move |name: String| {
+        let (http, url) = (http.clone(), format!("{base}{name}"));
+        async move {
+            let r = http
+                .put(url)
+                .body(format!("bytes of {name}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{name}");
+        }
+    };
+    for i in 0..30 {
+        upload(format!("/before/{i}")).await;
+    }
+    let queue = queue_on(&cluster.zk, &cluster.key, &[cluster.redis.port]);
+    drained(&queue, Duration::from_secs(30)).await;
+
+    // Node 2 is lost with its disk; a new empty node takes its id while
+    // uploads go on.
+    cluster.node("2").down().await;
+    let fresh = crate::common::node::Node::start("2").await;
+    let fresh_url = format!("http://{}", fresh.socket_addr());
+    cluster.nodes.push(fresh);
+    let during = tokio::spawn({
+        let upload = upload.clone();
+        async move {
+            for i in 0..20 {
+                upload(format!("/during/{i}")).await;
+            }
+        }
+    });
+    let out = Command::new(bin("backpack-coordinator-replace-server"))
+        .args([&cluster.zk_addr, &cluster.root, "2", &fresh_url])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("shard 1: queued"), "{stdout}");
+    during.await.unwrap();
+    drained(&queue, Duration::from_secs(60)).await;
+    // Uploads made while it was down may have queued copies to the old
+    // address before the map changed: the check finds whatever is left.
+    let (code, out, err) = check(&cluster, &["1", "--repair"]);
+    assert_eq!(code, 0, "{out}{err}");
+    drained(&queue, Duration::from_secs(60)).await;
+    let names = (0..30)
+        .map(|i| format!("/before/{i}"))
+        .chain((0..20).map(|i| format!("/during/{i}")));
+    for name in names {
+        let held = holders(&cluster, &name).await;
+        assert_eq!(held.len(), 2, "{name}: {:?}", held.keys());
+        assert_eq!(held["2"], format!("bytes of {name}").into_bytes(), "{name}");
+        assert_eq!(held["1"], held["2"], "{name}");
+    }
+    let (code, out, err) = check(&cluster, &["1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // An occupied replacement is refused unless forced.
+    let out = Command::new(bin("backpack-coordinator-replace-server"))
+        .args([&cluster.zk_addr, &cluster.root, "1", &fresh_url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already holds"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stop.cancel();
+    replicator.await.unwrap();
+    coordinator.stop().await;
+}
