@@ -16,7 +16,20 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(colour())
+        // Its own report of a failed write is an eprintln!, which panics
+        // when stderr is a broken pipe: the task that logged (the signal
+        // handler, say) would die with it.
+        .log_internal_errors(false)
         .try_init();
+}
+
+/// Prints a line on stdout for whoever started the daemon (the original's
+/// "ready" lines); a closed stdout is not an error (println! would panic).
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 /// Whether stderr is a terminal and `NO_COLOR` is unset.
@@ -40,6 +53,7 @@ pub fn init_tracing_filtered(default: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(colour())
         .without_time()
+        .log_internal_errors(false)
         .try_init();
 }
 

@@ -1235,3 +1235,39 @@ async fn connections_over_the_cap_get_503_and_readers_under_the_floor_are_cut() 
     assert!(r.body == body);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn sigterm_stops_a_node_whose_stderr_is_a_broken_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .arg(dir.path())
+        .args(["127.0.0.1", &port.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader of its log goes away (`| head -1` that ended, a broken
+    // journald socket): every log line now fails to write.
+    drop(child.stderr.take());
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_ready(addr).await;
+    let r = raw(addr, &put_req("/x", b"hello", "")).await.unwrap();
+    assert_eq!(r.status, 201);
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exited = wait_until(Duration::from_secs(15), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    assert!(exited, "the node still runs 15 s after SIGTERM");
+}

@@ -231,8 +231,8 @@ pub async fn main(args: Args) -> Result<(), CoordinatorError> {
         super::start(listener, args.config(), args.zk.config(), shutdown.clone()).await?;
     if coordinator.wait_ready().await {
         // The original's lines, on stdout: scripts wait for them.
-        println!("coordinator is ready!");
-        println!("Listening to http://{}:{port}/", args.listen_host);
+        crate::runtime::say("coordinator is ready!");
+        crate::runtime::say(&format!("Listening to http://{}:{port}/", args.listen_host));
     }
     coordinator.wait().await;
     Ok(())

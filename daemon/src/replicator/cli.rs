@@ -115,11 +115,11 @@ pub async fn main(args: Args) -> anyhow::Result<()> {
             })?;
         replicator = replicator.with_metrics(listener);
     }
-    println!("Replicator is ready!");
+    crate::runtime::say("Replicator is ready!");
     let started = replicator.started();
     tokio::spawn(async move {
         started.cancelled().await;
-        println!("Replicator started!");
+        crate::runtime::say("Replicator started!");
     });
     let shutdown = crate::runtime::shutdown_on_signal();
     replicator.run(shutdown).await;
