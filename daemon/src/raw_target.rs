@@ -68,7 +68,7 @@ pub enum HeadError {
     #[error("malformed request head: {0}")]
     Malformed(String),
     #[error(
-        "a Content-Length of {0} bytes is over anything the coordinator takes (--max-body sets the limit)"
+        "a Content-Length of {0} bytes is over anything this server takes (its --max-body sets the limit)"
     )]
     LengthTooLarge(u64),
 }

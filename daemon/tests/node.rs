@@ -341,6 +341,15 @@ async fn every_status_code() {
     let r = raw(a, &put_req("/big", &[0u8; 1001], "")).await.unwrap();
     assert_eq!(r.status, 413);
     assert!(r.error().contains("1000"), "{}", r.error());
+    // Also one that hyper could not even frame.
+    let r = raw(
+        a,
+        b"PUT /huge HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 413);
+    assert!(r.error().contains("--max-body"), "{}", r.error());
 
     // 414: name over the limit.
     let long = format!("/{}", "n".repeat(node::MAX_NAME_LEN));

@@ -245,6 +245,11 @@ impl App {
         }
     }
 
+    /// `--max-body`, bytes.
+    pub fn max_body(&self) -> u64 {
+        self.max_body
+    }
+
     /// The store, for the servers' ways of sending a file.
     pub fn store(&self) -> &Arc<Store> {
         &self.store

@@ -159,6 +159,12 @@ impl Conn {
     ) -> Result<Response<Body>, ApiError> {
         match &raw.refused {
             Some(HeadError::TooLarge) => return Err(HttpError::HeadTooLarge.into()),
+            Some(HeadError::LengthTooLarge(len)) => {
+                return Err(ApiError::TooLarge {
+                    len: *len,
+                    max: self.app.max_body(),
+                });
+            }
             Some(e) => return Err(ApiError::BadRequest(e.to_string())),
             None => {}
         }
