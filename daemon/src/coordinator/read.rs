@@ -68,14 +68,14 @@ pub async fn read(
     for (id, addr) in app.nodes.order(name, known) {
         match app.nodes.get(&addr, name, head, &extra).await {
             Ok(resp) if resp.status() == StatusCode::OK => {
-                return pass(resp, StatusCode::OK, head);
+                return pass(app, resp, StatusCode::OK, head);
             }
             Ok(resp)
                 if ranged
                     && resp.status() == StatusCode::PARTIAL_CONTENT
                     && resp.headers().contains_key(header::CONTENT_RANGE) =>
             {
-                return pass(resp, StatusCode::PARTIAL_CONTENT, head);
+                return pass(app, resp, StatusCode::PARTIAL_CONTENT, head);
             }
             Ok(resp) if ranged && resp.status() == StatusCode::RANGE_NOT_SATISFIABLE => {
                 let content_range = resp.headers().get(header::CONTENT_RANGE).cloned();
@@ -115,7 +115,12 @@ pub async fn read(
 }
 
 /// The node's answer, streamed, with its headers in [`PASSED`] and ours.
-fn pass(resp: Response<hyper::body::Incoming>, status: StatusCode, head: bool) -> Response<Body> {
+fn pass(
+    app: &App,
+    resp: Response<hyper::body::Incoming>,
+    status: StatusCode,
+    head: bool,
+) -> Response<Body> {
     let mut out = Response::builder()
         .status(status)
         .header(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -127,7 +132,7 @@ fn pass(resp: Response<hyper::body::Incoming>, status: StatusCode, head: bool) -
             out = out.header(h, v);
         }
     }
-    let body = resp.into_body().boxed_unsync();
+    let body = Stalling::new(resp.into_body(), app.config.node_read_timeout).boxed_unsync();
     out.body(body)
         .unwrap_or_else(|e| ApiError::BadRequest(format!("cannot answer: {e}")).into_response(head))
 }
@@ -264,5 +269,61 @@ mod tests {
         );
         h.append(header::RANGE, HeaderValue::from_static("bytes=2-3"));
         assert_eq!(wanted_range(&h), None);
+    }
+}
+
+/// A node's body, broken off when no byte comes for `limit` (the node hung
+/// mid-file): the reader's connection is closed rather than held for ever.
+struct Stalling {
+    inner: hyper::body::Incoming,
+    limit: std::time::Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Stalling {
+    fn new(inner: hyper::body::Incoming, limit: std::time::Duration) -> Stalling {
+        Stalling {
+            inner,
+            limit,
+            timer: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+}
+
+impl hyper::body::Body for Stalling {
+    type Data = bytes::Bytes;
+    type Error = super::response::BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + self.limit;
+                self.timer.as_mut().reset(next);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if self.timer.as_mut().poll(cx).is_ready() {
+                    tracing::warn!(limit = ?self.limit, "a node stopped sending a file mid-way; the reader's answer is cut short");
+                    return Poll::Ready(Some(Err(format!(
+                        "the node sent nothing for {:?} (--node-read-timeout-ms)",
+                        self.limit
+                    )
+                    .into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }

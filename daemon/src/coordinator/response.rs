@@ -8,7 +8,11 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
 /// Answers are small JSON documents or files streamed from a node.
-pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
+pub type Body = UnsyncBoxBody<Bytes, BodyError>;
+
+/// Why a streamed answer broke off (hyper then closes the connection, so
+/// the client sees a short body).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A body of known bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {

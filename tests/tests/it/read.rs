@@ -588,3 +588,63 @@ async fn a_node_that_ignores_range_gives_the_whole_file_with_200() {
     c.wait().await;
     zk.close();
 }
+
+/// A node that answers a GET with its head and 64 KiB of a 1 MiB body,
+/// then hangs (a machine that froze mid-file).
+async fn hangs_mid_file() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n";
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(&[7u8; 65536]).await;
+            held.push(s);
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_hangs_mid_file_does_not_hold_the_reader_for_ever() {
+    use backpack_daemon::coordinator::{self, CoordinatorConfig};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(zks) = shared_zk() else { return };
+    let root = unique_root("read-mid-hang");
+    let zk = init_root(&zks.addr(), &root, "q", &["127.0.0.1:1".into()]).await;
+    let node = hangs_mid_file().await;
+    crate::common::add_shard(&zk, &[node.port()]).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = CoordinatorConfig {
+        node_read_timeout: Duration::from_millis(500),
+        ..CoordinatorConfig::default()
+    };
+    let c = coordinator::start(listener, config, zk.config().clone(), stop.clone())
+        .await
+        .unwrap();
+    assert!(c.wait_ready().await);
+    let mut s = tokio::net::TcpStream::connect(c.local_addr())
+        .await
+        .unwrap();
+    s.write_all(b"GET /1:f.jpg HTTP/1.1\r\nhost: c\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    assert!(ended.is_ok(), "the reader's connection is closed, not held");
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(
+        got.len() - head_end,
+        65536,
+        "what the node sent, then the cut"
+    );
+    stop.cancel();
+    c.wait().await;
+    zk.close();
+}
