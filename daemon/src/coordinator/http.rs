@@ -107,6 +107,7 @@ fn close(resp: &mut Response<Body>) {
 
 async fn route(app: &App, raw: &RawRequest, req: Request<Incoming>, head: bool) -> Response<Body> {
     if let Some(e) = &raw.refused {
+        app.stats.bad_head();
         return ApiError::BadHead(e.clone()).into_response(head);
     }
     let target = raw.target.as_slice();

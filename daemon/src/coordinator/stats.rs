@@ -26,8 +26,9 @@ pub const LATENCY_BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// HTTP statuses an upload can end with, counted apart.
-const STATUSES: [u16; 8] = [200, 400, 408, 411, 413, 500, 502, 503];
+/// HTTP statuses an upload can end with, counted apart (anything else as
+/// 500).
+const STATUSES: [u16; 11] = [200, 400, 408, 411, 413, 431, 500, 502, 503, 507, 405];
 
 /// How an upload ended, for the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,9 @@ pub struct Stats {
     tasks_queued: AtomicU64,
     spilled_uploads: AtomicU64,
     busy_uploads: AtomicU64,
+    /// Requests refused on their head alone (400, 413, 431), before their
+    /// method was known: uploads among them are not in the upload counts.
+    bad_heads: AtomicU64,
     /// Connections cut for reading slower than --send-min-rate.
     pub slow_readers: Arc<AtomicU64>,
     by_status: [AtomicU64; STATUSES.len()],
@@ -118,6 +122,7 @@ impl Stats {
             tasks_queued: AtomicU64::new(0),
             spilled_uploads: AtomicU64::new(0),
             busy_uploads: AtomicU64::new(0),
+            bad_heads: AtomicU64::new(0),
             slow_readers: Arc::default(),
             by_status: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -150,10 +155,7 @@ impl Stats {
         };
         n.fetch_add(1, Ordering::Relaxed);
         b.fetch_add(bytes, Ordering::Relaxed);
-        let i = STATUSES
-            .iter()
-            .position(|s| *s == status)
-            .unwrap_or(STATUSES.len() - 3); // unexpected: counted as 500
+        let i = STATUSES.iter().position(|s| *s == status).unwrap_or(6); // unexpected: counted as 500
         self.by_status[i].fetch_add(1, Ordering::Relaxed);
         if outcome == Outcome::Ok {
             let secs = took.as_secs_f64();
@@ -181,6 +183,11 @@ impl Stats {
 
     pub fn tasks_queued(&self, n: u64) {
         self.tasks_queued.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A request refused on its head alone.
+    pub fn bad_head(&self) {
+        self.bad_heads.fetch_add(1, Ordering::Relaxed);
     }
 
     /// An upload refused because every slot stayed busy.
@@ -290,6 +297,7 @@ pub fn stats_json(s: &Snapshot<'_>) -> serde_json::Value {
         "tasks_queued": s.stats.tasks_queued.load(Ordering::Relaxed),
         "spilled_uploads": s.stats.spilled_uploads.load(Ordering::Relaxed),
         "busy_uploads": s.stats.busy_uploads.load(Ordering::Relaxed),
+        "bad_heads": s.stats.bad_heads.load(Ordering::Relaxed),
         "slow_readers_cut": s.stats.slow_readers.load(Ordering::Relaxed),
         "queue_oldest_age": s.queue_oldest.map(|d| d.as_millis() as u64),
         "pending_fill_bytes": s.pending_fill,
@@ -412,6 +420,12 @@ pub fn metrics_text(s: &Snapshot<'_>) -> String {
         Counter,
         "Replication tasks queued.",
         r(&st.tasks_queued),
+    );
+    m.one(
+        "bad_heads_total",
+        Counter,
+        "Requests refused on their head alone (a bad request line, a head over 64 KiB, a Content-Length no one could send), before their method was known.",
+        r(&st.bad_heads),
     );
     m.one(
         "busy_uploads_total",
