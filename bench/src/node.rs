@@ -9,7 +9,7 @@
 //!   its memory per file.
 
 use anyhow::{Context, Result, bail};
-use backpack_daemon::node::index::{Index, Location};
+use backpack_daemon::node::index::{Index, Location, PARTS, sort_listing};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -506,6 +506,11 @@ pub struct IndexReport {
     pub rss_delta_bytes: Option<usize>,
     pub insert_secs: f64,
     pub lookup_secs: f64,
+    /// A listing of the whole key space, part by part as `GET //files`
+    /// makes it (copy out, sort), without the NDJSON: seconds.
+    pub list_secs: f64,
+    /// The most files one part held (what a listing holds at once).
+    pub largest_part: usize,
 }
 
 fn rss_bytes() -> Option<usize> {
@@ -544,7 +549,26 @@ pub fn index(files: usize) -> IndexReport {
     let found = names.iter().filter(|n| idx.get(n).is_some()).count();
     let lookup_secs = started.elapsed().as_secs_f64();
     assert_eq!(found, files, "index lost names");
+    let started = Instant::now();
+    let (mut listed, mut largest_part, mut prev) = (0, 0, None);
+    for p in 0..PARTS {
+        let mut rows = Vec::new();
+        idx.list_part(p, 0, u64::MAX, &mut rows);
+        sort_listing(&mut rows);
+        let first = rows.first().map(|r| r.key);
+        assert!(
+            prev.is_none() || first.is_none() || first > prev,
+            "out of order"
+        );
+        prev = rows.last().map(|r| r.key).or(prev);
+        listed += rows.len();
+        largest_part = largest_part.max(rows.len());
+    }
+    let list_secs = started.elapsed().as_secs_f64();
+    assert_eq!(listed, files, "listing lost names");
     IndexReport {
+        list_secs,
+        largest_part,
         files,
         entry_bytes: idx.entry_bytes(),
         name_bytes: idx.name_bytes(),
@@ -573,15 +597,15 @@ pub struct OpenReport {
     pub index_bytes: u64,
 }
 
-/// Writes `files` records of `file_size` bytes into volumes of 1 GiB under
-/// `dir` (as the node writes them), then times reading them raw, hashing
-/// them both ways, and opening the store; the page cache is warmed first
-/// so that every figure is CPU, not disk.
-pub fn open(dir: &Path, files: usize, file_size: usize) -> Result<OpenReport> {
+const VOLUME: u64 = 1 << 30;
+
+/// Writes `files` records of `file_size` bytes named
+/// `/photos/<8 digits>.jpg` into volumes of 1 GiB under `dir`, as the node
+/// writes them; returns the volumes' paths.
+fn write_volumes(dir: &Path, files: usize, file_size: usize) -> Result<Vec<PathBuf>> {
     use backpack_daemon::node::record::{FLAG_CLIENT_TIME, Header, Kind, encode_record};
-    use backpack_daemon::node::store::{Store, volume_path};
-    use std::io::{Read, Write};
-    const VOLUME: u64 = 1 << 30;
+    use backpack_daemon::node::store::volume_path;
+    use std::io::Write;
     let data: Vec<u8> = (0..file_size).map(|i| (i * 7 % 251) as u8).collect();
     let (mut id, mut written) = (1u32, 0u64);
     let mut out = std::io::BufWriter::new(std::fs::File::create(volume_path(dir, id))?);
@@ -606,7 +630,17 @@ pub fn open(dir: &Path, files: usize, file_size: usize) -> Result<OpenReport> {
     }
     out.flush()?;
     drop(out);
-    let volumes: Vec<PathBuf> = (1..=id).map(|v| volume_path(dir, v)).collect();
+    Ok((1..=id).map(|v| volume_path(dir, v)).collect())
+}
+
+/// Writes `files` records of `file_size` bytes into volumes of 1 GiB under
+/// `dir` (as the node writes them), then times reading them raw, hashing
+/// them both ways, and opening the store; the page cache is warmed first
+/// so that every figure is CPU, not disk.
+pub fn open(dir: &Path, files: usize, file_size: usize) -> Result<OpenReport> {
+    use backpack_daemon::node::store::Store;
+    use std::io::Read;
+    let volumes = write_volumes(dir, files, file_size)?;
     let each = |f: &mut dyn FnMut(&[u8])| -> Result<(f64, u64)> {
         let started = Instant::now();
         let mut buf = vec![0u8; 1 << 20];
@@ -652,5 +686,90 @@ pub fn open(dir: &Path, files: usize, file_size: usize) -> Result<OpenReport> {
         xxh3_secs,
         open_secs,
         index_bytes: stats.index_bytes,
+    })
+}
+
+/// The listing over HTTP: `GET //files` of a whole node.
+#[derive(Debug)]
+pub struct ListReport {
+    pub files: usize,
+    /// The whole listing read by a client on loopback.
+    pub list_secs: f64,
+    /// NDJSON bytes received.
+    pub bytes: u64,
+    /// The same in `pieces` ranges of the key space, one after the other.
+    pub paged_secs: f64,
+    pub pieces: usize,
+}
+
+/// Writes `files` records of `file_size` bytes into volumes under `dir`,
+/// serves them with an in-process node (scrub off), and times
+/// `GET //files` read whole by a client, then paged by key range.
+pub async fn list(dir: &Path, files: usize, file_size: usize, pieces: usize) -> Result<ListReport> {
+    use backpack_daemon::node::{self, NodeConfig};
+    write_volumes(dir, files, file_size)?;
+    let config = NodeConfig {
+        scrub_rate: 0,
+        volume_size: VOLUME,
+        ..NodeConfig::new(dir)
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(node::run(listener, config, shutdown.clone()));
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    // Read as a checker would: line by line as it arrives, the end line
+    // required.
+    let read = |query: String| {
+        let client = client.clone();
+        async move {
+            let mut r = client
+                .get(format!("http://{addr}//files{query}"))
+                .send()
+                .await?
+                .error_for_status()?;
+            let (mut lines, mut bytes, mut tail) = (0usize, 0u64, Vec::new());
+            while let Some(chunk) = r.chunk().await? {
+                bytes += chunk.len() as u64;
+                lines += chunk.iter().filter(|&&b| b == b'\n').count();
+                tail.extend_from_slice(&chunk[chunk.len().saturating_sub(64)..]);
+                tail.drain(..tail.len().saturating_sub(64));
+            }
+            let end = tail.windows(11).any(|w| w == b"{\"end\":true");
+            anyhow::ensure!(end, "listing {query} has no end line");
+            anyhow::Ok((lines - 1, bytes))
+        }
+    };
+    // Answered once the store is open (the index rebuilt), not timed.
+    client
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await?
+        .error_for_status()?;
+    let started = Instant::now();
+    let (listed, bytes) = read(String::new()).await?;
+    let list_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(listed == files, "listed {listed} of {files} files");
+    let started = Instant::now();
+    let mut paged = 0;
+    let step = u64::MAX / pieces as u64 + 1;
+    for i in 0..pieces as u64 {
+        let from = i * step;
+        let query = match from.checked_add(step) {
+            Some(to) if i + 1 < pieces as u64 => format!("?from={from:016x}&to={to:016x}"),
+            _ => format!("?from={from:016x}"),
+        };
+        paged += read(query).await?.0;
+    }
+    let paged_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(paged == files, "paged listing has {paged} of {files} files");
+    shutdown.cancel();
+    server.await??;
+    Ok(ListReport {
+        files,
+        list_secs,
+        bytes,
+        paged_secs,
+        pieces,
     })
 }

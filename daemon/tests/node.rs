@@ -1280,3 +1280,279 @@ async fn sigterm_stops_a_node_whose_stderr_is_a_broken_pipe() {
     }
     assert!(exited, "the node still runs 15 s after SIGTERM");
 }
+
+/// One file's line of `GET //files`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+struct Listed {
+    key: String,
+    name: String,
+    size: u64,
+    time: u64,
+    hash: String,
+}
+
+/// `GET //files` with this query: the files, and the count of the end
+/// line (which must be last). Panics on a listing cut short.
+async fn list(node: &Node, query: &str) -> Vec<Listed> {
+    let r = client()
+        .get(node.url(&format!("//files{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{query}");
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    let text = r.text().await.unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let end: serde_json::Value = serde_json::from_str(lines.pop().expect("no end line")).unwrap();
+    assert_eq!(end["end"], true, "last line: {end}");
+    let files: Vec<Listed> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(end["files"], files.len(), "{query}");
+    files
+}
+
+fn key_hex(name: &str) -> String {
+    format!("{:016x}", backpack_shared::model::name_key(name))
+}
+
+/// The listing is every file with its version, sorted by key, and two
+/// ranges split anywhere make the whole; names with odd bytes come back
+/// exactly as stored.
+#[tokio::test]
+async fn listing_by_key_ranges_is_the_whole_in_key_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::in_dir(dir.path()).await;
+    let mut names: Vec<String> = (0..300).map(|i| format!("/list/{i}.jpg")).collect();
+    names.extend(
+        [
+            "/odd/a%20b.jpg",
+            "/odd/c:d:e",
+            "/odd/x?q=1&r=%2F%22",
+            "/odd/%C3%A9t%C3%A9",
+            "/odd/back\\slash\"quote",
+        ]
+        .map(String::from),
+    );
+    let mut put = HashMap::new();
+    for (i, name) in names.iter().enumerate() {
+        let body = data(i as u64, 10 + i);
+        let r = raw(node.addr, &put_req(name, &body, "")).await.unwrap();
+        assert_eq!(
+            r.status,
+            201,
+            "{name}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let version = (
+            r.header("x-backpack-time").unwrap().parse::<u64>().unwrap(),
+            r.header("x-backpack-hash").unwrap().to_owned(),
+        );
+        put.insert(name.clone(), (body.len() as u64, version));
+    }
+
+    let all = list(&node, "").await;
+    assert_eq!(all.len(), names.len());
+    for f in &all {
+        let (size, (time, hash)) = &put[&f.name];
+        assert_eq!(
+            (f.size, f.time, &f.hash),
+            (*size, *time, hash),
+            "{}",
+            f.name
+        );
+        assert_eq!(f.key, key_hex(&f.name));
+    }
+    assert!(
+        all.windows(2).all(|w| w[0].key < w[1].key),
+        "not sorted by key"
+    );
+    assert_eq!(list(&node, "?from=0000000000000000").await, all);
+
+    // Split at a file's key (from inclusive, to exclusive) and elsewhere.
+    for cut in [all[all.len() / 3].key.clone(), "8000000000000000".into()] {
+        let low = list(&node, &format!("?to={cut}")).await;
+        let high = list(&node, &format!("?from={cut}")).await;
+        assert!(low.iter().all(|f| f.key < cut) && high.iter().all(|f| f.key >= cut));
+        assert_eq!([low, high].concat(), all, "cut at {cut}");
+    }
+    let one = &all[7];
+    let next = format!("{:016x}", u64::from_str_radix(&one.key, 16).unwrap() + 1);
+    let only = list(&node, &format!("?from={}&to={next}", one.key)).await;
+    assert_eq!(only, vec![one.clone()]);
+    assert_eq!(
+        list(&node, &format!("?from={0}&to={0}", one.key)).await,
+        vec![]
+    );
+
+    // A listed name reads back: it is the stored name, byte for byte.
+    for f in all.iter().filter(|f| f.name.starts_with("/odd/")) {
+        let r = raw(node.addr, &get_req("GET", &f.name)).await.unwrap();
+        assert_eq!(r.status, 200, "{}", f.name);
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn listing_refuses_bad_parameters_and_other_double_slash_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::in_dir(dir.path()).await;
+    for (target, status, says) in [
+        ("//nope", 404, "//files?from="),
+        ("//files/more", 404, "no endpoint"),
+        ("//files?from=xyz", 400, "16 lowercase hex digits"),
+        (
+            "//files?from=00000000000000FF",
+            400,
+            "16 lowercase hex digits",
+        ),
+        ("//files?to=12", 400, "16 lowercase hex digits"),
+        (
+            "//files?from=0000000000000002&to=0000000000000001",
+            400,
+            "from <= to",
+        ),
+        ("//files?limit=5", 400, "only from and to"),
+    ] {
+        let r = raw(node.addr, &get_req("GET", target)).await.unwrap();
+        assert_eq!(r.status, status, "{target}");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert!(r.error().contains(says), "{target}: {}", r.error());
+    }
+    // Never a file's name either.
+    let r = raw(node.addr, &put_req("//files", b"x", "")).await.unwrap();
+    assert_eq!(r.status, 400);
+    node.stop().await;
+}
+
+/// `/stats`' `scrub` object, once `ready` holds for it (bounded wait).
+async fn scrub_when(node: &Node, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let scrub = node.stats(&c).await["scrub"].clone();
+        if ready(&scrub) {
+            return scrub;
+        }
+        assert!(Instant::now() < deadline, "scrub never got there: {scrub}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Bytes rotting under a running node are found by the scrub: the current
+/// copy leaves the index (404, not listed), an older copy is only
+/// counted, and every other file stays.
+#[tokio::test]
+async fn the_scrub_finds_damage_under_a_running_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = NodeConfig {
+        scrub_rate: 1 << 30,
+        ..NodeConfig::new(dir.path())
+    };
+    let node = Node::start(config).await;
+    let body = data(9, 50_000);
+    let newer = data(10, 50_000);
+    // Record order in the volume: /victim, /twice (old), the others,
+    // /twice (new).
+    let mut names = vec!["/victim".to_string(), "/twice".to_string()];
+    names.extend((0..20).map(|i| format!("/keep/{i}")));
+    for name in &names {
+        let r = raw(node.addr, &put_req(name, &body, "")).await.unwrap();
+        assert_eq!(r.status, 201);
+    }
+    let r = raw(node.addr, &put_req("/twice", &newer, ""))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let first = scrub_when(&node, |s| s["passes"].as_u64() >= Some(1)).await;
+    assert_eq!(first["damaged"], 0, "{first}");
+    assert_eq!(first["rate_bytes_per_sec"], 1u64 << 30);
+    assert!(first["last_pass_ms"].as_u64().is_some(), "{first}");
+
+    // Rot a data byte of /victim (the first record) and of /twice's older
+    // copy (the second), as a failing disk might.
+    use std::os::unix::fs::FileExt;
+    let vol = volumes(dir.path())[0].clone();
+    let f = std::fs::OpenOptions::new().write(true).open(&vol).unwrap();
+    let victim_at = 32 + "/victim".len() as u64 + 1000;
+    f.write_all_at(&[body[1000] ^ 0xff], victim_at).unwrap();
+    let second = 32 + 7 + 50_000 + 4;
+    let twice_at = second + 32 + "/twice".len() as u64 + 10;
+    f.write_all_at(&[body[10] ^ 0x01], twice_at).unwrap();
+    drop(f);
+
+    let found = scrub_when(&node, |s| s["damaged"] == 2).await;
+    assert_eq!(found["damaged"], 2, "{found}");
+    let r = raw(node.addr, &get_req("GET", "/victim")).await.unwrap();
+    assert_eq!(r.status, 404);
+    let r = raw(node.addr, &get_req("GET", "/twice")).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == newer);
+    let listed: Vec<String> = list(&node, "").await.into_iter().map(|f| f.name).collect();
+    assert!(!listed.contains(&"/victim".to_string()));
+    assert_eq!(listed.len(), names.len() - 1);
+    for name in &names[1..] {
+        assert!(listed.contains(name), "{name} not listed");
+    }
+    // Found once: later passes do not count it again (it is no file's).
+    let passes = found["passes"].as_u64().unwrap();
+    let later = scrub_when(&node, |s| s["passes"].as_u64() >= Some(passes + 2)).await;
+    assert_eq!(later["damaged"], 2, "{later}");
+    node.stop().await;
+}
+
+/// A large upload still streaming into its reserved space, with records
+/// appended after it, is not taken for damage by the scrub (its space
+/// holds zeros until the data arrives), and is served once complete.
+#[tokio::test]
+async fn the_scrub_skips_a_large_upload_still_streaming() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = NodeConfig {
+        scrub_rate: 1 << 30,
+        ..NodeConfig::new(dir.path())
+    };
+    let node = Node::start(config).await;
+    let big = data(11, 3 << 20);
+    let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let head = format!(
+        "PUT /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&big[..1 << 20]).await.unwrap();
+    // Wait for the space to be reserved, then append behind it.
+    let vol = volumes(dir.path())[0].clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&vol).unwrap().len() == 0 {
+        assert!(Instant::now() < deadline, "the upload never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 0..3 {
+        let r = raw(node.addr, &put_req(&format!("/small/{i}"), b"after", ""))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 201);
+    }
+    let now = scrub_when(&node, |_| true).await["passes"]
+        .as_u64()
+        .unwrap();
+    scrub_when(&node, |s| s["passes"].as_u64() >= Some(now + 2)).await;
+    s.write_all(&big[1 << 20..]).await.unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 201"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    let now = scrub_when(&node, |_| true).await["passes"]
+        .as_u64()
+        .unwrap();
+    let after = scrub_when(&node, |s| s["passes"].as_u64() >= Some(now + 2)).await;
+    assert_eq!(after["damaged"], 0, "{after}");
+    let r = raw(node.addr, &get_req("GET", "/big")).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == big);
+    node.stop().await;
+}

@@ -57,6 +57,22 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         files: usize,
     },
+    /// The listing `GET //files` of a node holding many small files, read
+    /// whole and paged by key range.
+    List {
+        /// Where the volumes are written (removed after).
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+        /// Files in the volumes.
+        #[arg(long, default_value_t = 1_000_000)]
+        files: usize,
+        /// Bytes per file.
+        #[arg(long, default_value_t = 100)]
+        file_size: usize,
+        /// Ranges the paged listing is cut into.
+        #[arg(long, default_value_t = 16)]
+        pieces: usize,
+    },
     /// Start-up time: rebuilding the index from the volumes, against
     /// reading and hashing the same bytes.
     Open {
@@ -197,6 +213,30 @@ async fn main() -> anyhow::Result<()> {
                 r.index_bytes as f64 / r.files as f64
             );
         }
+        Cmd::List {
+            dir,
+            files,
+            file_size,
+            pieces,
+        } => {
+            let dir = tempfile::tempdir_in(&dir)
+                .with_context(|| format!("cannot make a directory in {}", dir.display()))?;
+            let r = bench::list(dir.path(), files, file_size, pieces).await?;
+            println!(
+                "GET //files of {} files: {:.2} s = {:.0} files/s, {:.1} MB of NDJSON ({:.0} MB/s)",
+                r.files,
+                r.list_secs,
+                r.files as f64 / r.list_secs,
+                r.bytes as f64 / 1e6,
+                r.bytes as f64 / 1e6 / r.list_secs
+            );
+            println!(
+                "in {} key ranges: {:.2} s = {:.0} files/s",
+                r.pieces,
+                r.paged_secs,
+                r.files as f64 / r.paged_secs
+            );
+        }
         Cmd::Index { files } => {
             let r = bench::index(files);
             println!(
@@ -211,6 +251,12 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "name arena: {} bytes for {} bytes of names",
                 r.name_bytes, r.name_len_total
+            );
+            println!(
+                "listed (key order, part by part) in {:.2} s = {:.0} files/s; largest part {} files",
+                r.list_secs,
+                r.files as f64 / r.list_secs,
+                r.largest_part
             );
             if let Some(rss) = r.rss_delta_bytes {
                 println!(

@@ -42,8 +42,24 @@ pub struct Args {
     /// its soft limit to the hard one at start).
     #[arg(long, env = "BACKPACK_NODE_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// Most the background scrub reads to verify every stored record's
+    /// checksum, in MB/s (1 MB = 1,048,576 bytes; fractions allowed); 0
+    /// turns it off. A damaged current copy leaves the index (GET 404) and
+    /// is counted in /stats (`scrub`).
+    #[arg(long, env = "BACKPACK_NODE_SCRUB_RATE", default_value = "20", value_parser = mb_per_sec)]
+    pub scrub_rate: u64,
     #[command(flatten)]
     pub send: crate::send_floor::SendArgs,
+}
+
+/// A rate in MB/s (1024-based, like the sizes) as bytes per second.
+fn mb_per_sec(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok((r * (1u64 << 20) as f64) as u64),
+        _ => Err(format!(
+            "{s:?} is not a rate in MB/s; give a number such as 20, 0.5, or 0 to turn the scrub off"
+        )),
+    }
 }
 
 impl Args {
@@ -57,6 +73,7 @@ impl Args {
             head_timeout: Duration::from_secs(self.head_timeout.max(1)),
             max_connections: self.max_connections,
             send_rule: self.send.rule(),
+            scrub_rate: self.scrub_rate,
         }
     }
 }
@@ -112,5 +129,20 @@ mod tests {
         let bad =
             Args::try_parse_from(["backpack-node", "/d", "h", "1", "--max-body", "10 parsecs"]);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn scrub_rate_is_mb_per_second() {
+        fn check(extra: &[&str], expected: Option<u64>) {
+            let args = ["backpack-node", "/data", "127.0.0.1", "10001"];
+            let got = Args::try_parse_from(args.iter().chain(extra)).map(|a| a.config().scrub_rate);
+            assert_eq!(got.ok(), expected, "{extra:?}");
+        }
+        check(&[], Some(NodeConfig::new("/d").scrub_rate));
+        check(&["--scrub-rate", "20"], Some(20 << 20));
+        check(&["--scrub-rate", "0.5"], Some(1 << 19));
+        check(&["--scrub-rate", "0"], Some(0));
+        check(&["--scrub-rate", "-1"], None);
+        check(&["--scrub-rate", "fast"], None);
     }
 }

@@ -5,13 +5,21 @@
 //! - names are copied into an arena of 1 MiB chunks (no per-name
 //!   allocation, no growth by copying);
 //! - entries (48 bytes: name reference, volume, offset, length, time,
-//!   content hash) live in fixed-size segments, so growth never doubles a
-//!   large buffer;
-//! - the hash table holds only a `u32` entry number per bucket (4 bytes + 1
-//!   control byte), hashing names through the arena.
+//!   content hash) live in segments of [`SEGMENT`] entries, so growth never
+//!   doubles a large buffer;
+//! - each hash table holds only a `u32` entry number per bucket (4 bytes +
+//!   1 control byte), hashing names through the arena.
 //!
 //! That is about 48 + 5/load-factor ≈ 54–60 bytes per file plus the name
 //! bytes; `backpack-bench-node index` measures it.
+//!
+//! The index is split into [`PARTS`] parts by the top bits of the name's
+//! [`name_key`], each its own table and entries. A listing of a key range
+//! ([`Index::list_part`]) then scans only the parts the range overlaps and
+//! sorts one part's matches at a time, never the whole index; the store
+//! takes its lock once per part, so writers wait for one part's scan at
+//! most. The tables hash with a seeded hasher, not `name_key`: names come
+//! from clients, and a fixed hash would let them pick colliding names.
 //!
 //! Which copy is current is decided by [`Version`] order (time, then content
 //! hash), the same rule live, when rebuilding from the volumes and on every
@@ -19,12 +27,29 @@
 //! being served and replicas converge on the same bytes. An equal version is
 //! the same bytes: the copy already current stays.
 
-use backpack_shared::model::Version;
+use backpack_shared::model::{Version, name_key};
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
 
 const NAME_CHUNK: usize = 1 << 20;
-const SEGMENT: usize = 1 << 16;
+/// Entries per segment. Small enough that the partly filled last segment
+/// of every part (256 of them) wastes little (at most 48 MB in all), large
+/// enough that the list of segments costs nothing per file. A part's first
+/// segment grows by doubling, so a small index stays small.
+const SEGMENT: usize = 1 << 12;
+/// Parts of the index: the top [`PART_BITS`] bits of a name's key.
+pub const PARTS: usize = 1 << PART_BITS;
+const PART_BITS: u32 = 8;
+
+/// The part holding the names whose [`name_key`] is `key`.
+pub fn part_of(key: u64) -> usize {
+    (key >> (64 - PART_BITS)) as usize
+}
+
+/// The first key of part `p` (its keys run to the next part's first).
+pub fn part_start(p: usize) -> u64 {
+    (p as u64) << (64 - PART_BITS)
+}
 
 /// Where a stored copy is, and when it was uploaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +87,19 @@ struct Entry {
     content_hash: u64,
 }
 
+impl Entry {
+    fn location(&self) -> Location {
+        Location {
+            volume: self.volume,
+            offset: self.offset,
+            name_len: self.name_len,
+            data_len: self.data_len,
+            time_ms: self.time_ms,
+            content_hash: self.content_hash,
+        }
+    }
+}
+
 /// What [`Index::offer`] did with a copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Offer {
@@ -73,10 +111,27 @@ pub enum Offer {
     Kept,
 }
 
-/// The index. Not synchronised: the store wraps it in a lock.
-pub struct Index {
+/// One part: the names whose key starts with its bits. Entry numbers are
+/// dense (`0..len`): a removal moves the last entry into the hole.
+#[derive(Default)]
+struct Part {
     table: HashTable<u32>,
     segments: Vec<Vec<Entry>>,
+    len: usize,
+}
+
+/// One file of a listing, copied out of the index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// [`name_key`] of the name.
+    pub key: u64,
+    pub name: String,
+    pub loc: Location,
+}
+
+/// The index. Not synchronised: the store wraps it in a lock.
+pub struct Index {
+    parts: Vec<Part>,
     len: usize,
     names: Vec<Vec<u8>>,
     hasher: DefaultHashBuilder,
@@ -92,8 +147,7 @@ impl Default for Index {
 impl Index {
     pub fn new() -> Index {
         Index {
-            table: HashTable::new(),
-            segments: Vec::new(),
+            parts: (0..PARTS).map(|_| Part::default()).collect(),
             len: 0,
             names: Vec::new(),
             hasher: DefaultHashBuilder::default(),
@@ -110,19 +164,25 @@ impl Index {
         self.len == 0
     }
 
-    /// Sum of the data lengths of the current copies.
+    /// Sum of the data lengths of the current copies, in bytes.
     pub fn live_bytes(&self) -> u64 {
         self.live_bytes
     }
 
-    /// Heap bytes held for the entries and the hash table, names excluded.
+    /// Heap bytes held for the entries and the hash tables, names excluded.
     pub fn entry_bytes(&self) -> usize {
-        self.table.allocation_size()
-            + self.segments.capacity() * std::mem::size_of::<Vec<Entry>>()
+        self.parts.capacity() * std::mem::size_of::<Part>()
             + self
-                .segments
+                .parts
                 .iter()
-                .map(|s| s.capacity() * std::mem::size_of::<Entry>())
+                .map(|p| {
+                    p.table.allocation_size()
+                        + p.segments.capacity() * std::mem::size_of::<Vec<Entry>>()
+                        + p.segments
+                            .iter()
+                            .map(|s| s.capacity() * std::mem::size_of::<Entry>())
+                            .sum::<usize>()
+                })
                 .sum::<usize>()
     }
 
@@ -133,19 +193,12 @@ impl Index {
 
     /// The current copy of `name`, if any.
     pub fn get(&self, name: &str) -> Option<Location> {
+        let part = &self.parts[part_of(name_key(name))];
         let hash = self.hasher.hash_one(name.as_bytes());
-        let &i = self
-            .table
-            .find(hash, |&i| self.name_of(i) == name.as_bytes())?;
-        let e = self.entry(i);
-        Some(Location {
-            volume: e.volume,
-            offset: e.offset,
-            name_len: e.name_len,
-            data_len: e.data_len,
-            time_ms: e.time_ms,
-            content_hash: e.content_hash,
-        })
+        let &i = part.table.find(hash, |&i| {
+            name_in(&self.names, entry_in(&part.segments, i)) == name.as_bytes()
+        })?;
+        Some(entry_in(&part.segments, i).location())
     }
 
     /// Makes `loc` the current copy of `name` unless an equal or newer
@@ -153,22 +206,22 @@ impl Index {
     pub fn offer(&mut self, name: &str, loc: Location) -> Offer {
         let hash = self.hasher.hash_one(name.as_bytes());
         let Index {
-            table,
-            segments,
+            parts,
             names,
             hasher,
             ..
         } = self;
+        let Part {
+            table,
+            segments,
+            len,
+        } = &mut parts[part_of(name_key(name))];
         let found = table.find(hash, |&i| {
             name_in(names, entry_in(segments, i)) == name.as_bytes()
         });
         if let Some(&i) = found {
             let e = entry_mut(segments, i);
-            let cur = Version {
-                time_ms: e.time_ms,
-                content_hash: e.content_hash,
-            };
-            if loc.version() <= cur {
+            if loc.version() <= e.location().version() {
                 return Offer::Kept;
             }
             let old_len = e.data_len;
@@ -181,9 +234,12 @@ impl Index {
             return Offer::Replaced { old_len };
         }
         let name_at = push_name(names, name.as_bytes());
-        let i = self.len as u32;
+        let i = *len as u32;
         if segments.last().is_none_or(|s| s.len() == SEGMENT) {
-            segments.push(Vec::with_capacity(SEGMENT));
+            // The first segment grows by doubling (up to SEGMENT, a power
+            // of two, so never past it); later ones are made whole.
+            let cap = if segments.is_empty() { 0 } else { SEGMENT };
+            segments.push(Vec::with_capacity(cap));
         }
         if let Some(seg) = segments.last_mut() {
             seg.push(Entry {
@@ -201,18 +257,98 @@ impl Index {
         table.insert_unique(hash, i, |&j| {
             hasher.hash_one(name_in(names, entry_in(segs, j)))
         });
+        *len += 1;
         self.len += 1;
         self.live_bytes += loc.data_len;
         Offer::Inserted
     }
 
-    fn entry(&self, i: u32) -> &Entry {
-        entry_in(&self.segments, i)
+    /// Removes `name` if its current copy is the record at `offset` of
+    /// `volume` (a damaged record found by the scrub: a newer copy stored
+    /// meanwhile stays). Returns the removed copy.
+    pub fn remove_at(&mut self, name: &str, volume: u32, offset: u64) -> Option<Location> {
+        let hash = self.hasher.hash_one(name.as_bytes());
+        let Index {
+            parts,
+            names,
+            hasher,
+            ..
+        } = self;
+        let part = &mut parts[part_of(name_key(name))];
+        let Ok(slot) = part.table.find_entry(hash, |&i| {
+            name_in(names, entry_in(&part.segments, i)) == name.as_bytes()
+        }) else {
+            return None;
+        };
+        let i = *slot.get();
+        let removed = entry_in(&part.segments, i).location();
+        if (removed.volume, removed.offset) != (volume, offset) {
+            return None;
+        }
+        slot.remove();
+        // Keep the entry numbers dense: the last entry takes the hole, and
+        // its table slot is re-pointed. (The name's arena bytes stay: rare.)
+        let last = (part.len - 1) as u32;
+        if i != last {
+            let moved = *entry_in(&part.segments, last);
+            *entry_mut(&mut part.segments, i) = moved;
+            let moved_hash = hasher.hash_one(name_in(names, &moved));
+            if let Some(s) = part.table.find_mut(moved_hash, |&j| j == last) {
+                *s = i;
+            }
+        }
+        if let Some(seg) = part.segments.last_mut() {
+            seg.pop();
+            if seg.is_empty() {
+                part.segments.pop();
+            }
+        }
+        part.len -= 1;
+        self.len -= 1;
+        self.live_bytes -= removed.data_len;
+        Some(removed)
     }
 
-    fn name_of(&self, i: u32) -> &[u8] {
-        name_in(&self.names, self.entry(i))
+    /// The names whose current copy starts in `volume` at an offset in
+    /// `range`: what a damaged stretch of a volume held. Scans the whole
+    /// index (damage is rare).
+    pub fn names_in(&self, volume: u32, range: std::ops::Range<u64>) -> Vec<String> {
+        let mut out = Vec::new();
+        for part in &self.parts {
+            for e in part.segments.iter().flatten() {
+                if e.volume == volume && range.contains(&e.offset) {
+                    out.push(String::from_utf8_lossy(name_in(&self.names, e)).into_owned());
+                }
+            }
+        }
+        out
     }
+
+    /// Appends to `out` the files of part `p` whose key is in
+    /// `from..=last`, unsorted (sort them after the lock is released:
+    /// [`sort_listing`]).
+    pub fn list_part(&self, p: usize, from: u64, last: u64, out: &mut Vec<Listed>) {
+        let Some(part) = self.parts.get(p) else {
+            return;
+        };
+        for e in part.segments.iter().flatten() {
+            // Stored from `&str`s, so never lossy (and no copy here).
+            let name = String::from_utf8_lossy(name_in(&self.names, e));
+            let key = name_key(&name);
+            if (from..=last).contains(&key) {
+                out.push(Listed {
+                    key,
+                    name: name.into_owned(),
+                    loc: e.location(),
+                });
+            }
+        }
+    }
+}
+
+/// A listing's order: by key, then name (two names with one key).
+pub fn sort_listing(rows: &mut [Listed]) {
+    rows.sort_unstable_by(|a, b| a.key.cmp(&b.key).then_with(|| a.name.cmp(&b.name)));
 }
 
 fn entry_in(segments: &[Vec<Entry>], i: u32) -> &Entry {
@@ -341,6 +477,86 @@ mod tests {
         // 48-byte entries in 64 Ki-entry segments plus the table: about 70
         // at this count (a per-file allocation would be well over 100).
         assert!(per_file < 80.0, "{per_file} bytes per file");
+    }
+
+    /// Every file of the index in key order, listed part by part as the
+    /// node streams it.
+    fn listing(idx: &Index, from: u64, last: u64) -> Vec<Listed> {
+        let mut all = Vec::new();
+        for p in part_of(from)..=part_of(last) {
+            let mut rows = Vec::new();
+            idx.list_part(p, from, last, &mut rows);
+            sort_listing(&mut rows);
+            all.extend(rows);
+        }
+        all
+    }
+
+    #[test]
+    fn parts_offer_get_replace_remove_and_list_in_key_order() {
+        let mut idx = Index::new();
+        let n = 3000u64;
+        let name = |i: u64| format!("/p/{i}.jpg");
+        // Copy i in volume v, of time t and d bytes.
+        let l = |i: u64, v: u32, t: u64, d: u64| Location {
+            name_len: name(i).len() as u32,
+            ..loc(v, i, t, d)
+        };
+        for i in 0..n {
+            assert_eq!(idx.offer(&name(i), l(i, 1, 10, 1)), Offer::Inserted);
+        }
+        // The names spread over (nearly) every part.
+        let used: std::collections::HashSet<usize> =
+            (0..n).map(|i| part_of(name_key(&name(i)))).collect();
+        assert!(used.len() > 240, "{} parts used", used.len());
+        for i in (0..n).step_by(3) {
+            let newer = l(i, 2, 20, 2);
+            assert_eq!(idx.offer(&name(i), newer), Offer::Replaced { old_len: 1 });
+        }
+        // Removal only of the copy named, then dense entries still found.
+        assert_eq!(idx.remove_at(&name(3), 1, 3), None, "not the current copy");
+        assert_eq!(idx.remove_at(&name(3), 2, 3), Some(l(3, 2, 20, 2)));
+        assert_eq!(idx.remove_at(&name(4), 1, 4), Some(l(4, 1, 10, 1)));
+        assert_eq!(idx.remove_at(&name(4), 1, 4), None);
+        assert_eq!(idx.remove_at("/never", 1, 0), None);
+        assert_eq!(idx.len(), n as usize - 2);
+        let third = n.div_ceil(3) - 1; // names 0, 3, 6.. have 2 bytes, 3 is gone
+        assert_eq!(idx.live_bytes(), (n - 2) + third);
+        for i in 0..n {
+            let want = match i {
+                3 | 4 => None,
+                i if i % 3 == 0 => Some(l(i, 2, 20, 2)),
+                i => Some(l(i, 1, 10, 1)),
+            };
+            assert_eq!(idx.get(&name(i)), want, "{}", name(i));
+        }
+        // A removed name comes back as a new file.
+        assert_eq!(idx.offer(&name(4), l(4, 3, 30, 5)), Offer::Inserted);
+
+        let all = listing(&idx, 0, u64::MAX);
+        assert_eq!(all.len(), idx.len());
+        assert!(all.windows(2).all(|w| w[0].key < w[1].key), "sorted by key");
+        for row in &all {
+            assert_eq!(row.key, name_key(&row.name));
+            assert_eq!(Some(row.loc), idx.get(&row.name));
+        }
+        // Two ranges, split inside a part, make the whole.
+        let cut = all[all.len() / 2].key;
+        let mut halves = listing(&idx, 0, cut - 1);
+        assert!(halves.iter().all(|r| r.key < cut));
+        halves.extend(listing(&idx, cut, u64::MAX));
+        assert_eq!(halves, all);
+        assert!(listing(&idx, cut, cut).len() == 1);
+    }
+
+    #[test]
+    fn names_in_a_stretch_of_a_volume() {
+        let mut idx = Index::new();
+        idx.offer("/a", loc(1, 0, 1, 1));
+        idx.offer("/b", loc(1, 100, 1, 1));
+        idx.offer("/c", loc(2, 100, 1, 1));
+        assert_eq!(idx.names_in(1, 50..101), vec!["/b".to_string()]);
+        assert!(idx.names_in(1, 1..100).is_empty());
     }
 
     #[test]

@@ -29,6 +29,10 @@ use tokio_util::sync::CancellationToken;
 pub use http::{TIME_HEADER, serve};
 pub use record::MAX_NAME_LEN;
 
+/// The scrub's default rate: 20 MiB/s (a pass over 4 TB in about 2.3
+/// days), in bytes per second.
+pub const DEFAULT_SCRUB_RATE: u64 = 20 << 20;
+
 /// Settings of a node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -50,6 +54,8 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// The floor under the rate at which clients read files.
     pub send_rule: crate::send_floor::SendRule,
+    /// Bytes per second the background scrub reads at most (0: off).
+    pub scrub_rate: u64,
 }
 
 impl NodeConfig {
@@ -64,6 +70,7 @@ impl NodeConfig {
             head_timeout: Duration::from_secs(20),
             max_connections: 4096,
             send_rule: crate::send_floor::SendRule::DEFAULT,
+            scrub_rate: DEFAULT_SCRUB_RATE,
         }
     }
 }

@@ -17,7 +17,7 @@ pub use maps::{
     HostPort, ModelError, QueueInfo, Server, ServersMap, Shard, ShardSize, ShardsMap, parse_json,
     takes_writes, to_json, usage_ratio,
 };
-pub use name::{Name, NameError};
+pub use name::{Name, NameError, name_key};
 pub use size::{SizeError, format_size, parse_size};
 pub use task::ReplicationTask;
 pub use version::{ContentHasher, Version, content_hash, hash_hex, parse_hash_hex};

@@ -5,6 +5,7 @@
 //! [`Request`], hands the upload's body over as an [`UploadBody`], and
 //! writes the [`Answer`] or the error's [`ErrorAnswer`] its own way.
 
+use super::listing::{self, KeyRange};
 use super::request::{HttpError, Request};
 use crate::node::NodeConfig;
 use crate::node::index::{Location, Offer};
@@ -101,6 +102,10 @@ pub enum ApiError {
     BadName(NameError),
     #[error("no file named {0}")]
     NotFound(String),
+    #[error(
+        "no endpoint {0}; the node's listing is GET //files?from=<16 hex digits>&to=<16 hex digits>"
+    )]
+    NoEndpoint(String),
     #[error("method {0} is not supported; use GET, HEAD or PUT")]
     Method(String),
     #[error("{0}")]
@@ -128,7 +133,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => 413,
             ApiError::NameTooLong(_) | ApiError::BadName(NameError::TooLong { .. }) => 414,
             ApiError::BadName(_) => 400,
-            ApiError::NotFound(_) => 404,
+            ApiError::NotFound(_) | ApiError::NoEndpoint(_) => 404,
             ApiError::RangeNotSatisfiable { .. } => 416,
             ApiError::Method(_) => 405,
             ApiError::Http(e) => e.status(),
@@ -176,6 +181,8 @@ pub enum Answer {
     Json(String),
     /// 200 with a stored file's data.
     File(Location),
+    /// 200 with the listing of these keys, streamed ([`super::listing`]).
+    Listing(KeyRange),
 }
 
 /// An upload's body as the server receives it.
@@ -263,6 +270,8 @@ impl App {
             "/health" => Ok(Answer::Json(
                 serde_json::json!({"status": "ok"}).to_string(),
             )),
+            // Never a file's name (no empty segment): the node's own.
+            _ if name.starts_with("//") => Ok(Answer::Listing(listing::parse(name)?)),
             _ => match self.store.lookup(name) {
                 Some(loc) => Ok(Answer::File(loc)),
                 None => Err(ApiError::NotFound(name.to_owned())),
@@ -444,6 +453,7 @@ impl App {
             "volume_bytes": s.volume_bytes,
             "free_disk_bytes": s.free_disk_bytes,
             "index_bytes": s.index_bytes,
+            "scrub": self.store.scrub_stats(),
         })
     }
 }

@@ -10,7 +10,10 @@
 //!   always be copied to the shard's other nodes), 408 when the body stalls.
 //! - `GET /<name>`, `HEAD /<name>`: 200 with Content-Length and
 //!   `X-Backpack-Time`, 404 when unknown.
-//! - `GET /stats`: counters and store figures; `GET /health`: readiness.
+//! - `GET /stats`: counters and store figures (the scrub's under `scrub`);
+//!   `GET /health`: readiness.
+//! - `GET //files?from=&to=`: the files held, streamed in key order
+//!   ([`listing`]); any other `//` path: 404.
 //! - Anything else: 405.
 //!
 //! The name is the request target exactly as received (path and query,
@@ -26,6 +29,7 @@
 //! [`Name`]: backpack_shared::model::Name
 
 mod api;
+pub mod listing;
 mod request;
 mod server;
 
@@ -51,7 +55,18 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, data_dir = %config.data_dir.display(), "backpack-node listening");
     }
+    if let Err(e) = store.start_scrub(config.scrub_rate) {
+        error!(error = %e, "the scrub did not start; stored records are verified only at start-up and by reads");
+    }
+    // The scrub stops at shutdown's start, not after the requests drain.
+    let scrub_store = store.clone();
+    let scrub_shutdown = shutdown.clone();
+    let stop_scrub = tokio::spawn(async move {
+        scrub_shutdown.cancelled().await;
+        scrub_store.stop_scrub();
+    });
     server::serve(listener, app, config, shutdown).await;
+    stop_scrub.abort();
     if tokio::task::spawn_blocking(move || store.close())
         .await
         .is_err()

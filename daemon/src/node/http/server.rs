@@ -18,6 +18,7 @@
 //! [`Store::read_cached`]: crate::node::store::Store::read_cached
 
 use super::api::{Answer, ApiError, App, ErrorAnswer, UploadBody};
+use super::listing::{KeyRange, Listing};
 use super::request::{self, HttpError, Part, Request};
 use crate::node::NodeConfig;
 use crate::node::index::Location;
@@ -201,6 +202,7 @@ impl Conn {
         let started = Instant::now();
         let loc = match self.app.get(req)? {
             Answer::Json(json) => return Ok(json_response(StatusCode::OK, json, head)),
+            Answer::Listing(range) => return Ok(self.listing(range, head)),
             Answer::File(loc) => loc,
         };
         let len = loc.data_len;
@@ -252,6 +254,38 @@ impl Conn {
             body
         };
         builder.body(body).map_err(http_failed)
+    }
+
+    /// The listing of `range`, streamed a piece at a time; each piece is
+    /// made on a blocking thread (it reads a part of the index) only when
+    /// hyper asks for it, so a slow reader holds one piece, not the list.
+    fn listing(&self, range: KeyRange, head: bool) -> Response<Body> {
+        let body = if head {
+            empty()
+        } else {
+            let listing = Listing::new(self.app.store().clone(), range);
+            let pieces = futures::stream::unfold(Some(listing), |listing| async move {
+                let mut listing = listing?;
+                let made = tokio::task::spawn_blocking(move || {
+                    let piece = listing.next_piece();
+                    (listing, piece)
+                })
+                .await;
+                match made {
+                    Ok((listing, Some(piece))) => Some((Ok(Frame::data(piece)), Some(listing))),
+                    Ok((_, None)) => None,
+                    // No end line: the client sees the listing cut short.
+                    Err(e) => Some((Err(io::Error::other(e.to_string())), None)),
+                }
+            });
+            StreamBody::new(pieces).boxed_unsync()
+        };
+        let mut resp = Response::new(body);
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        resp
     }
 
     /// Bytes `first..=last` of a stored file's data as a body. A large

@@ -26,6 +26,7 @@
 //! corrupt record in the middle is skipped (never served) and logged.
 
 mod recovery;
+mod scrub;
 #[cfg(test)]
 mod testing;
 mod writer;
@@ -33,12 +34,14 @@ mod writer;
 /// The project's one wall clock, here too for callers of `store::now_ms`.
 pub use backpack_shared::clock::now_ms;
 pub use recovery::UnknownRecord;
+pub use scrub::ScrubSnapshot;
 
 use super::bufpool::{BufPool, PooledBuf};
-use super::index::{Index, Location, Offer};
+use super::index::{Index, Listed, Location, Offer};
 use super::record::{self, FLAG_CLIENT_TIME, HEADER_LEN, Header, Kind, TRAILER_LEN};
 use backpack_shared::model::{ContentHasher, Version, content_hash};
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
@@ -112,6 +115,11 @@ impl Volume {
 }
 
 type Volumes = Arc<RwLock<Vec<Option<Arc<Volume>>>>>;
+/// Large records reserved and still being streamed: (volume, offset) →
+/// record length. Entered by the writer before it writes the header, left
+/// once the record is final (trailer written, or marked aborted), so the
+/// scrub never judges a record half-written.
+type Reserved = Arc<Mutex<HashMap<(u32, u64), u64>>>;
 type Placed = Result<(Arc<Volume>, u64), StoreError>;
 
 /// Numbers for `/stats`.
@@ -129,13 +137,18 @@ pub struct Store {
     dir: PathBuf,
     /// Indexed by volume id; ids need not be dense.
     volumes: Volumes,
-    index: RwLock<Index>,
+    index: Arc<RwLock<Index>>,
+    reserved: Reserved,
     writer_tx: mpsc::Sender<WriterMsg>,
     /// The writer, then the sync thread (joined in that order: the sync
     /// thread ends once the writer is gone).
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     failed: Arc<AtomicBool>,
     bufs: Arc<BufPool>,
+    scrub_stats: Arc<scrub::ScrubStats>,
+    scrub_stop: Arc<scrub::StopSignal>,
+    /// The scrub thread, once started.
+    scrub: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Held (flock) while the store is open.
     _lock: File,
 }
@@ -219,6 +232,7 @@ impl Store {
 
         let failed = Arc::new(AtomicBool::new(false));
         let volumes: Volumes = Arc::new(RwLock::new(volumes));
+        let reserved = Reserved::default();
         let (writer_tx, threads) = writer::start(
             dir,
             volume_size,
@@ -226,18 +240,70 @@ impl Store {
             active,
             tail,
             failed.clone(),
+            reserved.clone(),
         )?;
 
         Ok(Store {
             dir: dir.to_owned(),
             volumes,
-            index: RwLock::new(recovered.index),
+            index: Arc::new(RwLock::new(recovered.index)),
+            reserved,
             writer_tx,
             threads: Mutex::new(threads),
             bufs: Arc::default(),
+            scrub_stats: Arc::default(),
+            scrub_stop: Arc::default(),
+            scrub: Mutex::new(None),
             failed,
             _lock: lock,
         })
+    }
+
+    /// Starts the background scrub ([`scrub`]) reading at most
+    /// `rate_bytes_per_sec`; 0 leaves it off. Once only; [`Store::close`]
+    /// (or [`Store::stop_scrub`]) stops it.
+    pub fn start_scrub(&self, rate_bytes_per_sec: u64) -> Result<(), StoreError> {
+        let mut slot = lock(&self.scrub);
+        if rate_bytes_per_sec == 0 || slot.is_some() {
+            return Ok(());
+        }
+        let job = scrub::Scrub {
+            volumes: self.volumes.clone(),
+            index: self.index.clone(),
+            reserved: self.reserved.clone(),
+            stats: self.scrub_stats.clone(),
+            stop: self.scrub_stop.clone(),
+            rate: rate_bytes_per_sec,
+            known: Mutex::default(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("backpack-scrub".into())
+            .spawn(move || job.run())
+            .map_err(io_err("cannot start the scrub thread"))?;
+        *slot = Some(thread);
+        Ok(())
+    }
+
+    /// Tells the scrub to stop (at its next read, within one chunk);
+    /// does not wait for it.
+    pub fn stop_scrub(&self) {
+        self.scrub_stop.stop();
+    }
+
+    /// The scrub's figures for `/stats`.
+    pub fn scrub_stats(&self) -> ScrubSnapshot {
+        self.scrub_stats.snapshot()
+    }
+
+    /// The current copies of the files in part `part` of the index whose
+    /// [`name_key`](backpack_shared::model::name_key) is in `from..=last`,
+    /// sorted by key then name. The index is locked only while the part's
+    /// matches are copied out, not while they are sorted.
+    pub fn list_part(&self, part: usize, from: u64, last: u64) -> Vec<Listed> {
+        let mut rows = Vec::new();
+        read(&self.index).list_part(part, from, last, &mut rows);
+        super::index::sort_listing(&mut rows);
+        rows
     }
 
     /// The current copy of `name`.
@@ -444,9 +510,13 @@ impl Store {
         }
     }
 
-    /// Stops the writer thread after the pending writes and syncs every
-    /// volume. Blocking.
+    /// Stops the scrub, then the writer thread after the pending writes,
+    /// and syncs every volume. Blocking.
     pub fn close(&self) {
+        self.stop_scrub();
+        if let Some(t) = lock(&self.scrub).take() {
+            let _ = t.join();
+        }
         let _ = self.writer_tx.send(WriterMsg::Stop);
         for t in lock(&self.threads).drain(..) {
             let _ = t.join();
@@ -532,19 +602,20 @@ impl LargeUpload {
 
 impl Drop for LargeUpload {
     fn drop(&mut self) {
-        if self.finished {
-            return;
+        if !self.finished {
+            let aborted = Header {
+                kind: Kind::Aborted,
+                ..self.header
+            };
+            let bytes = aborted.encode(self.name.as_bytes());
+            // Best effort: if this fails too, the scan will find the record's
+            // checksum wrong and skip it with a warning instead.
+            if let Err(e) = self.volume.file.write_all_at(&bytes, self.offset) {
+                warn!(volume = %self.volume.path.display(), error = %e, "cannot mark aborted upload");
+            }
         }
-        let aborted = Header {
-            kind: Kind::Aborted,
-            ..self.header
-        };
-        let bytes = aborted.encode(self.name.as_bytes());
-        // Best effort: if this fails too, the scan will find the record's
-        // checksum wrong and skip it with a warning instead.
-        if let Err(e) = self.volume.file.write_all_at(&bytes, self.offset) {
-            warn!(volume = %self.volume.path.display(), error = %e, "cannot mark aborted upload");
-        }
+        // The record is final now: the scrub may judge it.
+        lock(&self.store.reserved).remove(&(self.volume.id, self.offset));
     }
 }
 

@@ -232,7 +232,7 @@ fn read_exact(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<()> {
 }
 
 /// The offset of the next valid record header at or after `from`.
-fn find_next_header(file: &File, from: u64, len: u64) -> io::Result<Option<u64>> {
+pub(super) fn find_next_header(file: &File, from: u64, len: u64) -> io::Result<Option<u64>> {
     const CHUNK: usize = 1 << 20;
     let mut buf = vec![0u8; CHUNK];
     let mut at = from;

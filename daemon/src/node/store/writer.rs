@@ -13,7 +13,8 @@
 //! success for lost data.
 
 use super::{
-    Placed, StoreError, Volume, Volumes, create_volume, io_err, set_slot, write, write_error,
+    Placed, Reserved, StoreError, Volume, Volumes, create_volume, io_err, lock, set_slot, write,
+    write_error,
 };
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,7 @@ struct Writer {
     active: Arc<Volume>,
     tail: u64,
     failed: Arc<AtomicBool>,
+    reserved: Reserved,
 }
 
 /// Starts the writer thread, appending at `tail` of `active`, and the sync
@@ -65,6 +67,7 @@ pub(super) fn start(
     active: Arc<Volume>,
     tail: u64,
     failed: Arc<AtomicBool>,
+    reserved: Reserved,
 ) -> Result<(mpsc::Sender<WriterMsg>, Vec<JoinHandle<()>>), StoreError> {
     let (writer_tx, writer_rx) = mpsc::channel();
     let mut writer = Writer {
@@ -74,6 +77,7 @@ pub(super) fn start(
         active,
         tail,
         failed: failed.clone(),
+        reserved,
     };
     let (sync_tx, sync_rx) = mpsc::channel();
     let sync_thread = std::thread::Builder::new()
@@ -115,7 +119,7 @@ impl Writer {
             while let Some(msg) = next {
                 match msg {
                     WriterMsg::Append { record, done } => {
-                        let placed = self.append(&record, record.len() as u64);
+                        let placed = self.append(&record, record.len() as u64, false);
                         if let Ok((v, _)) = &placed {
                             note_volume(&mut job.volumes, v);
                         }
@@ -126,7 +130,7 @@ impl Writer {
                         record_len,
                         done,
                     } => {
-                        let _ = done.send(self.append(&head, record_len));
+                        let _ = done.send(self.append(&head, record_len, true));
                     }
                     WriterMsg::Sync { volume, done } => {
                         note_volume(&mut job.volumes, &volume);
@@ -146,8 +150,9 @@ impl Writer {
     }
 
     /// Writes `bytes` at the tail and advances it by `len` (at least
-    /// `bytes.len()`; more for a reserved large record).
-    fn append(&mut self, bytes: &[u8], len: u64) -> Placed {
+    /// `bytes.len()`; more for a reserved large record, which is entered
+    /// in `reserved` before its header is written: see [`Reserved`]).
+    fn append(&mut self, bytes: &[u8], len: u64, reserve: bool) -> Placed {
         if self.failed.load(Ordering::Relaxed) {
             return Err(StoreError::Failed);
         }
@@ -155,7 +160,12 @@ impl Writer {
             self.roll_over()?;
         }
         let offset = self.tail;
+        let key = (self.active.id, offset);
+        if reserve {
+            lock(&self.reserved).insert(key, len);
+        }
         if let Err(e) = self.active.file.write_all_at(bytes, offset) {
+            lock(&self.reserved).remove(&key);
             // The tail stays: the next record overwrites what was written.
             return Err(write_error(&self.dir, &self.active, e));
         }
