@@ -44,7 +44,11 @@ async fn a_check_finds_what_a_node_lacks_and_repair_makes_the_shard_whole() {
         .collect();
     for (i, name) in names.iter().enumerate() {
         if i >= 30 {
-            let old = request(cluster.node("2").socket_addr(), &raw_put(name, b"old")).await;
+            // An old copy (a version from 1970: older whatever the clocks).
+            let mut put = raw_put(name, b"old");
+            let at = put.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 2;
+            put.splice(at..at, b"x-backpack-time: 1000\r\n".iter().copied());
+            let old = request(cluster.node("2").socket_addr(), &put).await;
             assert_eq!(old.status, 201, "{name}");
         }
         let body = format!("bytes of {name}");
