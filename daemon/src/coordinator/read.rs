@@ -231,47 +231,6 @@ async fn drain(resp: Response<hyper::body::Incoming>) {
     .await;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(value: &str, expected: Option<&str>) {
-        assert_eq!(single_range(value).as_deref(), expected, "{value}");
-    }
-
-    #[test]
-    fn one_range_is_passed_on_and_the_rest_read_whole() {
-        check("bytes=0-99", Some("bytes=0-99"));
-        check("bytes=100-", Some("bytes=100-"));
-        check("bytes=-100", Some("bytes=-100"));
-        check("Bytes = 5-5 ,", Some("bytes=5-5"));
-        check("bytes=-0", Some("bytes=-0"));
-        // Several ranges: the whole file.
-        check("bytes=0-1,5-6", None);
-        // Invalid, or not ours to read: the whole file.
-        check("bytes=9-1", None);
-        check("bytes=-", None);
-        check("bytes=a-b", None);
-        check("bytes=+1-2", None);
-        check("bytes=99999999999999999999-", None);
-        check("items=0-1", None);
-        check("bytes 0-1", None);
-    }
-
-    #[test]
-    fn several_range_headers_are_ignored() {
-        let mut h = HeaderMap::new();
-        assert_eq!(wanted_range(&h), None);
-        h.append(header::RANGE, HeaderValue::from_static("bytes=0-1"));
-        assert_eq!(
-            wanted_range(&h),
-            Some(HeaderValue::from_static("bytes=0-1"))
-        );
-        h.append(header::RANGE, HeaderValue::from_static("bytes=2-3"));
-        assert_eq!(wanted_range(&h), None);
-    }
-}
-
 /// A node's body, broken off when no byte comes for `limit` (the node hung
 /// mid-file): the reader's connection is closed rather than held for ever.
 struct Stalling {
@@ -325,5 +284,46 @@ impl hyper::body::Body for Stalling {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(value: &str, expected: Option<&str>) {
+        assert_eq!(single_range(value).as_deref(), expected, "{value}");
+    }
+
+    #[test]
+    fn one_range_is_passed_on_and_the_rest_read_whole() {
+        check("bytes=0-99", Some("bytes=0-99"));
+        check("bytes=100-", Some("bytes=100-"));
+        check("bytes=-100", Some("bytes=-100"));
+        check("Bytes = 5-5 ,", Some("bytes=5-5"));
+        check("bytes=-0", Some("bytes=-0"));
+        // Several ranges: the whole file.
+        check("bytes=0-1,5-6", None);
+        // Invalid, or not ours to read: the whole file.
+        check("bytes=9-1", None);
+        check("bytes=-", None);
+        check("bytes=a-b", None);
+        check("bytes=+1-2", None);
+        check("bytes=99999999999999999999-", None);
+        check("items=0-1", None);
+        check("bytes 0-1", None);
+    }
+
+    #[test]
+    fn several_range_headers_are_ignored() {
+        let mut h = HeaderMap::new();
+        assert_eq!(wanted_range(&h), None);
+        h.append(header::RANGE, HeaderValue::from_static("bytes=0-1"));
+        assert_eq!(
+            wanted_range(&h),
+            Some(HeaderValue::from_static("bytes=0-1"))
+        );
+        h.append(header::RANGE, HeaderValue::from_static("bytes=2-3"));
+        assert_eq!(wanted_range(&h), None);
     }
 }
