@@ -52,6 +52,7 @@ pub async fn serve<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let tracker = TaskTracker::new();
+    let mut failed_accepts: u64 = 0;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -60,8 +61,12 @@ pub async fn serve<F, Fut>(
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
-                // Typically out of file descriptors: back off, keep serving.
-                tracing::warn!(error = %e, "accept failed");
+                // Typically out of file descriptors: back off, keep serving,
+                // and say so once in a while, not 20 times a second.
+                failed_accepts += 1;
+                if failed_accepts.is_power_of_two() {
+                    tracing::warn!(error = %e, failed_accepts, "accept failed (out of file descriptors? raise the open files limit or lower --max-connections)");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

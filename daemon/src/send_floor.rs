@@ -48,7 +48,7 @@ pub struct SendArgs {
     /// Lowest rate, per second (b, kb, mb; 0 turns it off), at which a
     /// client must take an answer while it is the bottleneck, once
     /// --send-grace has passed; a slower reader's connection is closed
-    /// (counted in /metrics as slow_readers_cut_total).
+    /// (counted as slow_readers_cut in /stats).
     #[arg(long, env = "BACKPACK_SEND_MIN_RATE", default_value = "1kb", value_parser = backpack_shared::cli::size)]
     pub send_min_rate: u64,
     /// Seconds a client that stops reading is given before --send-min-rate

@@ -99,10 +99,26 @@ pub enum BodyError {
     TooSlow { got: u64, secs: u64, min_rate: u64 },
     #[error("cannot write the upload to a temporary file in {dir}: {error}; check --spill-dir")]
     Spill { dir: String, error: String },
-    #[error(
-        "no room for this upload's {len} bytes in the spill directory {dir} right now (uploads in progress hold it); retry in a moment, or give --spill-dir more space"
-    )]
-    NoSpillRoom { dir: String, len: u64 },
+    #[error("{}", no_room(.dir, *.len, *.total, *.held))]
+    NoSpillRoom {
+        dir: String,
+        len: u64,
+        /// The spill file system's size, bytes, if known.
+        total: Option<u64>,
+        /// Bytes held by uploads in progress.
+        held: u64,
+    },
+}
+
+fn no_room(dir: &str, len: u64, total: Option<u64>, held: u64) -> String {
+    match total {
+        Some(total) if len > total => format!(
+            "this upload's {len} bytes can never fit the spill directory {dir}, whose file system holds {total} bytes in all; give --spill-dir more space or lower --max-body"
+        ),
+        _ => format!(
+            "no room for this upload's {len} bytes in the spill directory {dir} right now ({held} bytes held by uploads in progress); retry in a moment (Retry-After), or give --spill-dir more space"
+        ),
+    }
 }
 
 /// Where and how bodies are held.
@@ -186,9 +202,14 @@ impl Holder {
         let f = file.try_clone().map_err(|e| spill_err(e.to_string()))?;
         match tokio::task::spawn_blocking(move || reserve(&f, len)).await {
             Ok(Err(e)) if e == rustix::io::Errno::NOSPC || e == rustix::io::Errno::DQUOT => {
+                let total = rustix::fs::statvfs(&self.spill_dir)
+                    .ok()
+                    .map(|v| v.f_blocks.saturating_mul(v.f_frsize));
                 return Err(BodyError::NoSpillRoom {
                     dir: self.spill_dir.display().to_string(),
                     len,
+                    total,
+                    held: self.spilled_bytes.load(Ordering::Relaxed),
                 });
             }
             Ok(Err(e)) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {}

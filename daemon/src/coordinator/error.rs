@@ -152,8 +152,17 @@ impl ApiError {
 
     pub fn into_response(self, head: bool) -> Response<Body> {
         let status = self.status();
-        let self_busy = matches!(self, ApiError::Busy { .. });
-        if status.is_server_error() {
+        let self_busy = matches!(
+            self,
+            ApiError::Busy { .. } | ApiError::Body(BodyError::NoSpillRoom { .. })
+        );
+        // Capacity refusals are counted in /metrics; one log line each
+        // would flood the log exactly when the daemon is busiest.
+        let capacity = matches!(
+            self,
+            ApiError::Busy { .. } | ApiError::Body(BodyError::NoSpillRoom { .. })
+        );
+        if status.is_server_error() && !capacity {
             tracing::error!(error = %self, status = status.as_u16(), "request failed");
         } else {
             tracing::debug!(error = %self, status = status.as_u16(), "request refused");

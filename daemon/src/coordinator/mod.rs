@@ -283,6 +283,17 @@ pub async fn start(
     body::check_spill_dir(&config.spill_dir).map_err(|e| {
         CoordinatorError::Config(format!("{e}; give a writable directory with --spill-dir"))
     })?;
+    if let Ok(v) = rustix::fs::statvfs(&config.spill_dir) {
+        let total = v.f_blocks.saturating_mul(v.f_frsize);
+        if total < config.max_body {
+            tracing::warn!(
+                spill_dir = %config.spill_dir.display(),
+                spill_bytes = total,
+                max_body = config.max_body,
+                "the spill directory's file system is smaller than --max-body: uploads between the two are refused (507)"
+            );
+        }
+    }
     let (zk, close_zk) = match zk.into() {
         ZkSource::Config(c) => (Zk::connect_initialized(c).await?, true),
         ZkSource::Handle { zk, close } => {

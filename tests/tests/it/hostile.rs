@@ -268,7 +268,20 @@ async fn uploads_that_do_not_fit_the_spill_directory_together_are_refused_at_onc
     )
     .await;
     assert_eq!(second.status, 507, "{}", second.head);
-    assert!(second.error().contains("--spill-dir"), "{}", second.error());
+    assert!(second.error().contains("right now"), "{}", second.error());
+    assert!(
+        second.head.to_lowercase().contains("retry-after: 1"),
+        "{}",
+        second.head
+    );
+    // One that could never fit says so (no use retrying it).
+    let never = crate::common::http::request(
+        r.addr,
+        b"PUT /never HTTP/1.1\r\nhost: c\r\nexpect: 100-continue\r\ncontent-length: 4194304\r\n\r\n",
+    )
+    .await;
+    assert_eq!(never.status, 507, "{}", never.head);
+    assert!(never.error().contains("can never fit"), "{}", never.error());
     // The first completes.
     first.write_all(&vec![1u8; len - 1024]).await.unwrap();
     let mut answer = Vec::new();
