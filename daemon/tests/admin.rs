@@ -477,6 +477,13 @@ fn an_invalid_map_entry_is_kept_and_repaired_with_replace() {
     );
     ok("add-server", &[z, &root, "2", "http://one:10002"]);
     ok("add-shard", &[z, &root, "1", "1,2", "1gb"]);
+    // Commands that read the maps leave the entry out and say so.
+    for cmd in ["dump-shards", "print-stats"] {
+        let out = run(cmd, &[z, &root]);
+        assert!(out.status.success(), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("entry \"9\" skipped"), "{cmd}: {err}");
+    }
     assert_eq!(
         znode(&zk, "servers-map")["9"],
         json!({"host":"nine","port":"x"})

@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 
 use backpack_shared::model::name::nginx;
 use backpack_shared::model::{
-    HostPort, Name, QueueInfo, ReplicationTask, ServersMap, ShardsMap, id_order, parse_json,
-    parse_size, paths, print_stats, to_json,
+    HostPort, MapDoc, MapEntry, Name, QueueInfo, ReplicationTask, ServersMap, ShardsMap, id_order,
+    parse_json, parse_size, paths, print_stats, to_json,
 };
 use backpack_shared::ops::{MapOp, validate_id};
 use backpack_shared::queue::{Queue, RedisPool};
@@ -239,12 +239,23 @@ async fn apply(args: &ZkArgs, op: MapOp) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn read_map<T: for<'de> serde::Deserialize<'de>>(zk: &Zk, name: &str) -> anyhow::Result<T> {
+/// A map znode's valid entries; each invalid one is skipped with a warning
+/// on stderr naming it and the fix (as the daemons skip it).
+async fn read_map<T: MapEntry + Clone>(
+    zk: &Zk,
+    name: &'static str,
+) -> anyhow::Result<BTreeMap<String, T>> {
     let (data, _) = zk.get(name).await?.ok_or_else(|| ZkError::NotInitialized {
         root: zk.root().to_string(),
         missing: name.to_string(),
     })?;
-    Ok(parse_json(name, &data)?)
+    let doc = MapDoc::<T>::parse(name, &data)?;
+    for skipped in doc.skipped() {
+        eprintln!(
+            "warning: {name}: {skipped}; left out here (repair it with add-server --replace, add-shard --replace or remove-server)"
+        );
+    }
+    Ok(doc.valid())
 }
 
 /// Prints every shard with its state and its nodes' addresses, as JSON.
@@ -316,6 +327,8 @@ impl AdminCommand for PrintStats {
     async fn run(self) -> anyhow::Result<()> {
         let zk = connect(&self.zk).await?;
         let shards: ShardsMap = read_map(&zk, paths::SHARDS_MAP).await?;
+        // Read for its warnings: a shard on an invalid server entry.
+        let _: ServersMap = read_map(&zk, paths::SERVERS_MAP).await?;
         let mut sizes = BTreeMap::new();
         for id in shards.keys() {
             let name = paths::shard_size(id);
