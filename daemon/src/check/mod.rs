@@ -49,6 +49,9 @@ pub struct CheckOptions {
     pub request_timeout: Duration,
     /// Names kept per node as examples for the report.
     pub examples: usize,
+    /// Pause between pages, to spread the load on the nodes (the elected
+    /// checker's scheduled checks; an operator's check runs flat out).
+    pub page_pause: Duration,
 }
 
 impl Default for CheckOptions {
@@ -59,6 +62,7 @@ impl Default for CheckOptions {
             max_queue: 100_000,
             request_timeout: Duration::from_secs(60),
             examples: 5,
+            page_pause: Duration::ZERO,
         }
     }
 }
@@ -293,6 +297,9 @@ pub async fn check_shard(
             of: pages.len() as u64,
             files: report.files,
         });
+        if !opts.page_pause.is_zero() {
+            tokio::time::sleep(opts.page_pause).await;
+        }
     }
     Ok(report)
 }
