@@ -597,40 +597,19 @@ pub struct OpenReport {
     pub index_bytes: u64,
 }
 
+/// The volume size the node is opened with (fill_volumes writes volumes
+/// of at most this).
 const VOLUME: u64 = 1 << 30;
 
 /// Writes `files` records of `file_size` bytes named
-/// `/photos/<8 digits>.jpg` into volumes of 1 GiB under `dir`, as the node
-/// writes them; returns the volumes' paths.
+/// `/photos/<8 digits>.jpg` into volumes under `dir` (see
+/// [`backpack_daemon::node::store::fill_volumes`]); their paths.
 fn write_volumes(dir: &Path, files: usize, file_size: usize) -> Result<Vec<PathBuf>> {
-    use backpack_daemon::node::record::{FLAG_CLIENT_TIME, Header, Kind, encode_record};
-    use backpack_daemon::node::store::volume_path;
-    use std::io::Write;
     let data: Vec<u8> = (0..file_size).map(|i| (i * 7 % 251) as u8).collect();
-    let (mut id, mut written) = (1u32, 0u64);
-    let mut out = std::io::BufWriter::new(std::fs::File::create(volume_path(dir, id))?);
-    for i in 0..files {
-        let name = format!("/photos/{i:08}.jpg");
-        let header = Header {
-            kind: Kind::Put,
-            flags: FLAG_CLIENT_TIME,
-            name_len: name.len() as u32,
-            time_ms: 1_700_000_000_000 + i as u64,
-            data_len: data.len() as u64,
-        };
-        let record = encode_record(&header, name.as_bytes(), &data);
-        if written + record.len() as u64 > VOLUME {
-            out.flush()?;
-            id += 1;
-            written = 0;
-            out = std::io::BufWriter::new(std::fs::File::create(volume_path(dir, id))?);
-        }
-        out.write_all(&record)?;
-        written += record.len() as u64;
-    }
-    out.flush()?;
-    drop(out);
-    Ok((1..=id).map(|v| volume_path(dir, v)).collect())
+    let names = (0..files).map(|i| format!("/photos/{i:08}.jpg"));
+    Ok(backpack_daemon::node::store::fill_volumes(
+        dir, names, &data,
+    )?)
 }
 
 /// Writes `files` records of `file_size` bytes into volumes of 1 GiB under

@@ -298,3 +298,50 @@ async fn a_node_lost_for_good_is_replaced_and_filled_while_uploads_go_on() {
     replicator.await.unwrap();
     coordinator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_over_a_million_files_stays_within_a_fixed_memory_bound() {
+    use crate::common::NodeProcess;
+    let Some(zks) = shared_zk() else { return };
+    let files = 1_000_000usize;
+    let data = [5u8; 16];
+    let name = |i: usize| format!("/m/{i:07}.jpg");
+    // Written straight into volumes: node 2 lacks every 1000th file.
+    let full = NodeProcess::start_on(
+        |dir| {
+            backpack_daemon::node::store::fill_volumes(dir, (0..files).map(name), &data).unwrap();
+        },
+        Duration::from_secs(120),
+    );
+    let gappy = NodeProcess::start_on(
+        |dir| {
+            let names = (0..files).filter(|i| i % 1000 != 7).map(name);
+            backpack_daemon::node::store::fill_volumes(dir, names, &data).unwrap();
+        },
+        Duration::from_secs(120),
+    );
+    let root = backpack_tests::unique_root("check-million");
+    let zk = crate::common::init_root(&zks.addr(), &root, "q", &["127.0.0.1:1".into()]).await;
+    crate::common::add_shard(&zk, &[full.port, gappy.port]).await;
+    let out = Command::new(bin("backpack-coordinator-check-shard"))
+        .args([zks.addr().as_str(), root.as_str(), "1", "--json"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let shard = &report["shards"][0];
+    assert_eq!(shard["files"], files as u64);
+    assert_eq!(shard["nodes"][0]["missing"], 0);
+    assert_eq!(shard["nodes"][1]["missing"], (files / 1000) as u64);
+    assert_eq!(shard["nodes"][1]["files"], (files - files / 1000) as u64);
+    assert!(shard["pages"].as_u64().unwrap() >= 128, "{shard}");
+    // Two listings of a million names each would take hundreds of MB; a
+    // page at a time stays small.
+    let peak = report["peak_rss_bytes"].as_u64().unwrap();
+    assert!(peak < 64 << 20, "the check peaked at {} MB", peak >> 20);
+    zk.close();
+}

@@ -71,7 +71,26 @@ impl NodeProcess {
         n
     }
 
+    /// A node on data that `fill` writes into its (empty) data directory
+    /// first; waits up to `timeout` for its start-up scan.
+    pub fn start_on(fill: impl FnOnce(&Path), timeout: Duration) -> NodeProcess {
+        let mut n = NodeProcess {
+            port: backpack_tests::free_port(),
+            process: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let data = n.dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        fill(&data);
+        n.launch_within("", timeout);
+        n
+    }
+
     fn launch(&mut self, shift: &str) {
+        self.launch_within(shift, Duration::from_secs(10));
+    }
+
+    fn launch_within(&mut self, shift: &str, timeout: Duration) {
         let data = self.dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         let args = [
@@ -87,8 +106,10 @@ impl NodeProcess {
             self.dir.path(),
         ));
         assert!(
-            wait_listening(self.port),
-            "backpack-node did not listen on {}",
+            wait_until(timeout, || {
+                std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            }),
+            "backpack-node did not listen on {} within {timeout:?}",
             self.port
         );
     }
