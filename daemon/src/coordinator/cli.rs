@@ -40,7 +40,8 @@ pub struct Args {
     /// Directory of the temporary files (default: the system's temp dir).
     #[arg(long, env = "BACKPACK_COORDINATOR_SPILL_DIR")]
     pub spill_dir: Option<PathBuf>,
-    /// Uploads handled at once; more wait.
+    /// Uploads handled at once; one more waits up to --upload-slot-wait-ms
+    /// for a slot, then is refused with 503 and Retry-After.
     #[arg(long, env = "BACKPACK_COORDINATOR_MAX_UPLOADS", default_value_t = 1024)]
     pub max_uploads: usize,
     /// Milliseconds an upload waits for one of the --max-uploads slots

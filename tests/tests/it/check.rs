@@ -345,3 +345,82 @@ async fn a_check_over_a_million_files_stays_within_a_fixed_memory_bound() {
     assert!(peak < 64 << 20, "the check peaked at {} MB", peak >> 20);
     zk.close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_rotten_on_disk_is_found_by_the_scrub_and_restored_by_repair() {
+    use crate::common::NodeProcess;
+    let (Some(zks), Some(redis)) = (shared_zk(), backpack_tests::shared_redis()) else {
+        return;
+    };
+    let one = NodeProcess::start("");
+    let two = NodeProcess::start("");
+    let root = backpack_tests::unique_root("check-rot");
+    let key = format!("q-{}", root.trim_start_matches('/'));
+    let zk = crate::common::init_root(&zks.addr(), &root, &key, &[redis.addr()]).await;
+    crate::common::add_shard(&zk, &[one.port, two.port]).await;
+    // The same copy on both nodes.
+    let body: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let a = request(one.addr(), &raw_put("/rot.jpg", &body)).await;
+    assert_eq!(a.status, 201);
+    let time = a
+        .head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-backpack-time: ")
+                .map(str::to_string)
+        })
+        .unwrap();
+    let mut copy = raw_put("/rot.jpg", &body);
+    let at = copy.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 2;
+    copy.splice(
+        at..at,
+        format!("x-backpack-time: {}\r\n", time.trim()).bytes(),
+    );
+    assert_eq!(request(two.addr(), &copy).await.status, 201);
+    // A byte of node 2's copy rots while it runs.
+    let volume = backpack_daemon::node::store::volume_path(&two.data_dir(), 1);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&volume)
+            .unwrap();
+        let at = 32 + "/rot.jpg".len() as u64 + 5_000;
+        f.write_all_at(&[body[5_000] ^ 0x55], at).unwrap();
+        f.sync_all().unwrap();
+    }
+    let http = crate::common::client();
+    let stats = format!("http://{}/stats", two.addr());
+    assert!(
+        crate::common::eventually(Duration::from_secs(30), || async {
+            let v = crate::common::get_json(&http, &stats).await;
+            v["scrub"]["damaged"] == 1
+        })
+        .await,
+        "the scrub finds the damage"
+    );
+    let get = request(two.addr(), &crate::common::http::raw_get("/rot.jpg")).await;
+    assert_eq!(get.status, 404, "a damaged copy is never served");
+    // The check sees it missing and the repair copies the sound one back.
+    let out = Command::new(bin("backpack-coordinator-check-shard"))
+        .args([zks.addr().as_str(), root.as_str(), "1", "--repair"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("1 missing") && stdout.contains("damaged"),
+        "{stdout}"
+    );
+    let stop = CancellationToken::new();
+    let replicator = start_replicator(&zks.addr(), &root, 1, stop.clone()).await;
+    let queue = queue_on(&zk, &key, &[redis.port]);
+    drained(&queue, Duration::from_secs(30)).await;
+    stop.cancel();
+    replicator.await.unwrap();
+    let get = request(two.addr(), &crate::common::http::raw_get("/rot.jpg")).await;
+    assert_eq!(get.status, 200);
+    assert!(get.body == body, "the sound bytes are back");
+    zk.close();
+}

@@ -110,10 +110,7 @@ pub enum ApiError {
     Method(String),
     #[error("{0}")]
     BadRequest(String),
-    #[error(
-        "range {range:?} is outside the file's {len} bytes; ask for bytes 0-{} at most",
-        .len.saturating_sub(1)
-    )]
+    #[error("{}", outside(.range, *.len))]
     RangeNotSatisfiable { range: String, len: u64 },
     #[error(
         "the client closed the connection before the upload was stored; not stored (keep the connection open until the answer)"
@@ -123,6 +120,17 @@ pub enum ApiError {
     Http(#[from] HttpError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn outside(range: &str, len: u64) -> String {
+    if len == 0 {
+        format!("range {range:?} asks for bytes of an empty file; ask without a Range")
+    } else {
+        format!(
+            "range {range:?} is outside the file's {len} bytes; ask for bytes 0-{} at most",
+            len - 1
+        )
+    }
 }
 
 impl ApiError {

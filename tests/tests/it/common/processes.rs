@@ -118,6 +118,11 @@ impl NodeProcess {
         ([127, 0, 0, 1], self.port).into()
     }
 
+    /// Its data directory (volumes).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// Kills it (SIGKILL: what it acknowledged is on disk already).
     pub fn kill(&mut self) {
         self.process = None;
