@@ -22,6 +22,12 @@ pub struct CheckerConfig {
     pub interval: Duration,
     /// How often the replicator tries to lead and looks for work.
     pub tick: Duration,
+    /// A shard whose last check found it not whole (copies queued, a
+    /// node being filled) is checked again this soon: its record then
+    /// shows the rebuild's progress, and what a lost task left out is
+    /// queued again (the queue is a set: a task already there is not
+    /// doubled).
+    pub recheck: Duration,
     /// The check's settings (repair on).
     pub check: CheckOptions,
 }
@@ -31,6 +37,7 @@ impl Default for CheckerConfig {
         CheckerConfig {
             interval: Duration::from_secs(24 * 3600),
             tick: Duration::from_secs(5),
+            recheck: Duration::from_secs(60),
             check: CheckOptions {
                 repair: true,
                 // 10,000 files a page: at most about 100,000 files/s asked
@@ -142,12 +149,15 @@ async fn due(zk: &Zk, config: &CheckerConfig, since_ms: u64) -> Vec<(Vec<String>
     let mut stale = Vec::new();
     for id in shards {
         let last = match zk.get(&paths::shard_check(&id)).await {
-            Ok(Some((data, _))) => parse_json::<ShardCheck>("shard check", &data)
-                .map(|c| c.when_ms)
-                .unwrap_or(since_ms),
-            _ => since_ms,
+            Ok(Some((data, _))) => parse_json::<ShardCheck>("shard check", &data).ok(),
+            _ => None,
         };
-        if now.saturating_sub(last) >= config.interval.as_millis() as u64 {
+        let (when, every) = match &last {
+            Some(c) if !c.whole() => (c.when_ms, config.recheck.min(config.interval)),
+            Some(c) => (c.when_ms, config.interval),
+            None => (since_ms, config.interval),
+        };
+        if now.saturating_sub(when) >= every.as_millis() as u64 {
             stale.push(id);
         }
     }
