@@ -22,14 +22,7 @@ async fn health(r: &Running) -> (u16, Value) {
 
 /// The value of `sample` (`name{labels}`) in `/metrics`, if present.
 async fn metric(r: &Running, sample: &str) -> Option<String> {
-    let text = client()
-        .get(r.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = r.metrics().await;
     text.lines().find_map(|l| {
         l.strip_prefix(sample)?
             .strip_prefix(' ')
@@ -80,7 +73,23 @@ async fn health_is_503_while_no_queue_redis_answers() {
     let reachable = format!("backpack_coordinator_queue_redis_reachable{{server=\"{server}\"}}");
     let count = "backpack_coordinator_queue_redis_reachable_servers";
 
-    let (_, h) = health_becomes(&r, 200, Duration::from_secs(10)).await;
+    let (_, _) = health_becomes(&r, 200, Duration::from_secs(10)).await;
+    // Once the first check of the queue servers is in.
+    let mut h = serde_json::Value::Null;
+    for _ in 0..200 {
+        h = client()
+            .get(r.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if h["queue_servers"][0]["server"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(h["queue_servers"][0]["server"], server.as_str(), "{h}");
     assert_eq!(h["queue_servers"][0]["reachable"], true, "{h}");
     assert_eq!(put(&http, &r, "/before.jpg", b"x".to_vec()).await.0, 200);

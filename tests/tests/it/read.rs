@@ -267,22 +267,35 @@ async fn nginx_moves_past_a_node_answering_500_to_an_ipv6_node() {
     zk.close();
 }
 
-/// A peer that accepts connections and never answers (a hung machine).
-async fn never_answers() -> std::net::SocketAddr {
+/// A peer that accepts connections, sends `prefix` on each (nothing: a
+/// hung machine; a head and part of a body: one that froze mid-file) and
+/// then never sends another byte.
+async fn hung_peer(prefix: Vec<u8>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let mut held = Vec::new();
-        while let Ok((s, _)) = listener.accept().await {
+        while let Ok((mut s, _)) = listener.accept().await {
+            if !prefix.is_empty() {
+                // The request first: an answer before it is no answer.
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(&prefix).await;
+            }
             held.push(s);
         }
     });
     addr
 }
 
+async fn never_answers() -> std::net::SocketAddr {
+    hung_peer(Vec::new()).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_moves_past_a_hung_node_within_its_read_timeout() {
-    use backpack_daemon::coordinator::{self, CoordinatorConfig};
+    use backpack_daemon::coordinator::CoordinatorConfig;
     let Some(zks) = shared_zk() else { return };
     let root = unique_root("read-hung");
     let zk = init_root(&zks.addr(), &root, "q", &["127.0.0.1:1".into()]).await;
@@ -301,16 +314,12 @@ async fn a_read_moves_past_a_hung_node_within_its_read_timeout() {
     assert_eq!(put.status(), 201);
 
     let stop = tokio_util::sync::CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = CoordinatorConfig {
         node_read_timeout: Duration::from_millis(500),
         node_retry_after: Duration::from_secs(1),
         ..CoordinatorConfig::default()
     };
-    let c = coordinator::start(listener, config, zk.config().clone(), stop.clone())
-        .await
-        .unwrap();
-    assert!(c.wait_ready().await);
+    let c = crate::common::coordinator::start_coordinator_with(&zk, config, stop.clone()).await;
     let url = format!("http://{}/1:{}", c.local_addr(), &name[1..]);
     // First read: the hung node's time is its read timeout, not the write
     // timeout (60 s).
@@ -589,45 +598,24 @@ async fn a_node_that_ignores_range_gives_the_whole_file_with_200() {
     zk.close();
 }
 
-/// A node that answers a GET with its head and 64 KiB of a 1 MiB body,
-/// then hangs (a machine that froze mid-file).
-async fn hangs_mid_file() -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((mut s, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf).await;
-            let head = "HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n";
-            let _ = s.write_all(head.as_bytes()).await;
-            let _ = s.write_all(&[7u8; 65536]).await;
-            held.push(s);
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_hangs_mid_file_does_not_hold_the_reader_for_ever() {
-    use backpack_daemon::coordinator::{self, CoordinatorConfig};
+    use backpack_daemon::coordinator::CoordinatorConfig;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Some(zks) = shared_zk() else { return };
     let root = unique_root("read-mid-hang");
     let zk = init_root(&zks.addr(), &root, "q", &["127.0.0.1:1".into()]).await;
-    let node = hangs_mid_file().await;
+    // Its head and 64 KiB of a 1 MiB body, then nothing.
+    let mut prefix = b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n".to_vec();
+    prefix.extend_from_slice(&[7u8; 65536]);
+    let node = hung_peer(prefix).await;
     crate::common::add_shard(&zk, &[node.port()]).await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = CoordinatorConfig {
         node_read_timeout: Duration::from_millis(500),
         ..CoordinatorConfig::default()
     };
-    let c = coordinator::start(listener, config, zk.config().clone(), stop.clone())
-        .await
-        .unwrap();
-    assert!(c.wait_ready().await);
+    let c = crate::common::coordinator::start_coordinator_with(&zk, config, stop.clone()).await;
     let mut s = tokio::net::TcpStream::connect(c.local_addr())
         .await
         .unwrap();

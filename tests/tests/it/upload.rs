@@ -388,14 +388,7 @@ async fn an_invalid_servers_map_entry_is_skipped_and_uploads_go_on() {
     r.ready().await;
     let (status, v) = put(&client(), &r, "/after-bad-entry", b"hi".to_vec()).await;
     assert_eq!(status, 200, "{v}");
-    let metrics = client()
-        .get(r.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = r.metrics().await;
     assert!(
         metrics.contains("backpack_coordinator_map_entries_skipped{map=\"servers-map\"} 1\n"),
         "{metrics}"

@@ -22,15 +22,19 @@ use super::{client, get_json};
 /// A coordinator in-process on a free loopback port with the default
 /// settings, once it has read the configuration.
 pub async fn start_coordinator(zk: &Zk, stop: CancellationToken) -> Coordinator {
+    start_coordinator_with(zk, CoordinatorConfig::default(), stop).await
+}
+
+/// [`start_coordinator`] with other settings.
+pub async fn start_coordinator_with(
+    zk: &Zk,
+    config: CoordinatorConfig,
+    stop: CancellationToken,
+) -> Coordinator {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let c = coordinator::start(
-        listener,
-        CoordinatorConfig::default(),
-        zk.config().clone(),
-        stop,
-    )
-    .await
-    .unwrap();
+    let c = coordinator::start(listener, config, zk.config().clone(), stop)
+        .await
+        .unwrap();
     assert!(c.wait_ready().await);
     c
 }
@@ -185,6 +189,12 @@ impl Running {
 
     pub async fn stats(&self) -> Value {
         get_json(&client(), &self.url("/stats")).await
+    }
+
+    /// Its Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let resp = client().get(self.url("/metrics")).send().await.unwrap();
+        resp.text().await.unwrap()
     }
 }
 
