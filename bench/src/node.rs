@@ -679,6 +679,10 @@ pub struct ListReport {
     /// The same in `pieces` ranges of the key space, one after the other.
     pub paged_secs: f64,
     pub pieces: usize,
+    /// `check::check_shard` of a one-node shard on the same files (its
+    /// pages fetched, parsed and merged; nothing to repair).
+    pub check_secs: f64,
+    pub check_pages: u64,
 }
 
 /// Writes `files` records of `file_size` bytes into volumes under `dir`,
@@ -742,6 +746,26 @@ pub async fn list(dir: &Path, files: usize, file_size: usize, pieces: usize) -> 
     }
     let paged_secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(paged == files, "paged listing has {paged} of {files} files");
+    let started = Instant::now();
+    let node = backpack_shared::model::HostPort {
+        host: "127.0.0.1".into(),
+        port: addr.port(),
+    };
+    let checked = backpack_daemon::check::check_shard(
+        &backpack_daemon::node_client::NodeClient::new(Duration::from_secs(5)),
+        "1",
+        &[("1".to_string(), node)],
+        None,
+        &backpack_daemon::check::CheckOptions::default(),
+        |_| {},
+    )
+    .await?;
+    let check_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        checked.files == files as u64 && checked.whole(),
+        "the check saw {} of {files} files",
+        checked.files
+    );
     shutdown.cancel();
     server.await??;
     Ok(ListReport {
@@ -750,5 +774,7 @@ pub async fn list(dir: &Path, files: usize, file_size: usize, pieces: usize) -> 
         bytes,
         paged_secs,
         pieces,
+        check_secs,
+        check_pages: checked.pages,
     })
 }

@@ -236,6 +236,13 @@ async fn main() -> anyhow::Result<()> {
                 r.paged_secs,
                 r.files as f64 / r.paged_secs
             );
+            println!(
+                "check-shard of the same files ({} pages, parsed and merged): {:.2} s = {:.0} files/s, {:.2}x the raw listing's rate",
+                r.check_pages,
+                r.check_secs,
+                r.files as f64 / r.check_secs,
+                r.list_secs / r.check_secs
+            );
         }
         Cmd::Index { files } => {
             let r = bench::index(files);
