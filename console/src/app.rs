@@ -3,7 +3,8 @@
 //! come back as events), and the screen is redrawn.
 //!
 //! Background tasks, none of which ever blocks the screen:
-//! - the ZooKeeper watches ([`watch_cluster`]): no polling;
+//! - the ZooKeeper watches ([`watch_cluster_following`]: the maps, the
+//!   daemons and the shard checks): no polling;
 //! - the Redis poller: queue length, age, locks, samples every 1.5 s; how
 //!   each server keeps items (eviction policy, appendonly) every 30 s, on
 //!   `r` and when the queue changes;
@@ -19,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use backpack_shared::clock::now_ms;
-use backpack_shared::live::{ClusterState, watch_cluster};
-use backpack_shared::model::{HostPort, QueueInfo};
+use backpack_shared::live::{ClusterState, Follow, watch_cluster_following};
+use backpack_shared::model::{HostPort, QueueInfo, paths, to_json};
 use backpack_shared::queue::{Queue, RedisPool};
 use backpack_shared::zk::Zk;
 use crossterm::event::{Event as TermEvent, EventStream};
@@ -149,7 +150,13 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         state.update(now_ms(), Event::Resize(size.width, size.height));
     }
 
-    let mut cluster_rx = watch_cluster(&zk, true);
+    let mut cluster_rx = watch_cluster_following(
+        &zk,
+        Follow {
+            daemons: true,
+            checks: true,
+        },
+    );
     let (tx, mut rx) = mpsc::channel::<Event>(256);
     let refresh_queue = Arc::new(Notify::new());
     let refresh_health = Arc::new(Notify::new());
@@ -235,6 +242,24 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
                         tracing::info!(?op, "applying");
                         let result = zk.apply(&op).await.map_err(|e| e.to_string());
                         tracing::info!(?result, "applied");
+                        let _ = tx.send(Event::Done { id, result }).await;
+                    });
+                }
+                Command::AskCheck { id, shard, request } => {
+                    let (zk, tx) = (zk.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let name = paths::check_request(&shard);
+                        tracing::info!(%name, ?request, "asking for a check");
+                        let result = zk
+                            .put(&name, &to_json(&request))
+                            .await
+                            .map(|()| {
+                                format!(
+                                    "{} of shard {shard} asked ({name})",
+                                    if request.repair { "repair" } else { "check" }
+                                )
+                            })
+                            .map_err(|e| e.to_string());
                         let _ = tx.send(Event::Done { id, result }).await;
                     });
                 }

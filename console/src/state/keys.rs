@@ -106,7 +106,7 @@ impl State {
         vec![]
     }
 
-    /// a / e / d (Shards), a (Servers), c / u / x (Queue).
+    /// a / e / d / c / R (Shards), a (Servers), c / u / x (Queue).
     fn write_key(&mut self, tab: Tab, c: char) {
         if self.refuse_read_only() {
             return;
@@ -122,6 +122,12 @@ impl State {
                     self.ask_enable(&id, c == 'e');
                 }
             }
+            (Tab::Shards, 'c' | 'R') => {
+                if let Some(row) = self.selected_shard() {
+                    let id = row.id.clone();
+                    self.ask_check(&id, c == 'R');
+                }
+            }
             (Tab::Queue, 'u' | 'x') => {
                 if let Some(task) = self.selected_task().cloned() {
                     self.ask_dead(task, c == 'u');
@@ -135,7 +141,9 @@ impl State {
 fn is_write_key(tab: Tab, c: char) -> bool {
     matches!(
         (tab, c),
-        (Tab::Shards, 'a' | 'e' | 'd') | (Tab::Servers, 'a') | (Tab::Queue, 'c' | 'u' | 'x')
+        (Tab::Shards, 'a' | 'e' | 'd' | 'c' | 'R')
+            | (Tab::Servers, 'a')
+            | (Tab::Queue, 'c' | 'u' | 'x')
     )
 }
 

@@ -2,6 +2,7 @@
 //! the loop to do ([`Command`]), the writes it asks about ([`Action`],
 //! [`Confirm`]), the input [`Mode`], the result line and the Events log.
 
+use backpack_shared::model::CheckRequest;
 use backpack_shared::ops::MapOp;
 use backpack_shared::queue::describe_item;
 
@@ -65,6 +66,13 @@ pub enum Command {
         id: u64,
         item: String,
     },
+    /// Ask the elected checker to check (and repair) a shard: write
+    /// `check-requests/<shard>`.
+    AskCheck {
+        id: u64,
+        shard: String,
+        request: CheckRequest,
+    },
     /// Check node health and poll the queue now.
     Refresh,
     Quit,
@@ -76,6 +84,11 @@ pub enum Action {
     Op(MapOp),
     Requeue(String),
     DropDead(String),
+    /// Ask for a check of a shard, with repair or not.
+    Check {
+        shard: String,
+        repair: bool,
+    },
 }
 
 impl Action {
@@ -93,6 +106,10 @@ impl Action {
             Action::Op(MapOp::SetQueue(q)) => format!("set queue {}", q.key),
             Action::Requeue(item) => format!("requeue {}", describe_item(item)),
             Action::DropDead(item) => format!("drop {}", describe_item(item)),
+            Action::Check { shard, repair } => format!(
+                "ask for a {} of shard {shard}",
+                if *repair { "repair" } else { "check" }
+            ),
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use backpack_shared::live::ClusterState;
-use backpack_shared::model::{Shard, ShardsMap, shard_chances};
+use backpack_shared::model::{CheckRequest, Shard, ShardsMap, shard_chances};
 use backpack_shared::ops::MapOp;
 use backpack_shared::queue::describe_item;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -266,7 +266,7 @@ impl State {
     }
 
     /// Starts an action: the loop runs it and answers with [`Event::Done`].
-    fn start(&mut self, action: Action) -> Vec<Command> {
+    pub(super) fn start(&mut self, action: Action) -> Vec<Command> {
         let id = self.next_id;
         self.next_id += 1;
         let what = action.describe();
@@ -281,6 +281,14 @@ impl State {
             Action::DropDead(item) => Command::DropDead {
                 id,
                 item: item.clone(),
+            },
+            Action::Check { shard, repair } => Command::AskCheck {
+                id,
+                shard: shard.clone(),
+                request: CheckRequest {
+                    repair: *repair,
+                    asked_ms: self.now,
+                },
             },
         };
         self.pending.insert(id, action);
@@ -388,7 +396,8 @@ pub fn relevant(action: &Action, c: &ClusterState) -> Vec<(String, String)> {
                 ),
             )]
         }
-        Action::Op(MapOp::EnableShard { id } | MapOp::DisableShard { id }) => {
+        Action::Op(MapOp::EnableShard { id } | MapOp::DisableShard { id })
+        | Action::Check { shard: id, .. } => {
             vec![(format!("shard {id}"), shard(id))]
         }
         Action::Op(MapOp::SetQueue(_)) => vec![(
