@@ -217,6 +217,55 @@ fn grow_a_cluster_with_keystrokes_only() {
         "enabled again: no read_only"
     );
 
+    // Check and repair: c asks first, y writes check-requests/1 for the
+    // elected checker; the checker, its result (checks/1) and the request
+    // taken show live.
+    let shard_row = |t: &Tmux| {
+        t.screen()
+            .lines()
+            .find(|l| l.trim_start_matches(['▶', ' ']).starts_with("1 "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    t.keys(&["1"]);
+    t.wait_for("no checker");
+    assert!(shard_row(&t).contains("unchecked"), "{}", t.screen());
+    t.keys(&["c"]);
+    t.wait_for("Ask for a check of shard 1? (writes check-requests/1)");
+    t.keys(&["y"]);
+    t.wait_for("✓ check of shard 1 asked (check-requests/1)");
+    assert_eq!(znode(&rt, &zk, "check-requests/1")["repair"], false);
+    assert!(
+        wait_until(Duration::from_secs(10), || shard_row(&t).ends_with("asked")),
+        "{}",
+        t.screen()
+    );
+    let check = serde_json::json!({
+        "when_ms": backpack_shared::clock::now_ms() - 120_000, "files": 10, "bytes": 100,
+        "missing": 2, "older": 1, "damaged": 0, "queued": 0, "by": "one:4121",
+    });
+    rt.block_on(async {
+        zk.put("checker", b"one:4121").await.unwrap();
+        zk.put("checks/1", check.to_string().as_bytes())
+            .await
+            .unwrap();
+        zk.delete("check-requests/1").await.unwrap();
+    });
+    t.wait_for("checker one:4121");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let row = shard_row(&t);
+            row.contains("3 missing") && row.ends_with("2m ago")
+        }),
+        "{}",
+        t.screen()
+    );
+    t.keys(&["R"]);
+    t.wait_for("The last check (2m ago) found 3 copies lacking");
+    t.keys(&["y"]);
+    t.wait_for("✓ repair of shard 1 asked (check-requests/1)");
+    assert_eq!(znode(&rt, &zk, "check-requests/1")["repair"], true);
+
     // q quits, restoring the terminal.
     t.keys(&["q"]);
     t.wait_for("console exited with 0");
