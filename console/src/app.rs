@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use backpack_shared::clock::now_ms;
 use backpack_shared::live::{ClusterState, Follow, watch_cluster_following};
-use backpack_shared::model::{HostPort, QueueInfo, paths, to_json};
+use backpack_shared::model::{CheckRequest, HostPort, QueueInfo, paths, to_json};
+use backpack_shared::ops::MapOp;
 use backpack_shared::queue::{Queue, RedisPool};
 use backpack_shared::zk::Zk;
 use crossterm::event::{Event as TermEvent, EventStream};
@@ -263,6 +264,19 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
                         let _ = tx.send(Event::Done { id, result }).await;
                     });
                 }
+                Command::Replace {
+                    id,
+                    op,
+                    shards,
+                    asked_ms,
+                } => {
+                    let (zk, tx) = (zk.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let result = replace_server(&zk, &op, &shards, asked_ms).await;
+                        tracing::info!(?op, ?shards, ?result, "replace server");
+                        let _ = tx.send(Event::Done { id, result }).await;
+                    });
+                }
                 Command::Requeue { id, item } => {
                     queue_action(true, id, item, &queue_rx, &tx, &refresh_queue)
                 }
@@ -293,6 +307,79 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     zk.close();
     tracing::info!("backpack-console stopped");
     Ok(())
+}
+
+/// Re-points a server to a new node as `backpack-coordinator-replace-server`
+/// does (the node must answer as a backpack-node holding no file), then
+/// asks the elected checker for a repair of each of `shards`, which fills
+/// it from the other nodes.
+async fn replace_server(
+    zk: &Zk,
+    op: &MapOp,
+    shards: &[String],
+    asked_ms: u64,
+) -> Result<String, String> {
+    let MapOp::AddServer { id, addr, .. } = op else {
+        return Err(format!("not a server replacement: {op:?}"));
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("no HTTP client: {e}"))?;
+    let url = addr.url();
+    let resp = client
+        .get(format!("{url}/stats"))
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "the new node at {url} cannot be reached ({}); start backpack-node there first",
+                http_error(&e)
+            )
+        })?;
+    if !resp.status().is_success() {
+        return Err(format!(
+            "the new node at {url} answered {} to /stats; start backpack-node there first",
+            resp.status()
+        ));
+    }
+    let stats: serde_json::Value = resp.json().await.unwrap_or_default();
+    match stats["files"].as_u64() {
+        None => {
+            return Err(format!(
+                "{url} does not look like a backpack-node (its /stats has no file count); the replacement must be one, to be filled and checked"
+            ));
+        }
+        Some(n) if n > 0 => {
+            return Err(format!(
+                "the new node at {url} already holds {n} files; give an empty node, or use backpack-coordinator-replace-server --force"
+            ));
+        }
+        Some(_) => {}
+    }
+    let said = zk.apply(op).await.map_err(|e| e.to_string())?;
+    if shards.is_empty() {
+        return Ok(format!(
+            "{said}; server {id} is in no shard: nothing to copy"
+        ));
+    }
+    let request = to_json(&CheckRequest {
+        repair: true,
+        asked_ms,
+    });
+    for shard in shards {
+        zk.put(&paths::check_request(shard), &request)
+            .await
+            .map_err(|e| {
+                format!(
+                    "{said}, but the repair of shard {shard} could not be asked ({e}); ask it with R in the Shards view"
+                )
+            })?;
+    }
+    Ok(format!(
+        "{said}; repair of shard {} asked: the replicators fill the new node",
+        shards.join(",")
+    ))
 }
 
 /// Requeues or drops a dead-letter task in the background.

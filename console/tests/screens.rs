@@ -348,4 +348,9 @@ fn check_and_repair_questions() {
     s.press(T0, KeyCode::Esc);
     keys(&mut s, "GR");
     insta::assert_snapshot!("confirm_repair", screen(&s));
+    s.press(T0, KeyCode::Esc);
+    keys(&mut s, "2jjRhttp://three:10003");
+    insta::assert_snapshot!("form_replace_server", screen(&s));
+    s.press(T0, KeyCode::Enter);
+    insta::assert_snapshot!("confirm_replace", screen(&s));
 }

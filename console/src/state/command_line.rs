@@ -59,6 +59,11 @@ pub const COMMANDS: &[CommandSpec] = &[
         writes: true,
     },
     CommandSpec {
+        names: &["replace-server"],
+        args: &["<id>", "<new url>"],
+        writes: true,
+    },
+    CommandSpec {
         names: &["set-queue"],
         args: &["<key>", "<host1:port1,host2:port2,..>"],
         writes: true,
@@ -154,6 +159,10 @@ impl State {
             ("check-shard", [id]) => {
                 self.tab = Tab::Shards;
                 self.ask_check(id, repair_flag);
+            }
+            ("replace-server", [id, url]) => {
+                self.tab = Tab::Servers;
+                self.open_replace(id, url);
             }
             ("repair-shard", [id]) => {
                 self.tab = Tab::Shards;

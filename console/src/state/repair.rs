@@ -1,13 +1,17 @@
-//! The check and repair questions: `c` and `R` in the Shards view (and
-//! `:check-shard`, `:repair-shard`) ask the elected checker, through
-//! `check-requests/<id>`, to check a shard or to repair it, after a
-//! question that says what it costs and what it changes.
+//! The check, repair and replace questions: `c` and `R` in the Shards
+//! view (and `:check-shard`, `:repair-shard`) ask the elected checker,
+//! through `check-requests/<id>`, to check a shard or to repair it; `R` in
+//! the Servers view (and `:replace-server`) re-points a server to a new,
+//! empty node and asks for a repair of its shards. Each after a question
+//! that says what it costs and what it changes.
 
 use backpack_shared::model::paths;
+use backpack_shared::ops::MapOp;
 
 use super::{Action, Confirm, Mode, State, StatusKind};
 use crate::checks::{ShardHealth, count};
 use crate::fmt::ago;
+use crate::forms::{Form, FormState, Input};
 use crate::state::relevant;
 
 impl State {
@@ -123,12 +127,128 @@ impl State {
     }
 }
 
+impl State {
+    /// Opens the replace form of server `id` (the new node's URL).
+    pub(super) fn open_replace(&mut self, id: &str, url: &str) {
+        self.open_form(
+            Form::ReplaceServer {
+                id: id.to_string(),
+                url: Input::new(url),
+            },
+            0,
+        );
+    }
+
+    /// Asks before re-pointing a server, saying what moves, what is
+    /// copied and from where; `n` goes back to the form.
+    pub(super) fn ask_replace(&mut self, action: Action, form: FormState) {
+        let Action::Replace {
+            op: MapOp::AddServer { id, addr, .. },
+            shards,
+        } = &action
+        else {
+            return;
+        };
+        let cluster = self.cluster.clone();
+        let old = cluster
+            .servers
+            .value
+            .as_ref()
+            .and_then(|m| m.get(id))
+            .map_or("?".to_string(), |a| a.url());
+        let mut lines = vec![format!(
+            "Server {id} moves from {old} to {}: its shards read and write there from now on.",
+            addr.url()
+        )];
+        if shards.is_empty() {
+            lines.push(format!(
+                "Server {id} is in no shard: nothing is copied to it."
+            ));
+        } else {
+            let rows: Vec<_> = self
+                .shards
+                .iter()
+                .filter(|r| shards.contains(&r.id))
+                .collect();
+            let files = if rows.iter().all(|r| r.check.is_some()) {
+                format!(
+                    " (~{} files at the last checks)",
+                    count(
+                        rows.iter()
+                            .filter_map(|r| r.check.as_ref())
+                            .map(|c| c.files)
+                            .sum()
+                    )
+                )
+            } else {
+                String::new()
+            };
+            lines.push(
+                "The new node must run backpack-node and hold no file: its /stats is read first."
+                    .into(),
+            );
+            lines.push(format!(
+                "Then a repair of shard {} is asked: a copy of every file{files} is queued for the new node, and the replicators make them from the other nodes while uploads and reads go on.",
+                shards.join(",")
+            ));
+            for r in &rows {
+                let peers: Vec<&String> = r.nodes.iter().filter(|n| *n != id).collect();
+                if peers.is_empty() {
+                    lines.push(format!(
+                        "Shard {} has no other node: nothing can fill the new one.",
+                        r.id
+                    ));
+                } else if peers.iter().all(|p| r.down_nodes.contains(p)) {
+                    lines.push(format!(
+                        "Shard {}'s other node{} ({}) {} down: the repair fails until up.",
+                        r.id,
+                        if peers.len() == 1 { "" } else { "s" },
+                        peers
+                            .iter()
+                            .map(|p| p.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        if peers.len() == 1 { "is" } else { "are" }
+                    ));
+                }
+            }
+            if !matches!(&cluster.checker, Some(Some(_))) {
+                lines.push(
+                    "No replicator runs the checks now (no checker): the repair waits for one."
+                        .into(),
+                );
+            }
+        }
+        let writes = if shards.is_empty() {
+            "servers-map".to_string()
+        } else {
+            format!(
+                "servers-map, then {}",
+                shards
+                    .iter()
+                    .map(|s| paths::check_request(s))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        };
+        self.mode = Mode::Confirm(Confirm {
+            title: "Replace server".into(),
+            lines,
+            question: format!("Replace server {id}'s node? (writes {writes})"),
+            check: relevant(&action, &cluster),
+            action,
+            back: Some(form),
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use backpack_shared::model::CheckRequest;
+    use crossterm::event::KeyCode;
 
-    use super::super::testing::{cluster_with, keys};
+    use super::super::testing::{cluster_with, keys, press};
     use super::*;
     use crate::demo::{self, T0};
     use crate::event::Event;
@@ -267,12 +387,111 @@ mod tests {
     }
 
     #[test]
+    fn replace_a_server_asks_then_re_points_and_repairs_its_shards() {
+        let mut s = demo::state(100, 30);
+        // Servers view, server 3 (shard 3, with node 6 down).
+        keys(&mut s, "2jjR");
+        let Mode::Form(f) = &s.mode else {
+            panic!("no form: {:?}", s.status)
+        };
+        assert_eq!(f.form.title(), "Replace server");
+        assert!(f.checked.op.is_none(), "no URL yet");
+        assert!(press(&mut s, KeyCode::Enter).is_empty());
+        keys(&mut s, "http://one:10003");
+        let Mode::Form(f) = &s.mode else { panic!() };
+        assert!(
+            f.checked
+                .general
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("already so"),
+            "{:?}",
+            f.checked
+        );
+        press(&mut s, KeyCode::Esc);
+        keys(&mut s, "R");
+        keys(&mut s, "http://three:10003");
+        assert!(press(&mut s, KeyCode::Enter).is_empty(), "asks first");
+        let Mode::Confirm(c) = &s.mode else { panic!() };
+        assert_eq!(c.title, "Replace server");
+        assert_eq!(
+            c.lines,
+            vec![
+                "Server 3 moves from http://one:10003 to http://three:10003: its shards read and write there from now on.",
+                "The new node must run backpack-node and hold no file: its /stats is read first.",
+                "Then a repair of shard 3 is asked: a copy of every file is queued for the new node, and the replicators make them from the other nodes while uploads and reads go on.",
+                "Shard 3's other node (6) is down: the repair fails until up.",
+            ]
+        );
+        assert_eq!(
+            c.question,
+            "Replace server 3's node? (writes servers-map, then check-requests/3)"
+        );
+        // n goes back to the form, as typed.
+        keys(&mut s, "n");
+        let Mode::Form(f) = &s.mode else { panic!() };
+        assert_eq!(f.form.input(0).unwrap().text, "http://three:10003");
+        press(&mut s, KeyCode::Enter);
+        let cmds = keys(&mut s, "y");
+        assert_eq!(
+            cmds,
+            vec![Command::Replace {
+                id: 1,
+                op: MapOp::AddServer {
+                    id: "3".into(),
+                    addr: backpack_shared::model::HostPort {
+                        host: "three".into(),
+                        port: 10003
+                    },
+                    replace: true
+                },
+                shards: vec!["3".into()],
+                asked_ms: T0,
+            }]
+        );
+        assert_eq!(
+            s.status.as_ref().unwrap().text,
+            "… replace server 3 with http://three:10003"
+        );
+        // A server in no shard: nothing to copy, said so.
+        assert!(command(&mut s, "replace-server 7 http://four:10007").is_empty());
+        press(&mut s, KeyCode::Enter);
+        let Mode::Confirm(c) = &s.mode else {
+            panic!("{:?}", s.status)
+        };
+        assert_eq!(
+            c.lines[1],
+            "Server 7 is in no shard: nothing is copied to it."
+        );
+        assert_eq!(c.question, "Replace server 7's node? (writes servers-map)");
+        // An unknown id is refused in the form (Esc: back to the form, out).
+        press(&mut s, KeyCode::Esc);
+        press(&mut s, KeyCode::Esc);
+        command(&mut s, "replace-server 42 http://four:10042");
+        let Mode::Form(f) = &s.mode else { panic!() };
+        assert!(f.checked.op.is_none());
+        assert!(
+            f.checked
+                .general
+                .as_deref()
+                .unwrap()
+                .contains("server 42 is not in the servers map")
+        );
+    }
+
+    fn command(s: &mut State, line: &str) -> Vec<Command> {
+        keys(s, ":");
+        keys(s, line);
+        press(s, KeyCode::Enter)
+    }
+
+    #[test]
     fn read_only_refuses_check_and_repair() {
         let mut cfg = demo::config();
         cfg.read_only = true;
         let mut s = State::new(cfg, T0);
         s.update(T0, Event::Cluster(std::sync::Arc::new(demo::cluster())));
-        for k in ["c", "R"] {
+        for k in ["c", "R", "2R"] {
             assert!(keys(&mut s, k).is_empty());
             assert!(matches!(s.mode, Mode::Normal), "{k}");
             assert!(s.status.as_ref().unwrap().text.starts_with("read-only"));

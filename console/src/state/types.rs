@@ -73,6 +73,14 @@ pub enum Command {
         shard: String,
         request: CheckRequest,
     },
+    /// Re-point a server to a new node once it answers and holds no file,
+    /// then write `check-requests/<shard>` (repair) for each of `shards`.
+    Replace {
+        id: u64,
+        op: MapOp,
+        shards: Vec<String>,
+        asked_ms: u64,
+    },
     /// Check node health and poll the queue now.
     Refresh,
     Quit,
@@ -88,6 +96,12 @@ pub enum Action {
     Check {
         shard: String,
         repair: bool,
+    },
+    /// Re-point a server (`op`: add-server with replace) to a new, empty
+    /// node, then ask for a repair of `shards`, the shards that use it.
+    Replace {
+        op: MapOp,
+        shards: Vec<String>,
     },
 }
 
@@ -106,6 +120,11 @@ impl Action {
             Action::Op(MapOp::SetQueue(q)) => format!("set queue {}", q.key),
             Action::Requeue(item) => format!("requeue {}", describe_item(item)),
             Action::DropDead(item) => format!("drop {}", describe_item(item)),
+            Action::Replace {
+                op: MapOp::AddServer { id, addr, .. },
+                ..
+            } => format!("replace server {id} with {}", addr.url()),
+            Action::Replace { op, .. } => format!("replace ({op:?})"),
             Action::Check { shard, repair } => format!(
                 "ask for a {} of shard {shard}",
                 if *repair { "repair" } else { "check" }

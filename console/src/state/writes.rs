@@ -161,7 +161,21 @@ impl State {
                     self.mode = Mode::Form(f);
                     return vec![];
                 };
-                let action = Action::Op(op);
+                let action = match &f.form {
+                    Form::ReplaceServer { id, .. } => Action::Replace {
+                        op,
+                        shards: rows::node_shards(&self.cluster)
+                            .remove(id)
+                            .unwrap_or_default(),
+                    },
+                    _ => Action::Op(op),
+                };
+                if matches!(action, Action::Replace { .. }) {
+                    // The form says what; the question says what it does,
+                    // on the maps as they are now.
+                    self.ask_replace(action, f);
+                    return vec![];
+                }
                 let then = relevant(&action, &f.base);
                 let now = relevant(&action, &self.cluster);
                 if then != now {
@@ -281,6 +295,12 @@ impl State {
             Action::DropDead(item) => Command::DropDead {
                 id,
                 item: item.clone(),
+            },
+            Action::Replace { op, shards } => Command::Replace {
+                id,
+                op: op.clone(),
+                shards: shards.clone(),
+                asked_ms: self.now,
             },
             Action::Check { shard, repair } => Command::AskCheck {
                 id,
@@ -406,6 +426,18 @@ pub fn relevant(action: &Action, c: &ClusterState) -> Vec<(String, String)> {
                 format!("key {} on {}", q.key, addr_list(&q.servers))
             }),
         )],
+        Action::Replace { op, .. } => {
+            let mut out = relevant(&Action::Op(op.clone()), c);
+            if let MapOp::AddServer { id, .. } = op {
+                out.push((
+                    format!("shards of server {id}"),
+                    rows::node_shards(c)
+                        .get(id)
+                        .map_or("none".into(), |v| v.join(",")),
+                ));
+            }
+            out
+        }
         Action::Requeue(_) | Action::DropDead(_) => vec![],
     }
 }

@@ -58,7 +58,7 @@ pub(super) fn key_bar(s: &State, theme: Theme, width: usize) -> Line<'static> {
                         ("c", "check"),
                         ("R", "repair"),
                     ]),
-                    Tab::Servers => v.push(("a", "add")),
+                    Tab::Servers => v.extend([("a", "add"), ("R", "replace")]),
                     Tab::Queue => v.extend([("c", "set queue"), ("u", "requeue"), ("x", "drop")]),
                     _ => {}
                 }
