@@ -4,7 +4,7 @@
 //! shard that says it all without colour, the lines of the details, and
 //! what the check and repair questions say they will do. Pure.
 
-use backpack_shared::live::Doc;
+use backpack_shared::live::{ClusterState, Doc};
 use backpack_shared::model::{CheckRequest, ShardCheck, format_size};
 
 use crate::event::Millis;
@@ -196,6 +196,56 @@ pub fn detail_lines(
     out
 }
 
+/// A first check that finished this long before it is seen is logged as
+/// news; older ones are what the cluster already knew when the console
+/// started (and its watches came in one by one).
+const NEWS_MS: Millis = 60_000;
+
+/// What changed in the checks between two snapshots, for the Events view:
+/// whether it needs the operator, and what to say. A check that replaces
+/// another, or a first one that just finished; the checker elected, gone
+/// or changed.
+pub fn check_events(old: &ClusterState, new: &ClusterState, now: Millis) -> Vec<(bool, String)> {
+    let mut out = vec![];
+    for (id, d) in &new.checks {
+        let Some(c) = &d.value else { continue };
+        let was = old.checks.get(id).and_then(|d| d.value.as_ref());
+        let news = match was {
+            Some(w) => w != c,
+            None => now.saturating_sub(c.when_ms) <= NEWS_MS,
+        };
+        if !news {
+            continue;
+        }
+        let h = ShardHealth::from_check(c);
+        let detail = match (&c.error, c.queued) {
+            (Some(e), _) => format!(": {e}"),
+            (None, 0) => String::new(),
+            (None, q) => format!(", {q} copies queued ({})", format_size(c.queued_bytes)),
+        };
+        let what = match h {
+            ShardHealth::Rebuilding { .. } => format!("{} lacking", c.missing + c.older),
+            h => h.word(),
+        };
+        out.push((
+            h.lacks(),
+            format!("shard {id} checked by {}: {what}{detail}", c.by),
+        ));
+    }
+    match (&old.checker, &new.checker) {
+        (Some(Some(a)), Some(Some(b))) if a != b => {
+            out.push((false, format!("checker is now {b} (was {a})")))
+        }
+        (Some(Some(a)), Some(None)) => out.push((
+            true,
+            format!("no checker: {a} stopped checking, and no replicator took over"),
+        )),
+        (Some(None), Some(Some(b))) => out.push((false, format!("checker {b} elected"))),
+        _ => {}
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +339,76 @@ mod tests {
                 "queued     2 copies (20b) for the replicators",
                 "asked      a repair 12s ago; the elected checker takes it within seconds",
             ]
+        );
+    }
+
+    #[test]
+    fn new_checks_and_checkers_become_events() {
+        let now = 10_000_000;
+        let mut old = ClusterState::default();
+        old.checks.insert(
+            "1".into(),
+            Doc {
+                value: Some(check(0, 0, 0, 0, None)),
+                ..Doc::default()
+            },
+        );
+        old.checker = Some(Some("one:4121".into()));
+        let mut new = old.clone();
+        assert!(check_events(&old, &new, now).is_empty());
+        // Shard 1 checked again (repair), shard 2's first check just made,
+        // shard 3's long ago (known before the console started).
+        let mut again = check(3, 0, 0, 3, None);
+        again.when_ms = now - 1000;
+        new.checks.insert(
+            "1".into(),
+            Doc {
+                value: Some(again),
+                ..Doc::default()
+            },
+        );
+        let mut first = check(0, 0, 0, 0, Some("node 4 cannot list its files"));
+        first.when_ms = now - 5000;
+        new.checks.insert(
+            "2".into(),
+            Doc {
+                value: Some(first),
+                ..Doc::default()
+            },
+        );
+        new.checks.insert(
+            "3".into(),
+            Doc {
+                value: Some(check(0, 0, 0, 0, None)),
+                ..Doc::default()
+            },
+        );
+        new.checker = Some(None);
+        assert_eq!(
+            check_events(&old, &new, now),
+            vec![
+                (
+                    true,
+                    "shard 1 checked by one:4121: 3 lacking, 3 copies queued (30b)".to_string()
+                ),
+                (
+                    true,
+                    "shard 2 checked by one:4121: check failed: node 4 cannot list its files"
+                        .to_string()
+                ),
+                (
+                    true,
+                    "no checker: one:4121 stopped checking, and no replicator took over"
+                        .to_string()
+                ),
+            ]
+        );
+        old.checker = Some(None);
+        new.checker = Some(Some("two:977".into()));
+        new.checks = old.checks.clone();
+        assert_eq!(
+            check_events(&old, &new, now),
+            vec![(false, "checker two:977 elected".to_string())]
         );
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use backpack_shared::zk::{Zk, ZkConfig};
 use backpack_tests::{
-    RedisServer, admin, require, shared_redis, shared_zk, unique_root, wait_until,
+    RedisServer, admin, free_port, require, shared_redis, shared_zk, spawn, unique_root, wait_until,
 };
 
 const CONSOLE: &str = env!("CARGO_BIN_EXE_backpack-console");
@@ -264,6 +264,52 @@ fn grow_a_cluster_with_keystrokes_only() {
     t.wait_for("The last check (2m ago) found 3 copies lacking");
     t.keys(&["y"]);
     t.wait_for("✓ repair of shard 1 asked (check-requests/1)");
+    assert_eq!(znode(&rt, &zk, "check-requests/1")["repair"], true);
+
+    // Replace server 1's node: R in the Servers view asks, reads the new
+    // node's /stats (refused: nothing answers), then re-points the server
+    // and asks for a repair of shard 1.
+    rt.block_on(zk.delete("check-requests/1")).unwrap();
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    t.keys(&["2", "g", "R"]);
+    t.wait_for("Replace server");
+    t.type_text(&nobody);
+    t.keys(&["Enter"]);
+    t.wait_for("Replace server 1's node? (writes servers-map, then check-requests/1)");
+    t.keys(&["y"]);
+    t.wait_for(&format!("✗ the new node at {nobody} cannot be reached"));
+    assert_eq!(
+        znode(&rt, &zk, "servers-map")["1"],
+        serde_json::json!({"host": "127.0.0.1", "port": "10999"}),
+        "unchanged"
+    );
+    let port = free_port();
+    std::fs::create_dir(dir.path().join("node")).unwrap();
+    let _node = spawn(
+        "node",
+        backpack_tests::bin("backpack-node").to_str().unwrap(),
+        &[
+            dir.path().join("node").display().to_string(),
+            "127.0.0.1".into(),
+            port.to_string(),
+        ],
+        dir.path(),
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }));
+    let url = format!("http://127.0.0.1:{port}");
+    t.keys(&["R"]);
+    t.wait_for("Replace server");
+    t.type_text(&url);
+    t.keys(&["Enter"]);
+    t.wait_for("Replace server 1's node?");
+    t.keys(&["y"]);
+    t.wait_for("repair of shard 1 asked: the replicators fill the new node");
+    assert_eq!(
+        znode(&rt, &zk, "servers-map")["1"],
+        serde_json::json!({"host": "127.0.0.1", "port": port.to_string()})
+    );
     assert_eq!(znode(&rt, &zk, "check-requests/1")["repair"], true);
 
     // q quits, restoring the terminal.
