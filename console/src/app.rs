@@ -3,7 +3,8 @@
 //! come back as events), and the screen is redrawn.
 //!
 //! Background tasks, none of which ever blocks the screen:
-//! - the ZooKeeper watches ([`watch_cluster`]): no polling;
+//! - the ZooKeeper watches ([`watch_cluster_following`]: the maps, the
+//!   daemons and the shard checks): no polling;
 //! - the Redis poller: queue length, age, locks, samples every 1.5 s; how
 //!   each server keeps items (eviction policy, appendonly) every 30 s, on
 //!   `r` and when the queue changes;
@@ -19,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use backpack_shared::clock::now_ms;
-use backpack_shared::live::{ClusterState, watch_cluster};
-use backpack_shared::model::{HostPort, QueueInfo};
+use backpack_shared::live::{ClusterState, Follow, watch_cluster_following};
+use backpack_shared::model::{CheckRequest, HostPort, QueueInfo, paths, to_json};
+use backpack_shared::ops::MapOp;
 use backpack_shared::queue::{Queue, RedisPool};
 use backpack_shared::zk::Zk;
 use crossterm::event::{Event as TermEvent, EventStream};
@@ -149,7 +151,13 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         state.update(now_ms(), Event::Resize(size.width, size.height));
     }
 
-    let mut cluster_rx = watch_cluster(&zk, true);
+    let mut cluster_rx = watch_cluster_following(
+        &zk,
+        Follow {
+            daemons: true,
+            checks: true,
+        },
+    );
     let (tx, mut rx) = mpsc::channel::<Event>(256);
     let refresh_queue = Arc::new(Notify::new());
     let refresh_health = Arc::new(Notify::new());
@@ -238,6 +246,37 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
                         let _ = tx.send(Event::Done { id, result }).await;
                     });
                 }
+                Command::AskCheck { id, shard, request } => {
+                    let (zk, tx) = (zk.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let name = paths::check_request(&shard);
+                        tracing::info!(%name, ?request, "asking for a check");
+                        let result = zk
+                            .put(&name, &to_json(&request))
+                            .await
+                            .map(|()| {
+                                format!(
+                                    "{} of shard {shard} asked ({name})",
+                                    if request.repair { "repair" } else { "check" }
+                                )
+                            })
+                            .map_err(|e| e.to_string());
+                        let _ = tx.send(Event::Done { id, result }).await;
+                    });
+                }
+                Command::Replace {
+                    id,
+                    op,
+                    shards,
+                    asked_ms,
+                } => {
+                    let (zk, tx) = (zk.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let result = replace_server(&zk, &op, &shards, asked_ms).await;
+                        tracing::info!(?op, ?shards, ?result, "replace server");
+                        let _ = tx.send(Event::Done { id, result }).await;
+                    });
+                }
                 Command::Requeue { id, item } => {
                     queue_action(true, id, item, &queue_rx, &tx, &refresh_queue)
                 }
@@ -268,6 +307,79 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     zk.close();
     tracing::info!("backpack-console stopped");
     Ok(())
+}
+
+/// Re-points a server to a new node as `backpack-coordinator-replace-server`
+/// does (the node must answer as a backpack-node holding no file), then
+/// asks the elected checker for a repair of each of `shards`, which fills
+/// it from the other nodes.
+async fn replace_server(
+    zk: &Zk,
+    op: &MapOp,
+    shards: &[String],
+    asked_ms: u64,
+) -> Result<String, String> {
+    let MapOp::AddServer { id, addr, .. } = op else {
+        return Err(format!("not a server replacement: {op:?}"));
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("no HTTP client: {e}"))?;
+    let url = addr.url();
+    let resp = client
+        .get(format!("{url}/stats"))
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "the new node at {url} cannot be reached ({}); start backpack-node there first",
+                http_error(&e)
+            )
+        })?;
+    if !resp.status().is_success() {
+        return Err(format!(
+            "the new node at {url} answered {} to /stats; start backpack-node there first",
+            resp.status()
+        ));
+    }
+    let stats: serde_json::Value = resp.json().await.unwrap_or_default();
+    match stats["files"].as_u64() {
+        None => {
+            return Err(format!(
+                "{url} does not look like a backpack-node (its /stats has no file count); the replacement must be one, to be filled and checked"
+            ));
+        }
+        Some(n) if n > 0 => {
+            return Err(format!(
+                "the new node at {url} already holds {n} files; give an empty node, or use backpack-coordinator-replace-server --force"
+            ));
+        }
+        Some(_) => {}
+    }
+    let said = zk.apply(op).await.map_err(|e| e.to_string())?;
+    if shards.is_empty() {
+        return Ok(format!(
+            "{said}; server {id} is in no shard: nothing to copy"
+        ));
+    }
+    let request = to_json(&CheckRequest {
+        repair: true,
+        asked_ms,
+    });
+    for shard in shards {
+        zk.put(&paths::check_request(shard), &request)
+            .await
+            .map_err(|e| {
+                format!(
+                    "{said}, but the repair of shard {shard} could not be asked ({e}); ask it with R in the Shards view"
+                )
+            })?;
+    }
+    Ok(format!(
+        "{said}; repair of shard {} asked: the replicators fill the new node",
+        shards.join(",")
+    ))
 }
 
 /// Requeues or drops a dead-letter task in the background.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backpack_shared::live::{ClusterState, Doc};
-use backpack_shared::model::{HostPort, QueueInfo, ServersMap, Shard, ShardSize, ShardsMap};
+use backpack_shared::model::{
+    HostPort, QueueInfo, ServersMap, Shard, ShardCheck, ShardSize, ShardsMap,
+};
 use backpack_shared::queue::{Keeping, Lock, TaskInfo, lock_name};
 use backpack_shared::zk::ConnState;
 
@@ -45,7 +47,9 @@ fn hp(host: &str, port: u16) -> HostPort {
 
 /// The README's cluster: servers 1-6 on hosts one and two, shards 1 (1,4)
 /// and 2 (2,5) writable, 3 (3,6) read-only, plus server 7 in no shard; two
-/// coordinators and two replicators announced.
+/// coordinators and two replicators announced, the first the elected
+/// checker. Shard 1 was found whole 2 hours ago, shard 2 lacking 3 copies
+/// 5 minutes ago; shard 3 was never checked.
 pub fn cluster() -> ClusterState {
     let mut servers = ServersMap::new();
     for i in 1..=7u16 {
@@ -107,6 +111,32 @@ pub fn cluster() -> ClusterState {
         }),
         coordinators,
         replicators,
+        checks: BTreeMap::from([
+            (
+                "1".to_string(),
+                doc(ShardCheck {
+                    when_ms: T0 - 2 * 3_600_000,
+                    files: 381_204,
+                    bytes: 38 * GIB,
+                    by: "one:4121".into(),
+                    ..ShardCheck::default()
+                }),
+            ),
+            (
+                "2".to_string(),
+                doc(ShardCheck {
+                    when_ms: T0 - 5 * 60_000,
+                    files: 230_911,
+                    bytes: 23 * GIB,
+                    missing: 2,
+                    older: 1,
+                    by: "one:4121".into(),
+                    ..ShardCheck::default()
+                }),
+            ),
+        ]),
+        check_requests: BTreeMap::new(),
+        checker: Some(Some("one:4121".into())),
         conn: Some(ConnState::Connected { session_id: 0x1a2b }),
         generation: 1,
     }

@@ -119,6 +119,12 @@ pub enum Form {
         key: Input,
         servers: Input,
     },
+    /// Re-point server `id` to a new, empty node (a node lost for good):
+    /// `add-server --replace`, then a repair of its shards.
+    ReplaceServer {
+        id: String,
+        url: Input,
+    },
 }
 
 /// A form being filled in, with the cluster as it was when it opened (to
@@ -193,6 +199,7 @@ macro_rules! field_input {
             (Form::AddShard { capacity, .. }, 2) => Some(capacity),
             (Form::SetQueue { key, .. }, 0) => Some(key),
             (Form::SetQueue { servers, .. }, 1) => Some(servers),
+            (Form::ReplaceServer { url, .. }, 0) => Some(url),
             _ => None,
         }
     };
@@ -245,6 +252,7 @@ impl Form {
             Form::AddServer { .. } => "Add server",
             Form::AddShard { .. } => "Add shard",
             Form::SetQueue { .. } => "Set queue",
+            Form::ReplaceServer { .. } => "Replace server",
         }
     }
 
@@ -254,6 +262,7 @@ impl Form {
             (Form::AddServer { .. }, 1) => "http://host:port",
             (Form::AddShard { .. }, 2) => "100gb",
             (Form::SetQueue { .. }, 1) => "host:port,host:port",
+            (Form::ReplaceServer { .. }, 0) => "http://host:port of the new, empty node",
             _ => "",
         }
     }
@@ -263,6 +272,7 @@ impl Form {
             Form::AddServer { .. } => &["id", "url"],
             Form::AddShard { .. } => &["id", "nodes", "capacity"],
             Form::SetQueue { .. } => &["key", "servers"],
+            Form::ReplaceServer { .. } => &["new url"],
         }
     }
 
@@ -282,6 +292,9 @@ impl Form {
             Form::SetQueue { .. } => {
                 "Points every coordinator and replicator at this queue.".to_string()
             }
+            Form::ReplaceServer { id, .. } => format!(
+                "Re-points server {id} to a new, empty node, then asks for a repair of its shards: their other nodes fill it. Asks first."
+            ),
         }
     }
 
@@ -379,6 +392,30 @@ impl Form {
                     OpError::EmptyQueueKey => Some(0),
                     _ => None,
                 })
+            }
+            Form::ReplaceServer { id, url } => {
+                let addr = HostPort::parse_url(&url.text);
+                let mut errors = vec![addr.as_ref().err().map(|e| e.to_string())];
+                let known = cluster
+                    .servers
+                    .value
+                    .as_ref()
+                    .is_some_and(|m| m.contains_key(id));
+                if !known {
+                    return Checked {
+                        errors,
+                        general: Some(format!(
+                            "server {id} is not in the servers map; register a new node with a"
+                        )),
+                        op: None,
+                    };
+                }
+                let op = addr.ok().map(|addr| MapOp::AddServer {
+                    id: id.clone(),
+                    addr,
+                    replace: true,
+                });
+                finish(cluster, op, &mut errors, |_| None)
             }
         }
     }

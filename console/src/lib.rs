@@ -7,7 +7,8 @@
 //! - [`state`]: `State::update(now, event) -> Vec<Command>`, no IO; its
 //!   rooms are types, changes (the cluster diff), tables, keys, writes and
 //!   the command line.
-//! - [`rows`], [`forms`], [`growth`]: pure pieces of the state.
+//! - [`rows`], [`forms`], [`growth`], [`checks`] (a shard's health from
+//!   its last check): pure pieces of the state.
 //! - [`view`]: `impl Widget for &State`, no IO; theme, header, tables,
 //!   queue, details, bar (result line and keys), overlays.
 //! - [`layout`]: the screen's sizes, read by both the state (paging) and
@@ -17,6 +18,7 @@
 //! Logs go to a file (`--log-file`), never to the terminal drawn on.
 
 pub mod app;
+pub mod checks;
 pub mod cli;
 pub mod demo;
 pub mod event;

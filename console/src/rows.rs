@@ -7,9 +7,12 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
 use backpack_shared::live::{Announcement, ClusterState, Doc};
-use backpack_shared::model::{HostPort, ReplicationTask, shard_chances, takes_writes};
+use backpack_shared::model::{
+    CheckRequest, HostPort, ReplicationTask, ShardCheck, shard_chances, takes_writes,
+};
 use backpack_shared::queue::{Keeping, TaskInfo, lock_name};
 
+use crate::checks::{ShardHealth, checked_word};
 use crate::event::{Health, Millis, QueueReport};
 use crate::fmt::{addr_list, id_key};
 use crate::growth::Growth;
@@ -54,6 +57,11 @@ pub struct ShardRow {
     pub unknown_nodes: Vec<String>,
     /// Nodes whose last health check failed.
     pub down_nodes: Vec<String>,
+    /// What its last check says (`checks/<id>`).
+    pub health: ShardHealth,
+    /// Its last check, and a check asked for and not yet taken.
+    pub check: Option<ShardCheck>,
+    pub asked: Option<CheckRequest>,
 }
 
 impl ShardRow {
@@ -116,6 +124,10 @@ pub struct ShardTotals {
     pub ro: usize,
     pub full: usize,
     pub writes: f64,
+    /// Shards whose last check found them whole, and those lacking copies
+    /// (or whose check failed).
+    pub whole: usize,
+    pub lacking: usize,
 }
 
 /// Builds the shards rows.
@@ -170,6 +182,7 @@ pub fn shard_rows(
                     }
                 }
             }
+            let check_doc = cluster.checks.get(id);
             ShardRow {
                 id: id.clone(),
                 state,
@@ -182,6 +195,9 @@ pub fn shard_rows(
                 size_error,
                 unknown_nodes,
                 down_nodes,
+                health: ShardHealth::of(check_doc),
+                check: check_doc.and_then(|d| d.value.clone()),
+                asked: cluster.check_requests.get(id).and_then(|d| d.value.clone()),
             }
         })
         .collect()
@@ -193,6 +209,8 @@ pub fn shard_totals(rows: &[ShardRow]) -> ShardTotals {
         t.used += r.used;
         t.capacity += r.capacity;
         t.writes += r.writes;
+        t.whole += usize::from(r.health == ShardHealth::Whole);
+        t.lacking += usize::from(r.health.lacks());
         match r.state {
             ShardState::Rw => t.rw += 1,
             ShardState::Full => t.full += 1,
@@ -396,7 +414,7 @@ fn opt(v: Option<f64>) -> Key {
     v.map_or(Key::None, Key::Num)
 }
 
-pub const SHARD_COLUMNS: [&str; 7] = [
+pub const SHARD_COLUMNS: [&str; 9] = [
     "ID",
     "STATE",
     "NODES",
@@ -404,6 +422,8 @@ pub const SHARD_COLUMNS: [&str; 7] = [
     "USED / CAP",
     "WRITES",
     "FULL IN",
+    "HEALTH",
+    "CHECKED",
 ];
 pub const SERVER_COLUMNS: [&str; 7] = ["ID", "URL", "SHARDS", "HEALTH", "LATENCY", "GETS", "PUTS"];
 pub const TASK_COLUMNS: [&str; 7] = ["STATE", "PATH", "TO", "FROM", "AGE", "TRIES", "LAST ERROR"];
@@ -422,11 +442,24 @@ impl ShardRow {
             4 => Key::Num(self.used as f64),
             5 => Key::Num(self.writes),
             6 => opt(self.full_in),
+            7 => Key::Num(self.health.rank() as f64),
+            // Oldest check first; never checked last.
+            8 => opt(self.check.as_ref().map(|c| c.when_ms as f64)),
             _ => Key::Id(id_key(&self.id)),
         }
     }
     pub fn text(&self) -> String {
-        format!("{} {} {}", self.id, self.state.word(), self.nodes.join(","))
+        format!(
+            "{} {} {} {}",
+            self.id,
+            self.state.word(),
+            self.nodes.join(","),
+            self.health.word()
+        )
+    }
+    /// The CHECKED column.
+    pub fn checked(&self, now: Millis) -> String {
+        checked_word(self.check.as_ref(), self.asked.as_ref(), now)
     }
 }
 

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use backpack_console::demo::{self, T0};
 use backpack_console::event::Event;
 use backpack_console::state::State;
-use backpack_shared::model::ShardSize;
+use backpack_shared::live::Doc;
+use backpack_shared::model::{CheckRequest, ShardCheck, ShardSize};
 use backpack_shared::zk::ConnState;
 use crossterm::event::KeyCode;
 use ratatui::Terminal;
@@ -197,7 +198,15 @@ fn no_color_means_no_colour_but_every_state_in_words() {
     }
     keys(&mut s, "1");
     let text = screen(&s);
-    for word in ["rw", "ro", "reconnecting"] {
+    for word in [
+        "rw",
+        "ro",
+        "reconnecting",
+        "whole",
+        "3 missing",
+        "unchecked",
+        "1 not whole",
+    ] {
         assert!(text.contains(word), "{word} missing:\n{text}");
     }
 }
@@ -232,4 +241,116 @@ fn queue_servers_that_can_lose_tasks() {
         header.contains("queue 12·evicting·oldest 3s·1 dead"),
         "{header}"
     );
+}
+
+/// Every health a shard's last check can give, the checks asked for and
+/// not taken, and no elected checker.
+fn checked_cluster() -> backpack_shared::live::ClusterState {
+    let mut c = demo::large(8, 16);
+    c.checker = Some(None);
+    let check = |minutes: u64, f: &dyn Fn(&mut ShardCheck)| {
+        let mut v = ShardCheck {
+            when_ms: T0 - minutes * 60_000,
+            files: 120_000,
+            bytes: 12 * demo::GIB,
+            by: "one:4121".into(),
+            ..ShardCheck::default()
+        };
+        f(&mut v);
+        demo::doc(v)
+    };
+    c.checks.clear();
+    c.checks.insert("1".into(), check(120, &|_| {}));
+    c.checks.insert("2".into(), check(5, &|v| v.missing = 41));
+    c.checks.insert(
+        "3".into(),
+        check(3, &|v| {
+            v.missing = 2;
+            v.damaged = 2;
+        }),
+    );
+    c.checks.insert(
+        "4".into(),
+        check(1, &|v| {
+            v.missing = 40_000;
+            v.older = 12;
+            v.queued = 40_012;
+            v.queued_bytes = 4 * demo::GIB;
+        }),
+    );
+    c.checks.insert(
+        "5".into(),
+        check(2 * 24 * 60, &|v| {
+            v.error = Some(
+                "node 10 (http://node0.example:10010) cannot list its files: connection refused"
+                    .into(),
+            )
+        }),
+    );
+    c.checks.insert(
+        "6".into(),
+        Doc {
+            error: Some(
+                "checks/6 does not hold valid JSON (EOF while parsing at line 1 column 3)".into(),
+            ),
+            seen: true,
+            ..Doc::default()
+        },
+    );
+    c.check_requests.insert(
+        "7".into(),
+        demo::doc(CheckRequest {
+            repair: true,
+            asked_ms: T0 - 4_000,
+        }),
+    );
+    c
+}
+
+#[test]
+fn shard_health_from_the_last_checks() {
+    let mut s = State::new(demo::config(), T0);
+    s.update(T0, Event::Resize(100, 30));
+    s.update(T0, Event::Cluster(Arc::new(checked_cluster())));
+    insta::assert_snapshot!("shards_health_100x30", screen(&s));
+    // Sorted by health: the shards that need the operator first.
+    keys(&mut s, "sssssss");
+    let text = screen(&s);
+    let order: Vec<&str> = text
+        .lines()
+        .skip(5)
+        .take(8)
+        .map(|l| {
+            l.trim_start_matches('▶')
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(order, ["6", "5", "3", "2", "4", "7", "8", "1"], "{text}");
+    // The details of a shard whose check is rebuilding it.
+    let mut s = State::new(demo::config(), T0);
+    s.update(T0, Event::Resize(100, 30));
+    s.update(T0, Event::Cluster(Arc::new(checked_cluster())));
+    keys(&mut s, "jjj");
+    s.press(T0, KeyCode::Enter);
+    insta::assert_snapshot!("details_shard_rebuilding", screen(&s));
+    s.update(T0, Event::Resize(80, 24));
+    s.press(T0, KeyCode::Esc);
+    insta::assert_snapshot!("shards_health_80x24", screen(&s));
+}
+
+#[test]
+fn check_and_repair_questions() {
+    let mut s = demo::state(100, 30);
+    keys(&mut s, "c");
+    insta::assert_snapshot!("confirm_check", screen(&s));
+    s.press(T0, KeyCode::Esc);
+    keys(&mut s, "GR");
+    insta::assert_snapshot!("confirm_repair", screen(&s));
+    s.press(T0, KeyCode::Esc);
+    keys(&mut s, "2jjRhttp://three:10003");
+    insta::assert_snapshot!("form_replace_server", screen(&s));
+    s.press(T0, KeyCode::Enter);
+    insta::assert_snapshot!("confirm_replace", screen(&s));
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use backpack_shared::zk::{Zk, ZkConfig};
 use backpack_tests::{
-    RedisServer, admin, require, shared_redis, shared_zk, unique_root, wait_until,
+    RedisServer, admin, free_port, require, shared_redis, shared_zk, spawn, unique_root, wait_until,
 };
 
 const CONSOLE: &str = env!("CARGO_BIN_EXE_backpack-console");
@@ -216,6 +216,101 @@ fn grow_a_cluster_with_keystrokes_only() {
         serde_json::json!({"1": {"nodes": ["1"]}}),
         "enabled again: no read_only"
     );
+
+    // Check and repair: c asks first, y writes check-requests/1 for the
+    // elected checker; the checker, its result (checks/1) and the request
+    // taken show live.
+    let shard_row = |t: &Tmux| {
+        t.screen()
+            .lines()
+            .find(|l| l.trim_start_matches(['▶', ' ']).starts_with("1 "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    t.keys(&["1"]);
+    t.wait_for("no checker");
+    assert!(shard_row(&t).contains("unchecked"), "{}", t.screen());
+    t.keys(&["c"]);
+    t.wait_for("Ask for a check of shard 1? (writes check-requests/1)");
+    t.keys(&["y"]);
+    t.wait_for("✓ check of shard 1 asked (check-requests/1)");
+    assert_eq!(znode(&rt, &zk, "check-requests/1")["repair"], false);
+    assert!(
+        wait_until(Duration::from_secs(10), || shard_row(&t).ends_with("asked")),
+        "{}",
+        t.screen()
+    );
+    let check = serde_json::json!({
+        "when_ms": backpack_shared::clock::now_ms() - 120_000, "files": 10, "bytes": 100,
+        "missing": 2, "older": 1, "damaged": 0, "queued": 0, "by": "one:4121",
+    });
+    rt.block_on(async {
+        zk.put("checker", b"one:4121").await.unwrap();
+        zk.put("checks/1", check.to_string().as_bytes())
+            .await
+            .unwrap();
+        zk.delete("check-requests/1").await.unwrap();
+    });
+    t.wait_for("checker one:4121");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let row = shard_row(&t);
+            row.contains("3 missing") && row.ends_with("2m ago")
+        }),
+        "{}",
+        t.screen()
+    );
+    t.keys(&["R"]);
+    t.wait_for("The last check (2m ago) found 3 copies lacking");
+    t.keys(&["y"]);
+    t.wait_for("✓ repair of shard 1 asked (check-requests/1)");
+    assert_eq!(znode(&rt, &zk, "check-requests/1")["repair"], true);
+
+    // Replace server 1's node: R in the Servers view asks, reads the new
+    // node's /stats (refused: nothing answers), then re-points the server
+    // and asks for a repair of shard 1.
+    rt.block_on(zk.delete("check-requests/1")).unwrap();
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    t.keys(&["2", "g", "R"]);
+    t.wait_for("Replace server");
+    t.type_text(&nobody);
+    t.keys(&["Enter"]);
+    t.wait_for("Replace server 1's node? (writes servers-map, then check-requests/1)");
+    t.keys(&["y"]);
+    t.wait_for(&format!("✗ the new node at {nobody} cannot be reached"));
+    assert_eq!(
+        znode(&rt, &zk, "servers-map")["1"],
+        serde_json::json!({"host": "127.0.0.1", "port": "10999"}),
+        "unchanged"
+    );
+    let port = free_port();
+    std::fs::create_dir(dir.path().join("node")).unwrap();
+    let _node = spawn(
+        "node",
+        backpack_tests::bin("backpack-node").to_str().unwrap(),
+        &[
+            dir.path().join("node").display().to_string(),
+            "127.0.0.1".into(),
+            port.to_string(),
+        ],
+        dir.path(),
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }));
+    let url = format!("http://127.0.0.1:{port}");
+    t.keys(&["R"]);
+    t.wait_for("Replace server");
+    t.type_text(&url);
+    t.keys(&["Enter"]);
+    t.wait_for("Replace server 1's node?");
+    t.keys(&["y"]);
+    t.wait_for("repair of shard 1 asked: the replicators fill the new node");
+    assert_eq!(
+        znode(&rt, &zk, "servers-map")["1"],
+        serde_json::json!({"host": "127.0.0.1", "port": port.to_string()})
+    );
+    assert_eq!(znode(&rt, &zk, "check-requests/1")["repair"], true);
 
     // q quits, restoring the terminal.
     t.keys(&["q"]);

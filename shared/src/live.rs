@@ -1,9 +1,11 @@
 //! The cluster configuration, followed live.
 //!
 //! [`watch_cluster`] watches `servers-map`, `shards-map`, every
-//! `shard-size-<id>` of the shards map, `queue` and, when asked, the live
-//! daemons (`coordinators/`, `replicators/` and their data), and publishes
-//! a new [`ClusterState`] on each change. A znode that holds invalid JSON
+//! `shard-size-<id>` of the shards map, `queue` and, when asked
+//! ([`Follow`]), the live daemons (`coordinators/`, `replicators/` and
+//! their data) and the shard checks (`checks/<id>` and
+//! `check-requests/<id>` of every shard of the map, and the elected
+//! `checker`), and publishes a new [`ClusterState`] on each change. A znode that holds invalid JSON
 //! keeps its last good value, with the error beside it; nothing here
 //! polls ZooKeeper.
 
@@ -15,7 +17,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::model::{
-    MapDoc, MapEntry, QueueInfo, ServersMap, ShardSize, ShardsMap, SkippedEntry, parse_json, paths,
+    CheckRequest, MapDoc, MapEntry, QueueInfo, ServersMap, ShardCheck, ShardSize, ShardsMap,
+    SkippedEntry, parse_json, paths,
 };
 use crate::zk::{Children, ConnState, NodeData, Zk};
 
@@ -117,6 +120,15 @@ pub struct ClusterState {
     pub queue: Doc<QueueInfo>,
     pub coordinators: BTreeMap<String, Doc<Announcement>>,
     pub replicators: BTreeMap<String, Doc<Announcement>>,
+    /// The last check of each shard (`checks/<id>`), for the shards of the
+    /// map whose check exists; followed with [`Follow::checks`].
+    pub checks: BTreeMap<String, Doc<ShardCheck>>,
+    /// Checks asked for and not yet taken (`check-requests/<id>`).
+    pub check_requests: BTreeMap<String, Doc<CheckRequest>>,
+    /// The elected checker (the `checker` znode's content, a replicator's
+    /// name): `None` while unread or unfollowed, `Some(None)` when no
+    /// replicator runs the checks.
+    pub checker: Option<Option<String>>,
     pub conn: Option<ConnState>,
     /// Bumped on every change, so users can tell snapshots apart cheaply.
     pub generation: u64,
@@ -141,7 +153,8 @@ enum Update {
     Servers(NodeData),
     Shards(NodeData),
     Queue(NodeData),
-    Size(String, NodeData),
+    PerShard(PerShard, String, NodeData),
+    Checker(NodeData),
     DaemonList(Kind, Children),
     Daemon(Kind, String, NodeData),
     Conn(ConnState),
@@ -151,6 +164,51 @@ enum Update {
 enum Kind {
     Coordinator,
     Replicator,
+}
+
+/// The znodes followed for every shard of the map.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum PerShard {
+    Size,
+    Check,
+    Request,
+}
+
+impl PerShard {
+    fn path(self, id: &str) -> String {
+        match self {
+            PerShard::Size => paths::shard_size(id),
+            PerShard::Check => paths::shard_check(id),
+            PerShard::Request => paths::check_request(id),
+        }
+    }
+}
+
+/// What [`watch_cluster_following`] follows besides the maps, the sizes
+/// and the queue (the console wants everything; the daemons neither).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Follow {
+    /// The live coordinators and replicators.
+    pub daemons: bool,
+    /// The shard checks: two more watches per shard, and the checker.
+    pub checks: bool,
+}
+
+/// Keeps a per-shard document, or forgets it when its znode is gone (a
+/// shard never checked has no `checks/<id>`; a request taken is deleted).
+fn update_or_forget<T: DeserializeOwned>(
+    map: &mut BTreeMap<String, Doc<T>>,
+    id: &str,
+    what: &str,
+    data: &NodeData,
+) {
+    match data {
+        NodeData::Unknown => {}
+        NodeData::Missing => {
+            map.remove(id);
+        }
+        NodeData::Present { .. } => map.entry(id.to_string()).or_default().update(what, data),
+    }
 }
 
 impl Kind {
@@ -185,6 +243,19 @@ fn forward<T: Clone + Send + Sync + 'static>(
 /// replicators (the console wants them; the daemons do not). The task ends
 /// when every receiver is dropped.
 pub fn watch_cluster(zk: &Zk, daemons: bool) -> watch::Receiver<Arc<ClusterState>> {
+    watch_cluster_following(
+        zk,
+        Follow {
+            daemons,
+            checks: false,
+        },
+    )
+}
+
+/// Starts following the cluster and what `follow` adds. The task ends
+/// when every receiver is dropped.
+pub fn watch_cluster_following(zk: &Zk, follow: Follow) -> watch::Receiver<Arc<ClusterState>> {
+    let Follow { daemons, checks } = follow;
     let (out_tx, out_rx) = watch::channel(Arc::new(ClusterState::default()));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut fixed = vec![
@@ -197,6 +268,13 @@ pub fn watch_cluster(zk: &Zk, daemons: bool) -> watch::Receiver<Arc<ClusterState
         forward(zk.watch_data(paths::QUEUE), tx.clone(), Update::Queue),
         forward(zk.state(), tx.clone(), Update::Conn),
     ];
+    if checks {
+        fixed.push(forward(
+            zk.watch_data(paths::CHECKER),
+            tx.clone(),
+            Update::Checker,
+        ));
+    }
     if daemons {
         for kind in [Kind::Coordinator, Kind::Replicator] {
             fixed.push(forward(
@@ -209,7 +287,12 @@ pub fn watch_cluster(zk: &Zk, daemons: bool) -> watch::Receiver<Arc<ClusterState
     let zk = zk.clone();
     tokio::spawn(async move {
         let mut state = ClusterState::default();
-        let mut size_watches: HashMap<String, JoinHandle<()>> = HashMap::new();
+        let per_shard: &[PerShard] = if checks {
+            &[PerShard::Size, PerShard::Check, PerShard::Request]
+        } else {
+            &[PerShard::Size]
+        };
+        let mut shard_watches: HashMap<(PerShard, String), JoinHandle<()>> = HashMap::new();
         let mut daemon_watches: HashMap<(Kind, String), JoinHandle<()>> = HashMap::new();
         loop {
             let update = tokio::select! {
@@ -231,7 +314,7 @@ pub fn watch_cluster(zk: &Zk, daemons: bool) -> watch::Receiver<Arc<ClusterState
                             .as_ref()
                             .map(|m| m.keys().cloned().collect())
                             .unwrap_or_default();
-                        size_watches.retain(|id, h| {
+                        shard_watches.retain(|(_, id), h| {
                             let keep = ids.contains(id);
                             if !keep {
                                 h.abort();
@@ -239,25 +322,55 @@ pub fn watch_cluster(zk: &Zk, daemons: bool) -> watch::Receiver<Arc<ClusterState
                             keep
                         });
                         state.sizes.retain(|id, _| ids.contains(id));
+                        state.checks.retain(|id, _| ids.contains(id));
+                        state.check_requests.retain(|id, _| ids.contains(id));
                         for id in ids {
-                            size_watches.entry(id.clone()).or_insert_with(|| {
-                                let rx = zk.watch_data(&paths::shard_size(&id));
-                                forward(rx, tx.clone(), move |d| Update::Size(id.clone(), d))
-                            });
+                            for &what in per_shard {
+                                shard_watches.entry((what, id.clone())).or_insert_with(|| {
+                                    let rx = zk.watch_data(&what.path(&id));
+                                    let id = id.clone();
+                                    forward(rx, tx.clone(), move |d| {
+                                        Update::PerShard(what, id.clone(), d)
+                                    })
+                                });
+                            }
                         }
                     }
                     Update::Queue(d) => state.queue.update(paths::QUEUE, &d),
-                    Update::Size(id, d) => {
-                        if size_watches.contains_key(&id) {
-                            let doc = state.sizes.entry(id.clone()).or_default();
-                            doc.update(&paths::shard_size(&id), &d);
-                            if let Some(v) = &doc.value
-                                && v.current_was_null()
-                                && matches!(d, NodeData::Present { .. })
-                            {
-                                tracing::warn!(shard = %id, "shard-size-{id} has \"current\": null (left by the original coordinator); counting it as 0");
+                    Update::PerShard(what, id, d) => {
+                        if !shard_watches.contains_key(&(what, id.clone())) {
+                            continue;
+                        }
+                        match what {
+                            PerShard::Check => {
+                                update_or_forget(&mut state.checks, &id, &what.path(&id), &d)
+                            }
+                            PerShard::Request => update_or_forget(
+                                &mut state.check_requests,
+                                &id,
+                                &what.path(&id),
+                                &d,
+                            ),
+                            PerShard::Size => {
+                                let doc = state.sizes.entry(id.clone()).or_default();
+                                doc.update(&paths::shard_size(&id), &d);
+                                if let Some(v) = &doc.value
+                                    && v.current_was_null()
+                                    && matches!(d, NodeData::Present { .. })
+                                {
+                                    tracing::warn!(shard = %id, "shard-size-{id} has \"current\": null (left by the original coordinator); counting it as 0");
+                                }
                             }
                         }
+                    }
+                    Update::Checker(d) => {
+                        state.checker = match d {
+                            NodeData::Unknown => state.checker.take(),
+                            NodeData::Missing => Some(None),
+                            NodeData::Present { data, .. } => {
+                                Some(Some(String::from_utf8_lossy(&data).into_owned()))
+                            }
+                        };
                     }
                     Update::DaemonList(kind, children) => {
                         let names = match children {
@@ -310,7 +423,7 @@ pub fn watch_cluster(zk: &Zk, daemons: bool) -> watch::Receiver<Arc<ClusterState
         }
         for h in fixed
             .into_iter()
-            .chain(size_watches.into_values())
+            .chain(shard_watches.into_values())
             .chain(daemon_watches.into_values())
         {
             h.abort();

@@ -11,6 +11,7 @@ use backpack_shared::queue::Keeping;
 use backpack_shared::zk::ConnState;
 
 use super::{LogKind, State};
+use crate::checks::check_events;
 use crate::event::{Millis, QueueReport};
 use crate::fmt::addr_list;
 use crate::rows::{self, DaemonRow, evicts_text, flatten, no_appendonly_text};
@@ -163,6 +164,16 @@ impl State {
             for (kind, text) in diff_cluster(old, new) {
                 self.push_log(kind, text);
             }
+        }
+        for (bad, text) in check_events(old, new, self.now) {
+            self.push_log(
+                if bad {
+                    LogKind::Problem
+                } else {
+                    LogKind::Change
+                },
+                text,
+            );
         }
     }
 

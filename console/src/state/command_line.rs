@@ -49,6 +49,21 @@ pub const COMMANDS: &[CommandSpec] = &[
         writes: true,
     },
     CommandSpec {
+        names: &["check-shard", "check"],
+        args: &["<id>"],
+        writes: true,
+    },
+    CommandSpec {
+        names: &["repair-shard", "repair"],
+        args: &["<id>"],
+        writes: true,
+    },
+    CommandSpec {
+        names: &["replace-server"],
+        args: &["<id>", "<new url>"],
+        writes: true,
+    },
+    CommandSpec {
         names: &["set-queue"],
         args: &["<key>", "<host1:port1,host2:port2,..>"],
         writes: true,
@@ -102,7 +117,7 @@ impl State {
     /// confirmations as their keys: the command fills them in.
     fn run_command(&mut self, line: &str) -> Vec<Command> {
         let words: Vec<&str> = line.split_whitespace().collect();
-        let Some((&first, args)) = words.split_first() else {
+        let Some((&first, mut args)) = words.split_first() else {
             return vec![];
         };
         // The admin commands' full names work too.
@@ -120,6 +135,11 @@ impl State {
             );
             return vec![];
         };
+        // `check-shard <id> --repair`, as the admin command takes it.
+        let repair_flag = spec.names[0] == "check-shard" && args.last() == Some(&"--repair");
+        if repair_flag {
+            args = &args[..args.len() - 1];
+        }
         if args.len() != spec.args.len() {
             self.set_status(
                 StatusKind::Error,
@@ -136,6 +156,18 @@ impl State {
             ("help", []) => self.mode = Mode::Help,
             ("refresh", []) => return self.refresh(),
             ("enable-shard", [id]) => self.ask_enable(id, true),
+            ("check-shard", [id]) => {
+                self.tab = Tab::Shards;
+                self.ask_check(id, repair_flag);
+            }
+            ("replace-server", [id, url]) => {
+                self.tab = Tab::Servers;
+                self.open_replace(id, url);
+            }
+            ("repair-shard", [id]) => {
+                self.tab = Tab::Shards;
+                self.ask_check(id, true);
+            }
             ("disable-shard", [id]) => self.ask_enable(id, false),
             ("add-server", [id, url]) => {
                 self.tab = Tab::Servers;
@@ -262,6 +294,42 @@ mod tests {
             matches!(&cmds[..], [Command::Requeue { item, .. }] if item.contains("lost.jpg")),
             "{cmds:?}"
         );
+    }
+
+    #[test]
+    fn command_line_checks_and_repairs_like_c_and_r() {
+        let mut s = demo::state(100, 30);
+        keys(&mut s, "2");
+        for (line, title) in [
+            ("check-shard 2", "Check shard 2"),
+            (
+                "backpack-coordinator-check-shard 2 --repair",
+                "Repair shard 2",
+            ),
+            ("repair-shard 3", "Repair shard 3"),
+            ("check 1", "Check shard 1"),
+        ] {
+            assert!(command(&mut s, line).is_empty());
+            assert_eq!(s.tab, Tab::Shards);
+            let Mode::Confirm(c) = &s.mode else {
+                panic!("{line}: no question: {:?}", s.status)
+            };
+            assert_eq!(c.title, title, "{line}");
+            press(&mut s, KeyCode::Esc);
+        }
+        command(&mut s, "repair-shard 3");
+        let cmds = keys(&mut s, "y");
+        assert!(
+            matches!(&cmds[..], [Command::AskCheck { shard, request, .. }] if shard == "3" && request.repair),
+            "{cmds:?}"
+        );
+        // --repair belongs to check-shard only.
+        command(&mut s, "enable-shard 3 --repair");
+        assert_eq!(s.status.clone().unwrap().text, "usage: :enable-shard <id>");
+        s.config.read_only = true;
+        command(&mut s, "check-shard 1");
+        assert!(matches!(s.mode, Mode::Normal));
+        assert!(s.status.clone().unwrap().text.starts_with("read-only"));
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl State {
         vec![]
     }
 
-    /// a / e / d (Shards), a (Servers), c / u / x (Queue).
+    /// a / e / d / c / R (Shards), a / R (Servers), c / u / x (Queue).
     fn write_key(&mut self, tab: Tab, c: char) {
         if self.refuse_read_only() {
             return;
@@ -115,11 +115,23 @@ impl State {
         match (tab, c) {
             (Tab::Shards, 'a') => self.open_form(Form::add_shard(&cluster), 1),
             (Tab::Servers, 'a') => self.open_form(Form::add_server(&cluster), 1),
+            (Tab::Servers, 'R') => {
+                if let Some(row) = self.selected_server() {
+                    let id = row.id.clone();
+                    self.open_replace(&id, "");
+                }
+            }
             (Tab::Queue, 'c') => self.open_form(Form::set_queue(&cluster), 0),
             (Tab::Shards, 'e' | 'd') => {
                 if let Some(row) = self.selected_shard() {
                     let id = row.id.clone();
                     self.ask_enable(&id, c == 'e');
+                }
+            }
+            (Tab::Shards, 'c' | 'R') => {
+                if let Some(row) = self.selected_shard() {
+                    let id = row.id.clone();
+                    self.ask_check(&id, c == 'R');
                 }
             }
             (Tab::Queue, 'u' | 'x') => {
@@ -135,7 +147,9 @@ impl State {
 fn is_write_key(tab: Tab, c: char) -> bool {
     matches!(
         (tab, c),
-        (Tab::Shards, 'a' | 'e' | 'd') | (Tab::Servers, 'a') | (Tab::Queue, 'c' | 'u' | 'x')
+        (Tab::Shards, 'a' | 'e' | 'd' | 'c' | 'R')
+            | (Tab::Servers, 'a' | 'R')
+            | (Tab::Queue, 'c' | 'u' | 'x')
     )
 }
 

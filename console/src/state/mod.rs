@@ -7,11 +7,13 @@
 //! snapshot or queue report changed: connection, growth, rates, Events),
 //! `tables` (rows, order, selection, scrolling), `keys` (what a key
 //! does in each mode), `writes` (forms, questions and the actions they
-//! start), `command_line` (the `:` commands).
+//! start), `repair` (the check and repair questions), `command_line`
+//! (the `:` commands).
 
 mod changes;
 mod command_line;
 mod keys;
+mod repair;
 mod tables;
 #[cfg(test)]
 mod testing;

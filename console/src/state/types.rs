@@ -2,6 +2,7 @@
 //! the loop to do ([`Command`]), the writes it asks about ([`Action`],
 //! [`Confirm`]), the input [`Mode`], the result line and the Events log.
 
+use backpack_shared::model::CheckRequest;
 use backpack_shared::ops::MapOp;
 use backpack_shared::queue::describe_item;
 
@@ -65,6 +66,21 @@ pub enum Command {
         id: u64,
         item: String,
     },
+    /// Ask the elected checker to check (and repair) a shard: write
+    /// `check-requests/<shard>`.
+    AskCheck {
+        id: u64,
+        shard: String,
+        request: CheckRequest,
+    },
+    /// Re-point a server to a new node once it answers and holds no file,
+    /// then write `check-requests/<shard>` (repair) for each of `shards`.
+    Replace {
+        id: u64,
+        op: MapOp,
+        shards: Vec<String>,
+        asked_ms: u64,
+    },
     /// Check node health and poll the queue now.
     Refresh,
     Quit,
@@ -76,6 +92,17 @@ pub enum Action {
     Op(MapOp),
     Requeue(String),
     DropDead(String),
+    /// Ask for a check of a shard, with repair or not.
+    Check {
+        shard: String,
+        repair: bool,
+    },
+    /// Re-point a server (`op`: add-server with replace) to a new, empty
+    /// node, then ask for a repair of `shards`, the shards that use it.
+    Replace {
+        op: MapOp,
+        shards: Vec<String>,
+    },
 }
 
 impl Action {
@@ -93,6 +120,15 @@ impl Action {
             Action::Op(MapOp::SetQueue(q)) => format!("set queue {}", q.key),
             Action::Requeue(item) => format!("requeue {}", describe_item(item)),
             Action::DropDead(item) => format!("drop {}", describe_item(item)),
+            Action::Replace {
+                op: MapOp::AddServer { id, addr, .. },
+                ..
+            } => format!("replace server {id} with {}", addr.url()),
+            Action::Replace { op, .. } => format!("replace ({op:?})"),
+            Action::Check { shard, repair } => format!(
+                "ask for a {} of shard {shard}",
+                if *repair { "repair" } else { "check" }
+            ),
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use backpack_shared::live::ClusterState;
-use backpack_shared::model::{Shard, ShardsMap, shard_chances};
+use backpack_shared::model::{CheckRequest, Shard, ShardsMap, shard_chances};
 use backpack_shared::ops::MapOp;
 use backpack_shared::queue::describe_item;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -161,7 +161,21 @@ impl State {
                     self.mode = Mode::Form(f);
                     return vec![];
                 };
-                let action = Action::Op(op);
+                let action = match &f.form {
+                    Form::ReplaceServer { id, .. } => Action::Replace {
+                        op,
+                        shards: rows::node_shards(&self.cluster)
+                            .remove(id)
+                            .unwrap_or_default(),
+                    },
+                    _ => Action::Op(op),
+                };
+                if matches!(action, Action::Replace { .. }) {
+                    // The form says what; the question says what it does,
+                    // on the maps as they are now.
+                    self.ask_replace(action, f);
+                    return vec![];
+                }
                 let then = relevant(&action, &f.base);
                 let now = relevant(&action, &self.cluster);
                 if then != now {
@@ -266,7 +280,7 @@ impl State {
     }
 
     /// Starts an action: the loop runs it and answers with [`Event::Done`].
-    fn start(&mut self, action: Action) -> Vec<Command> {
+    pub(super) fn start(&mut self, action: Action) -> Vec<Command> {
         let id = self.next_id;
         self.next_id += 1;
         let what = action.describe();
@@ -281,6 +295,20 @@ impl State {
             Action::DropDead(item) => Command::DropDead {
                 id,
                 item: item.clone(),
+            },
+            Action::Replace { op, shards } => Command::Replace {
+                id,
+                op: op.clone(),
+                shards: shards.clone(),
+                asked_ms: self.now,
+            },
+            Action::Check { shard, repair } => Command::AskCheck {
+                id,
+                shard: shard.clone(),
+                request: CheckRequest {
+                    repair: *repair,
+                    asked_ms: self.now,
+                },
             },
         };
         self.pending.insert(id, action);
@@ -388,7 +416,8 @@ pub fn relevant(action: &Action, c: &ClusterState) -> Vec<(String, String)> {
                 ),
             )]
         }
-        Action::Op(MapOp::EnableShard { id } | MapOp::DisableShard { id }) => {
+        Action::Op(MapOp::EnableShard { id } | MapOp::DisableShard { id })
+        | Action::Check { shard: id, .. } => {
             vec![(format!("shard {id}"), shard(id))]
         }
         Action::Op(MapOp::SetQueue(_)) => vec![(
@@ -397,6 +426,18 @@ pub fn relevant(action: &Action, c: &ClusterState) -> Vec<(String, String)> {
                 format!("key {} on {}", q.key, addr_list(&q.servers))
             }),
         )],
+        Action::Replace { op, .. } => {
+            let mut out = relevant(&Action::Op(op.clone()), c);
+            if let MapOp::AddServer { id, .. } = op {
+                out.push((
+                    format!("shards of server {id}"),
+                    rows::node_shards(c)
+                        .get(id)
+                        .map_or("none".into(), |v| v.join(",")),
+                ));
+            }
+            out
+        }
         Action::Requeue(_) | Action::DropDead(_) => vec![],
     }
 }

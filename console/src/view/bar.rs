@@ -51,8 +51,14 @@ pub(super) fn key_bar(s: &State, theme: Theme, width: usize) -> Line<'static> {
             let mut v: Vec<(&str, &str)> = vec![];
             if !s.config.read_only {
                 match s.tab {
-                    Tab::Shards => v.extend([("a", "add"), ("e", "enable"), ("d", "disable")]),
-                    Tab::Servers => v.push(("a", "add")),
+                    Tab::Shards => v.extend([
+                        ("a", "add"),
+                        ("e", "enable"),
+                        ("d", "disable"),
+                        ("c", "check"),
+                        ("R", "repair"),
+                    ]),
+                    Tab::Servers => v.extend([("a", "add"), ("R", "replace")]),
                     Tab::Queue => v.extend([("c", "set queue"), ("u", "requeue"), ("x", "drop")]),
                     _ => {}
                 }
@@ -70,14 +76,40 @@ pub(super) fn key_bar(s: &State, theme: Theme, width: usize) -> Line<'static> {
             v
         }
     };
+    let item_width = |(k, what): &(&str, &str)| k.chars().count() + what.chars().count() + 3;
+    // Where not every key fits, `? help` (which lists them all) stays, last.
+    let help = ("?", "help");
+    let mut items = items;
+    let mut reserve = 0;
+    let help_fits = {
+        let mut used = 1;
+        items
+            .iter()
+            .take_while(|i| {
+                used += item_width(i);
+                used <= width
+            })
+            .any(|i| *i == help)
+    };
+    if !help_fits && items.contains(&help) {
+        items.retain(|i| *i != help);
+        reserve = item_width(&help);
+    }
     let mut spans = vec![Span::raw(" ")];
-    let mut used = 1;
-    for (k, what) in items {
-        let w = k.chars().count() + what.chars().count() + 3;
+    let mut used = 1 + reserve;
+    let mut shown = vec![];
+    for item in items {
+        let w = item_width(&item);
         if used + w > width {
             break;
         }
         used += w;
+        shown.push(item);
+    }
+    if reserve > 0 && reserve < width {
+        shown.push(help);
+    }
+    for (k, what) in shown {
         spans.push(Span::styled(k.to_string(), theme.key()));
         spans.push(Span::raw(format!(" {what}  ")));
     }

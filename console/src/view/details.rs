@@ -10,6 +10,7 @@ use backpack_shared::model::format_size;
 
 use super::overlays::{boxed, centered};
 use super::theme::Theme;
+use crate::checks;
 use crate::event::Health;
 use crate::fmt::{ago, clock, percent, rate, rate_num, short_duration};
 use crate::rows::flatten;
@@ -215,6 +216,11 @@ pub fn detail_text(s: &State) -> (String, Vec<String>) {
             if let Some(e) = &r.size_error {
                 out.push(format!("problem    {e}"));
             }
+            out.extend(checks::detail_lines(
+                s.cluster.checks.get(&r.id),
+                r.asked.as_ref(),
+                s.now,
+            ));
         }
         Tab::Servers => {
             let Some(r) = s.selected_server() else {

@@ -169,17 +169,34 @@ pub(super) fn render_header(s: &State, theme: Theme, area: Rect, buf: &mut Buffe
     } else {
         Style::new()
     };
-    let l3 = vec![
-        Span::styled(format!(" coordinators {ncoord}{up_rate}"), coord_style),
-        Span::raw(format!("   replicators {nrepl}{copy_rate}")),
-        Span::raw(format!(
-            "   used {} / {} ({})",
-            format_size(t.used),
-            format_size(t.capacity),
-            percent(ratio)
-        )),
-    ];
-    let l3 = compact(l3, width);
+    // The elected checker: who checks and repairs the shards, or that
+    // nobody does. Where the line is full, the space used goes first (the
+    // Shards view's totals show it too).
+    let checker = match &c.checker {
+        None => None,
+        Some(Some(name)) => Some(Span::raw(format!("   checker {name}"))),
+        Some(None) => Some(Span::styled("   no checker", theme.warn())),
+    };
+    let line3 = |with_used: bool| {
+        let mut l3 = vec![
+            Span::styled(format!(" coordinators {ncoord}{up_rate}"), coord_style),
+            Span::raw(format!("   replicators {nrepl}{copy_rate}")),
+        ];
+        l3.extend(checker.clone());
+        if with_used {
+            l3.push(Span::raw(format!(
+                "   used {} / {} ({})",
+                format_size(t.used),
+                format_size(t.capacity),
+                percent(ratio)
+            )));
+        }
+        compact(l3, width)
+    };
+    let mut l3 = line3(true);
+    if checker.is_some() && l3.iter().map(|sp| sp.width()).sum::<usize>() > width {
+        l3 = line3(false);
+    }
     Paragraph::new(vec![line1, Line::from(l2), Line::from(l3)]).render(area, buf);
 }
 

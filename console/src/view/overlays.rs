@@ -48,6 +48,8 @@ pub const HELP: &[(&str, &str)] = &[
     ("r", "check node health and the queue now"),
     ("a", "add a shard (Shards) or a server (Servers)"),
     ("e  d", "enable / disable the selected shard (Shards)"),
+    ("c  R", "check / repair the selected shard (Shards)"),
+    ("R", "replace the selected server's node (Servers)"),
     ("c", "set the queue's key and Redis servers (Queue)"),
     ("u  x", "requeue / drop the selected dead task (Queue)"),
     (":", "a command, e.g. :enable-shard 4 (admin names)"),

@@ -105,8 +105,23 @@ fn gauge(ratio: f64, width: usize) -> String {
 pub(super) fn render_shards(s: &State, theme: Theme, area: Rect, buf: &mut Buffer) {
     let page = s.page_rows(Tab::Shards);
     let w = area.width as usize;
-    // marker 2 + ID 5 + STATE 5 + NODES 9 + USED/CAP 19 + WRITES 6 + FULL IN 7 + spacing 7
-    let gauge_w = w.saturating_sub(60).clamp(6, 30);
+    // marker 2 + ID 5 + STATE 5 + USED/CAP 18 + WRITES 6 + FULL IN 7 +
+    // HEALTH 12 + CHECKED 7 + spacing 8 = 70, NODES 9 at least where the
+    // gauge fits, and the FILL percentage 5: the gauge takes what is left,
+    // and goes below 6 columns (the percentage stays).
+    let gauge_w = w.saturating_sub(70 + 9 + 5).min(30);
+    let gauge_w = if gauge_w < 6 { 0 } else { gauge_w };
+    let fill_cell = |ratio: f64, style: Style| {
+        let pct = format!("{:>4}", percent(ratio));
+        if gauge_w == 0 {
+            Line::from(pct)
+        } else {
+            Line::from(vec![
+                Span::styled(gauge(ratio, gauge_w), style),
+                Span::raw(format!(" {pct}")),
+            ])
+        }
+    };
     let rows: Vec<Row> = window(s, Tab::Shards, page)
         .iter()
         .map(|&i| {
@@ -116,10 +131,6 @@ pub(super) fn render_shards(s: &State, theme: Theme, area: Rect, buf: &mut Buffe
             if !r.down_nodes.is_empty() || !r.unknown_nodes.is_empty() {
                 nodes = nodes.style(theme.warn());
             }
-            let fill = Line::from(vec![
-                Span::styled(gauge(r.fill(), gauge_w), st),
-                Span::raw(format!(" {:>4}", percent(r.fill()))),
-            ]);
             let writes = if r.writes > 0.0 {
                 percent(r.writes)
             } else {
@@ -141,10 +152,12 @@ pub(super) fn render_shards(s: &State, theme: Theme, area: Rect, buf: &mut Buffe
                 Cell::from(r.id.clone()),
                 Cell::from(Span::styled(r.state.word(), st)),
                 Cell::from(nodes),
-                Cell::from(fill),
+                Cell::from(fill_cell(r.fill(), st)),
                 Cell::from(used),
                 Cell::from(Line::from(writes).right_aligned()),
                 Cell::from(Line::from(full_in).right_aligned()),
+                Cell::from(Span::styled(r.health.word(), theme.health(r.health))),
+                Cell::from(Line::from(r.checked(s.now)).right_aligned()),
             ])
         })
         .collect();
@@ -152,9 +165,11 @@ pub(super) fn render_shards(s: &State, theme: Theme, area: Rect, buf: &mut Buffe
         Constraint::Length(5),
         Constraint::Length(5),
         Constraint::Min(5),
-        Constraint::Length(gauge_w as u16 + 5),
-        Constraint::Length(19),
+        Constraint::Length(if gauge_w == 0 { 4 } else { gauge_w as u16 + 5 }),
+        Constraint::Length(18),
         Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Length(12),
         Constraint::Length(7),
     ];
     let shown = s.order[Tab::Shards.index()].len().min(page).max(1);
@@ -182,20 +197,27 @@ pub(super) fn render_shards(s: &State, theme: Theme, area: Rect, buf: &mut Buffe
     } else {
         t.used as f64 / t.capacity as f64
     };
+    // How many are not whole, else how many are (the rest unchecked).
+    let health = if t.lacking > 0 {
+        Span::styled(format!("{} not whole", t.lacking), theme.bad())
+    } else if t.whole == s.shards.len() {
+        Span::styled("all whole", theme.good())
+    } else {
+        Span::raw(format!("{} whole", t.whole))
+    };
     let total_row = Row::new(vec![
         Cell::from("all"),
         Cell::from(""),
         Cell::from(""),
-        Cell::from(Line::from(vec![
-            Span::raw(gauge(ratio, gauge_w)),
-            Span::raw(format!(" {:>4}", percent(ratio))),
-        ])),
+        Cell::from(fill_cell(ratio, Style::new())),
         Cell::from(format!(
             "{} / {}",
             format_size(t.used),
             format_size(t.capacity)
         )),
         Cell::from(Line::from(percent(t.writes.min(1.0))).right_aligned()),
+        Cell::from(""),
+        Cell::from(health),
         Cell::from(""),
     ])
     .style(theme.header());

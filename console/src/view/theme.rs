@@ -3,6 +3,7 @@
 
 use ratatui::style::{Color, Modifier, Style};
 
+use crate::checks::ShardHealth;
 use crate::rows::ShardState;
 
 /// Styles that honour NO_COLOR: without colour only modifiers remain, and
@@ -65,6 +66,17 @@ impl Theme {
             ShardState::Ro => self.dim(),
             ShardState::Full => self.bad(),
             ShardState::NoSize => self.warn(),
+        }
+    }
+    pub(super) fn health(self, h: ShardHealth) -> Style {
+        match h {
+            ShardHealth::Whole => self.good(),
+            ShardHealth::Unchecked => self.dim(),
+            ShardHealth::Rebuilding { .. } => self.warn(),
+            ShardHealth::Unreadable
+            | ShardHealth::Failed
+            | ShardHealth::Damaged { .. }
+            | ShardHealth::Missing(_) => self.bad(),
         }
     }
 }
