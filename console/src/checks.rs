@@ -178,6 +178,20 @@ pub fn detail_lines(
                     format_size(c.queued_bytes)
                 ));
             }
+            if c.to_go() > 0 {
+                // The rebuild's pace, from this check and the one before.
+                let pace = match (c.rate_per_sec(), c.eta_secs()) {
+                    (Some(rate), Some(eta)) => {
+                        format!(", {rate:.0} copies/s since the check before, about {eta} s to go")
+                    }
+                    _ => String::new(),
+                };
+                out.push(format!(
+                    "to go      {} copies ({}){pace}",
+                    c.to_go(),
+                    format_size(c.to_go_bytes)
+                ));
+            }
             if let Some(e) = &c.error {
                 out.push(format!("error      {e}"));
             }
@@ -266,6 +280,8 @@ mod tests {
             damaged,
             queued,
             queued_bytes: queued * 10,
+            to_go_bytes: (missing + older) * 10,
+            previous: None,
             by: "one:4121".into(),
             error: error.map(String::from),
         }
@@ -314,6 +330,26 @@ mod tests {
     }
 
     #[test]
+    fn a_rebuild_shows_its_pace() {
+        let mut c = check(400, 0, 0, 400, None);
+        c.when_ms = 11_000;
+        c.previous = Some(backpack_shared::model::Previous {
+            when_ms: 1_000,
+            to_go: 800,
+        });
+        let doc = Doc {
+            value: Some(c),
+            seen: true,
+            ..Doc::default()
+        };
+        let lines = detail_lines(Some(&doc), None, 12_000);
+        assert!(
+            lines.contains(&"to go      400 copies (3.91kb), 40 copies/s since the check before, about 10 s to go".to_string()),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
     fn checked_column_and_details() {
         let c = check(2, 0, 0, 2, None);
         assert_eq!(checked_word(Some(&c), None, 7_201_000), "2h ago");
@@ -337,6 +373,7 @@ mod tests {
                 "files      10 (100b of newest copies)",
                 "lacking    2 missing · 0 older · 0 damaged (scrubs, since the nodes started)",
                 "queued     2 copies (20b) for the replicators",
+                "to go      2 copies (20b)",
                 "asked      a repair 12s ago; the elected checker takes it within seconds",
             ]
         );

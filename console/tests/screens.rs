@@ -276,6 +276,7 @@ fn checked_cluster() -> backpack_shared::live::ClusterState {
             v.older = 12;
             v.queued = 40_012;
             v.queued_bytes = 4 * demo::GIB;
+            v.to_go_bytes = 4 * demo::GIB;
         }),
     );
     c.checks.insert(

@@ -90,6 +90,8 @@ pub struct ShardReport {
     pub files: u64,
     pub bytes: u64,
     pub nodes: Vec<NodeReport>,
+    /// Bytes of the newest copies the nodes lack.
+    pub gap_bytes: u64,
     /// Replication tasks queued (with repair), and the bytes they copy.
     pub queued: u64,
     pub queued_bytes: u64,
@@ -271,6 +273,7 @@ pub async fn check_shard(
                 r.examples.push(gap.name.clone());
             }
             task_bytes += gap.size;
+            report.gap_bytes += gap.size;
             tasks.push(
                 ReplicationTask {
                     from: gap.sources.clone(),
@@ -316,15 +319,26 @@ impl ShardReport {
             damaged: self.nodes.iter().filter_map(|n| n.damaged).sum(),
             queued: self.queued,
             queued_bytes: self.queued_bytes,
+            to_go_bytes: self.gap_bytes,
+            previous: None,
             by: by.to_string(),
             error: None,
         }
     }
 }
 
-/// Keeps a shard's last check in `checks/<id>`.
+/// Keeps a shard's last check in `checks/<id>`, with the one before as
+/// its previous point while copies are lacking (the rebuild's rate).
 pub async fn record(zk: &Zk, shard: &str, check: &ShardCheck) -> Result<(), ZkError> {
-    zk.put(&paths::shard_check(shard), &to_json(check)).await
+    let name = paths::shard_check(shard);
+    let check = match zk.get(&name).await? {
+        Some((data, _)) => match parse_json::<ShardCheck>(&name, &data) {
+            Ok(before) => before.followed_by(check.clone()),
+            Err(_) => check.clone(),
+        },
+        None => check.clone(),
+    };
+    zk.put(&name, &to_json(&check)).await
 }
 
 /// Checks (and with `opts.repair` repairs) every shard of the current

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use backpack_shared::model::{ShardCheck, parse_json, paths};
 use backpack_shared::zk::Zk;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -44,7 +45,32 @@ async fn queue_figures(active: Option<Arc<Active>>) -> QueueFigures {
                 .iter()
                 .map(|(addr, r)| (addr.to_string(), r.is_ok()))
                 .collect(),
+            ..QueueFigures::default()
         }
+    };
+    tokio::time::timeout(SCRAPE_TIMEOUT, read)
+        .await
+        .unwrap_or_default()
+}
+
+/// The shards' last checks, from ZooKeeper.
+async fn checks(zk: &Zk) -> Vec<(String, ShardCheck)> {
+    let read = async {
+        let mut out = Vec::new();
+        for id in zk
+            .children(paths::CHECKS)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+        {
+            if let Ok(Some((data, _))) = zk.get(&paths::shard_check(&id)).await
+                && let Ok(c) = parse_json::<ShardCheck>("shard check", &data)
+            {
+                out.push((id, c));
+            }
+        }
+        out
     };
     tokio::time::timeout(SCRAPE_TIMEOUT, read)
         .await
@@ -53,7 +79,9 @@ async fn queue_figures(active: Option<Arc<Active>>) -> QueueFigures {
 
 async fn metrics(State(s): State<MetricsState>) -> impl IntoResponse {
     let active = s.active.borrow().clone();
-    let q = queue_figures(active).await;
+    let (mut q, checks) = tokio::join!(queue_figures(active), checks(&s.zk));
+    q.checks = checks;
+    q.now_ms = backpack_shared::clock::now_ms();
     let connected = s.zk.state().borrow().is_connected();
     let body = prometheus(&s.stats.snapshot(), s.concurrency, connected, &q);
     (

@@ -100,7 +100,13 @@ pub struct QueueFigures {
     pub dead: Option<u64>,
     /// Per Redis server: address and whether it answered.
     pub servers: Vec<(String, bool)>,
+    /// The last check of each shard (`checks/<id>`), and now (ms).
+    pub checks: Vec<(String, backpack_shared::model::ShardCheck)>,
+    pub now_ms: u64,
 }
+
+/// One figure of a shard's last check, at a time (ms); `None`: no sample.
+type CheckGauge = fn(&backpack_shared::model::ShardCheck, u64) -> Option<f64>;
 
 /// The Prometheus text exposition of a replicator.
 pub fn prometheus(
@@ -176,6 +182,46 @@ pub fn prometheus(
     for (addr, up) in &q.servers {
         f.sample(&[("server", addr)], u8::from(*up));
     }
+    // The shards' last checks (the same on every replicator): what is
+    // whole, and a rebuild's progress.
+    let gauges: [(&str, &str, CheckGauge); 6] = [
+        (
+            "shard_check_age_seconds",
+            "Seconds since the shard's last check.",
+            |c, now| Some(now.saturating_sub(c.when_ms) as f64 / 1000.0),
+        ),
+        (
+            "shard_check_failed",
+            "1 when the shard's last check could not run.",
+            |c, _| Some(f64::from(u8::from(c.error.is_some()))),
+        ),
+        (
+            "shard_files",
+            "Files of the shard at its last check.",
+            |c, _| Some(c.files as f64),
+        ),
+        (
+            "shard_copies_to_go",
+            "Copies the shard's nodes lacked at its last check (missing or older).",
+            |c, _| Some(c.to_go() as f64),
+        ),
+        ("shard_bytes_to_go", "Bytes of those copies.", |c, _| {
+            Some(c.to_go_bytes as f64)
+        }),
+        (
+            "shard_rebuild_eta_seconds",
+            "Seconds left at the rate between the shard's last two checks, while copies are lacking.",
+            |c, _| c.eta_secs().map(|s| s as f64),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let mut f = m.family(name, Gauge, help);
+        for (id, c) in &q.checks {
+            if let Some(v) = value(c, q.now_ms) {
+                f.sample(&[("shard", id)], v);
+            }
+        }
+    }
     m.finish()
 }
 
@@ -226,6 +272,21 @@ mod tests {
             oldest_age: Some(Duration::from_millis(1500)),
             dead: None,
             servers: vec![("127.0.0.1:6379".into(), true)],
+            checks: vec![(
+                "3".into(),
+                backpack_shared::model::ShardCheck {
+                    when_ms: 50_000,
+                    files: 9,
+                    missing: 200,
+                    to_go_bytes: 2000,
+                    previous: Some(backpack_shared::model::Previous {
+                        when_ms: 40_000,
+                        to_go: 400,
+                    }),
+                    ..Default::default()
+                },
+            )],
+            now_ms: 62_000,
         };
         let text = prometheus(&c, 8, true, &q);
         for line in [
@@ -236,6 +297,11 @@ mod tests {
             "backpack_replicator_queue_length 3",
             "backpack_replicator_queue_oldest_age_seconds 1.500",
             "backpack_replicator_queue_server_up{server=\"127.0.0.1:6379\"} 1",
+            "backpack_replicator_shard_check_age_seconds{shard=\"3\"} 12",
+            "backpack_replicator_shard_copies_to_go{shard=\"3\"} 200",
+            "backpack_replicator_shard_bytes_to_go{shard=\"3\"} 2000",
+            "backpack_replicator_shard_rebuild_eta_seconds{shard=\"3\"} 10",
+            "backpack_replicator_shard_check_failed{shard=\"3\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -10,7 +10,7 @@ mod size;
 mod task;
 mod version;
 
-pub use check::{CheckRequest, ShardCheck};
+pub use check::{CheckRequest, Previous, ShardCheck};
 pub use choice::{ShardChance, choose_shard, rendezvous_order, shard_chances};
 pub use entries::{Entry, MapDoc, MapEntry, SkippedEntry};
 pub use maps::{
