@@ -40,10 +40,16 @@ pub struct HttpOptions {
     pub nginx_workers: String,
     /// Load only the node (for profiling it); nginx is still started.
     pub node_only: bool,
+    /// Also a node with its scrub at the default rate ([`NODE_SCRUB`]),
+    /// beside [`NODE`] with the scrub off.
+    pub scrub_compare: bool,
 }
 
 /// The node's name in the figures.
 pub const NODE: &str = "node";
+/// The node with its scrub on (default `--scrub-rate`), with
+/// `HttpOptions::scrub_compare`.
+pub const NODE_SCRUB: &str = "node-scrub";
 
 /// One measured phase.
 #[derive(Clone, Debug)]
@@ -238,7 +244,12 @@ fn start_nginx(opts: &HttpOptions, dir: &Path) -> Result<Server> {
     Ok(Server::start("nginx", &cmd, port, dir))
 }
 
-fn start_node(opts: &HttpOptions, dir: &Path, name: &'static str) -> Result<Server> {
+fn start_node(
+    opts: &HttpOptions,
+    dir: &Path,
+    name: &'static str,
+    extra: &[&str],
+) -> Result<Server> {
     let data = dir.join(name);
     std::fs::create_dir_all(&data)?;
     let port = free_port();
@@ -247,7 +258,8 @@ fn start_node(opts: &HttpOptions, dir: &Path, name: &'static str) -> Result<Serv
         .arg("127.0.0.1")
         .arg(port.to_string())
         .arg("--max-body")
-        .arg("1gb");
+        .arg("1gb")
+        .args(extra);
     Ok(Server::start(name, &cmd, port, dir))
 }
 
@@ -353,7 +365,12 @@ pub async fn http(opts: HttpOptions, mut progress: impl FnMut(&Phase)) -> Result
         .tempdir_in(&opts.dir)
         .with_context(|| format!("cannot create a directory in {}", opts.dir.display()))?;
     let mut servers = vec![start_nginx(&opts, tmp.path())?];
-    servers.push(start_node(&opts, tmp.path(), NODE)?);
+    if opts.scrub_compare {
+        servers.push(start_node(&opts, tmp.path(), NODE, &["--scrub-rate", "0"])?);
+        servers.push(start_node(&opts, tmp.path(), NODE_SCRUB, &[])?);
+    } else {
+        servers.push(start_node(&opts, tmp.path(), NODE, &[])?);
+    }
     let mut targets = Vec::new();
     for s in &mut servers {
         let pid = s.wait_listening().await?;

@@ -50,6 +50,10 @@ enum Cmd {
         /// Load only backpack-node (to profile it).
         #[arg(long)]
         node_only: bool,
+        /// Also run a node with its scrub at the default rate, beside one
+        /// with the scrub off, and compare them
+        #[arg(long)]
+        scrub_compare: bool,
     },
     /// Memory per file of the in-memory index.
     Index {
@@ -127,6 +131,37 @@ fn summary(report: &HttpReport, opts: &HttpOptions) {
     }
 }
 
+/// The node with its scrub on against the node with it off: req/s and
+/// server CPU per request, as ratios (target: PUT req/s >= 0.9).
+fn scrub_summary(report: &HttpReport, opts: &HttpOptions) {
+    println!();
+    println!("| size | c | op | scrub off req/s | scrub on req/s | on/off req/s | CPU us/req off / on |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for &file_size in &opts.file_sizes {
+        for &concurrency in &opts.concurrencies {
+            for op in ["GET", "PUT"] {
+                let case = |server| Case {
+                    server,
+                    op,
+                    file_size,
+                    concurrency,
+                };
+                let rate = |s| report.median(case(s));
+                let cpu = |s| report.median_of(case(s), |p| p.cpu_us_per_req);
+                let (off, on) = (bench::NODE, bench::NODE_SCRUB);
+                println!(
+                    "| {file_size} B | {concurrency} | {op} | {:.0} | {:.0} | {} | {:.0} / {:.0} |",
+                    rate(off),
+                    rate(on),
+                    ratio(rate(on), rate(off)),
+                    cpu(off),
+                    cpu(on)
+                );
+            }
+        }
+    }
+}
+
 /// `a / b` to two decimals; `-` when `b` is 0 (a phase too short for the
 /// CPU clock's 10 ms tick).
 fn ratio(a: f64, b: f64) -> String {
@@ -152,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
             rounds,
             nginx_workers,
             node_only,
+            scrub_compare,
         } => {
             let node_bin = match node_bin {
                 Some(p) => p,
@@ -170,6 +206,7 @@ async fn main() -> anyhow::Result<()> {
                 rounds,
                 nginx_workers,
                 node_only,
+                scrub_compare,
             };
             println!(
                 "{} files per round, sizes {:?} bytes, concurrency {:?}, {} GETs per round, {} rounds",
@@ -183,6 +220,9 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
             summary(&report, &opts);
+            if opts.scrub_compare {
+                scrub_summary(&report, &opts);
+            }
         }
         Cmd::Open {
             dir,
