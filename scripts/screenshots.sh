@@ -20,7 +20,9 @@ dir="$(mktemp -d /tmp/backpack-screens.XXXXXX)"
 export BACKPACK_LOCAL_DIR="$dir/cluster"
 # Failing tasks reach the dead-letter set after 2 tries, not 10.
 export BACKPACK_REPLICATOR_MAX_ATTEMPTS=2
-cols=100 rows=30
+# 122 columns: the line about shard 3 (node 6 down: Connection refused)
+# fits whole, and the reconnecting banner leaves a gap before the clock.
+cols=122 rows=30
 zk="127.0.0.1:$((2181 + off))"
 root=/backpack
 bin="$here/target/release"
@@ -116,7 +118,7 @@ wait_for "1 dead"
 mkdir -p "$out"
 keys 1; keys G; keys c; keys y
 wait_for "check failed"
-shot shards
+keys g; shot shards
 keys 2; shot servers
 keys 3; shot queue
 keys 4; shot daemons
