@@ -128,6 +128,29 @@ fn connection_lost_banner_keeps_the_last_state() {
 }
 
 #[test]
+fn the_banner_never_runs_into_the_clock() {
+    // Every width around the one where the long banner just fits.
+    for w in 120..150 {
+        let mut s = demo::state(w, 30);
+        let mut c = demo::cluster();
+        c.conn = Some(ConnState::Disconnected {
+            since: std::time::Instant::now(),
+        });
+        s.update(T0 - 12_000, Event::Cluster(Arc::new(c)));
+        s.update(T0, Event::Tick);
+        let first: Vec<char> = screen(&s).lines().next().unwrap().chars().collect();
+        // The line ends with the clock, HH:MM:SS, after a space.
+        let before = first[first.len() - 9];
+        assert_eq!(
+            before,
+            ' ',
+            "at {w} columns the banner touches the clock: {:?}",
+            first.iter().collect::<String>()
+        );
+    }
+}
+
+#[test]
 fn read_only_filter_and_problems() {
     let mut cfg = demo::config();
     cfg.read_only = true;

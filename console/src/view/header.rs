@@ -37,8 +37,8 @@ pub(super) fn render_header(s: &State, theme: Theme, area: Rect, buf: &mut Buffe
                 "reconnecting"
             };
             let long = format!("● {what} (last change seen {seen}) · showing the last known state");
-            // The clock and the place stay; the explanation goes if it must.
-            let room = width.saturating_sub(s.config.zk_servers.len() + s.config.root.len() + 26);
+            // The clock and the place stay, a space between; the explanation goes if it must.
+            let room = width.saturating_sub(s.config.zk_servers.len() + s.config.root.len() + 27);
             if long.chars().count() <= room {
                 (long, true)
             } else {
