@@ -135,7 +135,9 @@ fn summary(report: &HttpReport, opts: &HttpOptions) {
 /// server CPU per request, as ratios (target: PUT req/s >= 0.9).
 fn scrub_summary(report: &HttpReport, opts: &HttpOptions) {
     println!();
-    println!("| size | c | op | scrub off req/s | scrub on req/s | on/off req/s | CPU us/req off / on |");
+    println!(
+        "| size | c | op | scrub off req/s | scrub on req/s | on/off req/s | CPU us/req off / on |"
+    );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for &file_size in &opts.file_sizes {
         for &concurrency in &opts.concurrencies {
