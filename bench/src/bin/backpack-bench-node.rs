@@ -92,76 +92,95 @@ enum Cmd {
     },
 }
 
-/// The medians over the rounds, a Markdown table (as in
-/// `bench/README-node.md`): per size, concurrency and operation, req/s and
-/// server CPU per request of nginx and the node, and their ratios
-/// (`node/nginx` req/s; `nginx/node` CPU: above 1 the node is ahead).
-fn summary(report: &HttpReport, opts: &HttpOptions) {
+/// One server's medians over the rounds, in one case.
+struct Medians {
+    rate: f64,
+    cpu: f64,
+    p99: f64,
+}
+
+/// A Markdown table (as in `bench/README-node.md`) with a row per size,
+/// concurrency and operation: `columns` after those three, and each row's
+/// cells from `cells(medians of a server)`.
+fn table(
+    report: &HttpReport,
+    opts: &HttpOptions,
+    columns: &[&str],
+    cells: impl Fn(&dyn Fn(&'static str) -> Medians) -> Vec<String>,
+) {
     println!();
-    println!(
-        "| size | c | op | nginx req/s | node req/s | node/nginx req/s | nginx CPU us/req | node CPU | nginx/node CPU | p99 ms nginx / node |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| size | c | op | {} |", columns.join(" | "));
+    println!("|{}", " --- |".repeat(columns.len() + 3));
     for &file_size in &opts.file_sizes {
         for &concurrency in &opts.concurrencies {
             for op in ["GET", "PUT"] {
-                let case = |server| Case {
-                    server,
-                    op,
-                    file_size,
-                    concurrency,
+                let of = |server| {
+                    let case = Case {
+                        server,
+                        op,
+                        file_size,
+                        concurrency,
+                    };
+                    Medians {
+                        rate: report.median(case),
+                        cpu: report.median_of(case, |p| p.cpu_us_per_req),
+                        p99: report.median_of(case, |p| p.p99_ms),
+                    }
                 };
-                let rate = |s| report.median(case(s));
-                let cpu = |s| report.median_of(case(s), |p| p.cpu_us_per_req);
-                let p99 = |s| report.median_of(case(s), |p| p.p99_ms);
-                let node = bench::NODE;
                 println!(
-                    "| {file_size} B | {concurrency} | {op} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {} | {:.2} / {:.2} |",
-                    rate("nginx"),
-                    rate(node),
-                    ratio(rate(node), rate("nginx")),
-                    cpu("nginx"),
-                    cpu(node),
-                    ratio(cpu("nginx"), cpu(node)),
-                    p99("nginx"),
-                    p99(node),
+                    "| {file_size} B | {concurrency} | {op} | {} |",
+                    cells(&of).join(" | ")
                 );
             }
         }
     }
 }
 
+/// nginx against the node: req/s and server CPU per request, and their
+/// ratios (`node/nginx` req/s; `nginx/node` CPU: above 1 the node is
+/// ahead).
+fn summary(report: &HttpReport, opts: &HttpOptions) {
+    let columns = [
+        "nginx req/s",
+        "node req/s",
+        "node/nginx req/s",
+        "nginx CPU us/req",
+        "node CPU",
+        "nginx/node CPU",
+        "p99 ms nginx / node",
+    ];
+    table(report, opts, &columns, |of| {
+        let (nginx, node) = (of("nginx"), of(bench::NODE));
+        vec![
+            format!("{:.0}", nginx.rate),
+            format!("{:.0}", node.rate),
+            ratio(node.rate, nginx.rate),
+            format!("{:.0}", nginx.cpu),
+            format!("{:.0}", node.cpu),
+            ratio(nginx.cpu, node.cpu),
+            format!("{:.2} / {:.2}", nginx.p99, node.p99),
+        ]
+    });
+}
+
 /// The node with its scrub on against the node with it off: req/s and
-/// server CPU per request, as ratios (target: PUT req/s >= 0.9).
+/// server CPU per request (target: PUT req/s on/off >= 0.9).
 fn scrub_summary(report: &HttpReport, opts: &HttpOptions) {
-    println!();
-    println!(
-        "| size | c | op | scrub off req/s | scrub on req/s | on/off req/s | CPU us/req off / on |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for &file_size in &opts.file_sizes {
-        for &concurrency in &opts.concurrencies {
-            for op in ["GET", "PUT"] {
-                let case = |server| Case {
-                    server,
-                    op,
-                    file_size,
-                    concurrency,
-                };
-                let rate = |s| report.median(case(s));
-                let cpu = |s| report.median_of(case(s), |p| p.cpu_us_per_req);
-                let (off, on) = (bench::NODE, bench::NODE_SCRUB);
-                println!(
-                    "| {file_size} B | {concurrency} | {op} | {:.0} | {:.0} | {} | {:.0} / {:.0} |",
-                    rate(off),
-                    rate(on),
-                    ratio(rate(on), rate(off)),
-                    cpu(off),
-                    cpu(on)
-                );
-            }
-        }
-    }
+    let columns = [
+        "scrub off req/s",
+        "scrub on req/s",
+        "on/off req/s",
+        "CPU us/req off / on",
+    ];
+    table(report, opts, &columns, |of| {
+        let (off, on) = (of(bench::NODE), of(bench::NODE_SCRUB));
+        vec![
+            format!("{:.0}", off.rate),
+            format!("{:.0}", on.rate),
+            ratio(on.rate, off.rate),
+            format!("{:.0} / {:.0}", off.cpu, on.cpu),
+        ]
+    });
 }
 
 /// `a / b` to two decimals; `-` when `b` is 0 (a phase too short for the
