@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::http::{exchange, raw_get, raw_put, request};
 use crate::common::{
-    Nginx, TestNode, eventually, init_root, nginx, nginx_config, start_coordinator,
-    start_replicator, two_node_shard,
+    Nginx, TestNode, eventually, init_root, nginx_config, start_coordinator, start_replicator,
+    two_node_shard,
 };
 
 // ---------------------------------------------------------------- fixtures
@@ -44,10 +44,7 @@ struct Cluster {
 impl Cluster {
     /// `None` when a server is missing outside CI.
     async fn start(tag: &str) -> Option<Cluster> {
-        let program = nginx();
-        if !require("nginx (Debian package nginx)", program.is_some()) {
-            return None;
-        }
+        let program = crate::common::required_nginx()?;
         let (zks, redis) = (shared_zk()?, shared_redis()?);
         let root = unique_root(tag);
         let key = format!("q{}", root.replace('/', "-"));
@@ -71,7 +68,7 @@ impl Cluster {
             &root,
             &["--listen", &format!("127.0.0.1:{port}")],
         );
-        let nginx = Nginx::start(program?, &generated, port);
+        let nginx = Nginx::start(program, &generated, port);
         Some(Cluster {
             zk,
             queue,

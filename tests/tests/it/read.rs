@@ -5,19 +5,15 @@
 
 use std::time::Duration;
 
-use backpack_tests::{free_port, require, shared_zk, unique_root};
+use backpack_tests::{free_port, shared_zk, unique_root};
 
 use crate::common::{
-    Nginx, eventually, init_root, nginx, nginx_config, start_coordinator, two_node_shard,
+    Nginx, eventually, init_root, nginx_config, start_coordinator, two_node_shard,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_serves_a_shard_with_one_node_down() {
-    let Some(program) = (if require("nginx (Debian package nginx)", nginx().is_some()) {
-        nginx()
-    } else {
-        None
-    }) else {
+    let Some(program) = crate::common::required_nginx() else {
         return;
     };
     let Some(zks) = shared_zk() else { return };
@@ -198,11 +194,7 @@ async fn always_500() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_moves_past_a_node_answering_500_to_an_ipv6_node() {
     use backpack_shared::model::HostPort;
-    let Some(program) = (if require("nginx (Debian package nginx)", nginx().is_some()) {
-        nginx()
-    } else {
-        None
-    }) else {
+    let Some(program) = crate::common::required_nginx() else {
         return;
     };
     let Some(zks) = shared_zk() else { return };
@@ -384,11 +376,7 @@ fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> Option<&'a str> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_range_read_through_the_coordinator_gets_the_nodes_206_and_416() {
-    let Some(program) = (if require("nginx (Debian package nginx)", nginx().is_some()) {
-        nginx()
-    } else {
-        None
-    }) else {
+    let Some(program) = crate::common::required_nginx() else {
         return;
     };
     let Some(zks) = shared_zk() else { return };

@@ -26,7 +26,7 @@ pub use cluster::{
 pub use coordinator::start_coordinator;
 pub use node::TestNode;
 pub use processes::{
-    CoordinatorProcess, Nginx, NodeProcess, nginx, nginx_config, require_faketime,
+    CoordinatorProcess, Nginx, NodeProcess, nginx_config, require_faketime, required_nginx,
 };
 pub use replicator::start_replicator;
 

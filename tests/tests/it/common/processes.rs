@@ -205,6 +205,15 @@ pub fn nginx() -> Option<&'static str> {
         .find(|p| std::path::Path::new(p).exists())
 }
 
+/// Debian's nginx for a test that needs it: `None` (the test returns)
+/// when it is not installed, except under `CI`, where that fails.
+pub fn required_nginx() -> Option<&'static str> {
+    let program = nginx();
+    backpack_tests::require("nginx (Debian package nginx)", program.is_some())
+        .then_some(program)
+        .flatten()
+}
+
 /// nginx on a free port with the generated configuration included.
 pub struct Nginx {
     _process: Process,
