@@ -57,7 +57,7 @@ pub async fn run(zk: Zk, name: String, config: CheckerConfig, shutdown: Cancella
     // to lead (not at once: a fresh deployment does not check everything
     // in its first minute).
     let mut since_ms = 0;
-    loop {
+    'ticks: loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(config.tick) => {}
@@ -89,12 +89,15 @@ pub async fn run(zk: Zk, name: String, config: CheckerConfig, shutdown: Cancella
                 ..config.check.clone()
             };
             let checked = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break 'ticks,
                 r = check_all(&zk, &client, Some(&shards), &opts, &name) => r,
             };
             match checked {
-                Ok(done) => {
-                    for (id, _) in &done {
+                // Every request of these shards is answered, also one for a
+                // shard no longer in the map (else it would be asked for
+                // again at every tick).
+                Ok(_) => {
+                    for id in &shards {
                         let _ = zk.delete(&paths::check_request(id)).await;
                     }
                 }

@@ -173,6 +173,13 @@ async fn the_elected_checker_repairs_by_itself_and_fails_over_when_killed() {
     // A file on node 1 only, its task lost.
     let a = request(cluster.node("1").socket_addr(), &raw_put("/lost-1", b"one")).await;
     assert_eq!(a.status, 201);
+    // A request for a shard that is not in the map is answered too (taken
+    // away), not asked again at every tick.
+    cluster
+        .zk
+        .put("check-requests/9", br#"{"repair":true,"asked_ms":1}"#)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut first = checking_replicator(&cluster, dir.path(), "replicator-a");
     let mut second = checking_replicator(&cluster, dir.path(), "replicator-b");
@@ -183,6 +190,13 @@ async fn the_elected_checker_repairs_by_itself_and_fails_over_when_killed() {
         })
         .await,
         "the lost copy is made by the checks, and the check kept"
+    );
+    assert!(
+        crate::common::eventually(Duration::from_secs(30), || async {
+            cluster.zk.get("check-requests/9").await.unwrap().is_none()
+        })
+        .await,
+        "the request for shard 9 is taken"
     );
     let leader = last_check(&cluster).await.unwrap().by;
     // Kill the leader outright: the other takes over after the session
