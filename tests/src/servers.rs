@@ -597,8 +597,14 @@ mod tests {
         let mut p = spawn("sleeper", "sleep", &["30".to_string()], dir.path());
         assert!(wait_until(Duration::from_secs(10), || p.pid().is_some()));
         let pid = p.pid().unwrap();
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
-        assert_eq!(comm.trim(), "sleep", "the server's pid, not the guard's");
+        // The server's pid, not the guard's (once it has exec'd: until
+        // then the child still bears the test thread's name).
+        let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        assert!(
+            wait_until(Duration::from_secs(10), || comm().trim() == "sleep"),
+            "{}",
+            comm()
+        );
         assert_eq!(p.exit_status(), None);
         p.signal("TERM");
         assert_eq!(
