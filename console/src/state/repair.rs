@@ -18,18 +18,7 @@ impl State {
     /// Asks to check (or repair) shard `id`, saying what it will do.
     pub(super) fn ask_check(&mut self, id: &str, repair: bool) {
         let cluster = self.cluster.clone();
-        let Some(shards) = &cluster.shards.value else {
-            self.set_status(
-                StatusKind::Error,
-                "the shards map is not read yet; wait for the connection".into(),
-            );
-            return;
-        };
-        let Some(shard) = shards.get(id) else {
-            self.set_status(
-                StatusKind::Error,
-                format!("shard {id} does not exist; the Shards view lists them"),
-            );
+        let Some(shard) = self.shard_or_say(&cluster, id) else {
             return;
         };
         let what = if repair { "repair" } else { "check" };

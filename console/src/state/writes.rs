@@ -27,21 +27,34 @@ impl State {
         });
     }
 
-    /// Asks to enable (or disable) shard `id`, saying what changes.
-    pub(super) fn ask_enable(&mut self, id: &str, enable: bool) {
-        let cluster = self.cluster.clone();
+    /// Shard `id` of `cluster`'s map, or `None` with the status saying why
+    /// (the map not read yet, no such shard).
+    pub(super) fn shard_or_say<'c>(
+        &mut self,
+        cluster: &'c ClusterState,
+        id: &str,
+    ) -> Option<&'c Shard> {
         let Some(shards) = &cluster.shards.value else {
             self.set_status(
                 StatusKind::Error,
                 "the shards map is not read yet; wait for the connection".into(),
             );
-            return;
+            return None;
         };
-        let Some(shard) = shards.get(id) else {
+        let shard = shards.get(id);
+        if shard.is_none() {
             self.set_status(
                 StatusKind::Error,
                 format!("shard {id} does not exist; the Shards view lists them"),
             );
+        }
+        shard
+    }
+
+    /// Asks to enable (or disable) shard `id`, saying what changes.
+    pub(super) fn ask_enable(&mut self, id: &str, enable: bool) {
+        let cluster = self.cluster.clone();
+        let Some(shard) = self.shard_or_say(&cluster, id) else {
             return;
         };
         if shard.enabled() == enable {

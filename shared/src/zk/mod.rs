@@ -378,17 +378,23 @@ impl Zk {
     /// Creates a persistent znode under the root unless it exists; returns
     /// whether it was created.
     pub async fn create_if_missing(&self, name: &str, data: &[u8]) -> Result<bool, ZkError> {
+        self.create(name, data, zkc::CreateMode::Persistent).await
+    }
+
+    /// Creates a znode under the root in `mode`; false when it exists.
+    async fn create(
+        &self,
+        name: &str,
+        data: &[u8],
+        mode: zkc::CreateMode,
+    ) -> Result<bool, ZkError> {
         let path = self.path(name);
         let p = path.clone();
         let data = data.to_vec();
         let r = self
             .call(&path, |c| async move {
-                c.create(
-                    &p,
-                    &data,
-                    &zkc::CreateMode::Persistent.with_acls(zkc::Acls::anyone_all()),
-                )
-                .await
+                c.create(&p, &data, &mode.with_acls(zkc::Acls::anyone_all()))
+                    .await
             })
             .await;
         match r {
@@ -605,33 +611,16 @@ impl Zk {
     /// It goes with the session, so a leader that dies or is cut off for
     /// the session timeout hands over to the next caller.
     pub async fn lead(&self, name: &str, data: &[u8]) -> Result<bool, ZkError> {
-        let path = self.path(name);
-        let (p, d) = (path.clone(), data.to_vec());
-        let created = self
-            .call(&path, |c| async move {
-                c.create(
-                    &p,
-                    &d,
-                    &zkc::CreateMode::Ephemeral.with_acls(zkc::Acls::anyone_all()),
-                )
-                .await
-            })
-            .await;
-        match created {
-            Ok(_) => Ok(true),
-            Err(ZkError::Request {
-                source: zkc::Error::NodeExists,
-                ..
-            }) => {
-                let p = path.clone();
-                let owner = self
-                    .call(&path, |c| async move { c.check_stat(&p).await })
-                    .await?;
-                let ours = self.client().await?.session_id().0;
-                Ok(owner.is_some_and(|s| s.ephemeral_owner == ours))
-            }
-            Err(e) => Err(e),
+        if self.create(name, data, zkc::CreateMode::Ephemeral).await? {
+            return Ok(true);
         }
+        let path = self.path(name);
+        let p = path.clone();
+        let owner = self
+            .call(&path, |c| async move { c.check_stat(&p).await })
+            .await?;
+        let ours = self.client().await?.session_id().0;
+        Ok(owner.is_some_and(|s| s.ephemeral_owner == ours))
     }
 
     /// Creates or refreshes an ephemeral znode under the root with `data`.
