@@ -12,6 +12,11 @@
 //!   draining the same files as queued tasks, alternating slice by slice;
 //!   each round's ratio is the cost of the queue;
 //! - the replicator at further concurrencies, each beside a plain copy;
+//! - a rebuild: every file node 1 holds, copied plainly to an empty node,
+//!   against server 2 re-pointed to another empty node and filled by a
+//!   `check --repair` of the shard and a replicator (what
+//!   `backpack-coordinator-replace-server` sets going), timed from the
+//!   check's start until the last copy is done;
 //! - latency: uploads through the coordinator at a steady rate while a
 //!   replicator runs, from the upload's answer until both nodes serve the
 //!   file.
@@ -51,6 +56,9 @@ pub struct BenchOptions {
     /// Further concurrencies, each over `other_files` files.
     pub other_concurrencies: Vec<usize>,
     pub other_files: usize,
+    /// Measure the rebuild of a node (plain copy to an empty node against
+    /// check --repair and a replicator).
+    pub rebuild: bool,
     /// Small files replicated (twice) to warm ZooKeeper up, then one
     /// round of the files; 0: no warm-up.
     pub warmup_files: usize,
@@ -344,13 +352,25 @@ async fn plain_copy(
     paths: &[String],
     concurrency: usize,
 ) -> Result<f64> {
+    plain_copy_to(client, &s.nodes[0], &s.nodes[1], paths, concurrency).await
+}
+
+/// Every file of `paths` GET from `from` and PUT to `to`, `concurrency` at
+/// a time; seconds.
+async fn plain_copy_to(
+    client: &NodeClient,
+    from: &HostPort,
+    to: &HostPort,
+    paths: &[String],
+    concurrency: usize,
+) -> Result<f64> {
     let names = paths
         .iter()
         .map(|p| Name::parse(p.as_bytes()))
         .collect::<Result<Vec<_>, _>>()?;
     let start = Instant::now();
     let results: Vec<Result<u64, copy::CopyError>> = futures::stream::iter(&names)
-        .map(|p| copy::copy_file(client, ("1", &s.nodes[0]), ("2", &s.nodes[1]), p))
+        .map(|p| copy::copy_file(client, ("1", from), ("2", to), p))
         .buffer_unordered(concurrency)
         .collect()
         .await;
@@ -404,6 +424,13 @@ impl Running {
         for chunk in items.chunks(1000) {
             self.queue.push_many(chunk).await?;
         }
+        self.copied(want, start).await?;
+        Ok(start.elapsed().as_secs_f64())
+    }
+
+    /// Waits until the replicator has done `want` copies since it started
+    /// (600 s at most from `start`).
+    async fn copied(&self, want: u64, start: Instant) -> Result<()> {
         let deadline = start + Duration::from_secs(600);
         while self.stats.snapshot().copies_done < want {
             if Instant::now() > deadline {
@@ -415,7 +442,7 @@ impl Running {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        Ok(start.elapsed().as_secs_f64())
+        Ok(())
     }
 
     /// Stops it gracefully; fails if a copy failed or the queue is not empty.
@@ -481,6 +508,96 @@ async fn interleaved(
     Ok((
         phase("plain copy", plain, cpu_plain),
         phase("replicator", repl, cpu_repl),
+    ))
+}
+
+/// A new, empty node process, counted in the CPU figures.
+async fn empty_node(
+    bin: &Path,
+    s: &mut Servers,
+    dir: &Path,
+    name: &'static str,
+) -> Result<HostPort> {
+    let (p, addr) = kit::start_node(bin, name, dir).await?;
+    s.pids.push((name.into(), kit::pid(&p, name)?));
+    s.procs.push(p);
+    Ok(addr)
+}
+
+/// A node lost for good, rebuilt, against its baseline: every file of
+/// `paths` (all node 1 holds) copied plainly to an empty node 3, then
+/// server 2 re-pointed to an empty node 4 and filled by a check of shard 1
+/// with repair and a replicator at `concurrency`, from the check's start
+/// until the last copy is done. Node 4 is server 2 afterwards.
+async fn rebuild(
+    opts: &BenchOptions,
+    client: &NodeClient,
+    s: &mut Servers,
+    (root, dir): (&str, &Path),
+    (zk, info): (&Zk, &QueueInfo),
+    paths: &[String],
+) -> Result<(Phase, Phase)> {
+    let c = opts.concurrency;
+    let node3 = empty_node(&opts.node_bin, s, dir, "node3").await?;
+    let before = s.cpu().await;
+    let secs = plain_copy_to(client, &s.nodes[0], &node3, paths, c).await?;
+    let baseline = Phase {
+        what: "plain copy to an empty node",
+        concurrency: c,
+        files: paths.len(),
+        secs,
+        cpu: cpu_since(&before, s).await,
+    };
+
+    let node4 = empty_node(&opts.node_bin, s, dir, "node4").await?;
+    zk.apply(&backpack_shared::ops::MapOp::AddServer {
+        id: "2".into(),
+        addr: node4.clone(),
+        replace: true,
+    })
+    .await?;
+    s.nodes[1] = node4.clone();
+    let running = Running::start(s, root, info, c).await?;
+    let want = running.stats.snapshot().copies_done + paths.len() as u64;
+    let before = s.cpu().await;
+    let start = Instant::now();
+    let nodes = [
+        ("1".to_string(), s.nodes[0].clone()),
+        ("2".to_string(), node4),
+    ];
+    let opts = backpack_daemon::check::CheckOptions {
+        repair: true,
+        ..Default::default()
+    };
+    let report = backpack_daemon::check::check_shard(
+        client,
+        "1",
+        &nodes,
+        Some(&running.queue),
+        &opts,
+        |_| {},
+    )
+    .await?;
+    if report.queued != paths.len() as u64 {
+        bail!(
+            "the check queued {} copies for {} files on node 1",
+            report.queued,
+            paths.len()
+        );
+    }
+    running.copied(want, start).await?;
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_since(&before, s).await;
+    running.finish().await?;
+    Ok((
+        baseline,
+        Phase {
+            what: "rebuild: check --repair + replicator",
+            concurrency: c,
+            files: paths.len(),
+            secs,
+            cpu,
+        },
     ))
 }
 
@@ -613,13 +730,13 @@ pub async fn run(opts: BenchOptions, mut progress: impl FnMut(Event)) -> Result<
         opts.file_size,
         main.len() as f64 / secs
     )));
+    let small: Vec<String> = (0..opts.warmup_files)
+        .map(|i| format!("/warm-up/{i}"))
+        .collect();
     if opts.warmup_files > 0 {
         // The replicator's own paths with small files: many tasks quickly,
         // in batches as large as under load. Measured: ZooKeeper's CPU per
         // task falls by 3 to 5 times over its first minute of this load.
-        let small: Vec<String> = (0..opts.warmup_files)
-            .map(|i| format!("/warm-up/{i}"))
-            .collect();
         upload(&harness, &servers.nodes[0], &small, 1000).await?;
         for pass in 1..=2 {
             let before = servers.cpu().await;
@@ -684,6 +801,21 @@ pub async fn run(opts: BenchOptions, mut progress: impl FnMut(Event)) -> Result<
             secs,
             cpu_since(&before, &servers).await,
         );
+    }
+
+    if opts.rebuild {
+        let all: Vec<String> = main.iter().chain(&small).cloned().collect();
+        let (baseline, rebuilt) = rebuild(
+            &opts,
+            &client,
+            &mut servers,
+            (root, tmp.path()),
+            (&zk, &info),
+            &all,
+        )
+        .await?;
+        progress(Event::Phase(baseline));
+        progress(Event::Phase(rebuilt));
     }
 
     if opts.latency_rate > 0.0 {

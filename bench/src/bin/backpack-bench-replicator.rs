@@ -37,6 +37,10 @@ struct Args {
     /// Files of each further concurrency
     #[arg(long, default_value_t = 2_000)]
     other_files: usize,
+    /// Skip the rebuild phase (an empty node filled by check --repair and a
+    /// replicator, against a plain copy to an empty node)
+    #[arg(long)]
+    no_rebuild: bool,
     /// Small files replicated first (twice, then one uncounted round of the
     /// files) to warm ZooKeeper's JIT up, as in a long-running ensemble (0:
     /// no warm-up)
@@ -112,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
         slices: a.slices,
         other_concurrencies: a.others,
         other_files: a.other_files,
+        rebuild: !a.no_rebuild,
         warmup_files: a.warmup_files,
         latency_rate: a.latency_rate,
         latency_secs: a.latency_secs,
@@ -140,19 +145,19 @@ async fn main() -> anyhow::Result<()> {
         Event::Note(s) => println!("{s}"),
         Event::Phase(p) => {
             let mut line = describe(&p);
-            if p.what == "plain copy" {
+            if p.what.starts_with("plain copy") {
                 last_plain = Some(p.rate());
-                if p.concurrency == main_c {
+                if p.what == "plain copy" && p.concurrency == main_c {
                     plain.push(p.rate());
                 }
             } else {
                 if let Some(base) = last_plain {
                     line.push_str(&format!("   ratio {:.2}", p.rate() / base));
-                    if p.concurrency == main_c {
+                    if p.what == "replicator" && p.concurrency == main_c {
                         ratios.push(p.rate() / base);
                     }
                 }
-                if p.concurrency == main_c {
+                if p.what == "replicator" && p.concurrency == main_c {
                     repl.push(p.rate());
                 }
             }

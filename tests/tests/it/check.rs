@@ -419,6 +419,25 @@ async fn a_copy_rotten_on_disk_is_found_by_the_scrub_and_restored_by_repair() {
         .await,
         "the scrub finds the damage"
     );
+    let metrics = http
+        .get(format!("http://{}//metrics", two.addr()))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let metrics = metrics.text().await.unwrap();
+    for line in [
+        "backpack_node_scrub_damaged_total 1",
+        "backpack_node_files 0",
+        "backpack_node_requests_total{op=\"put\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
     let get = request(two.addr(), &crate::common::http::raw_get("/rot.jpg")).await;
     assert_eq!(get.status, 404, "a damaged copy is never served");
     // The check sees it missing and the repair copies the sound one back.

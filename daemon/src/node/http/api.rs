@@ -22,6 +22,10 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 use tracing::error;
 
+/// The node's Prometheus metrics: like the listing, a path no file name
+/// can take (an empty segment).
+pub const METRICS_PATH: &str = "//metrics";
+
 /// How far ahead of this node's clock a copy's time may be (24 h, in ms).
 const MAX_AHEAD_MS: u64 = 24 * 3600 * 1000;
 
@@ -103,7 +107,7 @@ pub enum ApiError {
     #[error("no file named {0}")]
     NotFound(String),
     #[error(
-        "no endpoint {0}; the node's listing is GET //files?from=<16 hex digits>&to=<16 hex digits>"
+        "no endpoint {0}; the node's own are GET //metrics and GET //files?from=<16 hex digits>&to=<16 hex digits>"
     )]
     NoEndpoint(String),
     #[error("method {0} is not supported; use GET, HEAD or PUT")]
@@ -187,6 +191,8 @@ impl From<ApiError> for ErrorAnswer {
 pub enum Answer {
     /// 200 with this JSON (`/stats`, `/health`).
     Json(String),
+    /// 200 with this Prometheus text (`//metrics`).
+    Metrics(String),
     /// 200 with a stored file's data.
     File(Location),
     /// 200 with the listing of these keys, streamed ([`super::listing`]).
@@ -279,6 +285,7 @@ impl App {
                 serde_json::json!({"status": "ok"}).to_string(),
             )),
             // Never a file's name (no empty segment): the node's own.
+            METRICS_PATH => Ok(Answer::Metrics(self.metrics())),
             _ if name.starts_with("//") => Ok(Answer::Listing(listing::parse(name)?)),
             _ => match self.store.lookup(name) {
                 Some(loc) => Ok(Answer::File(loc)),
@@ -463,5 +470,99 @@ impl App {
             "index_bytes": s.index_bytes,
             "scrub": self.store.scrub_stats(),
         })
+    }
+
+    /// The Prometheus text of `//metrics`: what `/stats` shows, as
+    /// counters and gauges named `backpack_node_*` (bytes, seconds).
+    fn metrics(&self) -> String {
+        use crate::prometheus::{Kind, Text};
+        let s = self.store.stats();
+        let scrub = self.store.scrub_stats();
+        let mut m = Text::new("backpack_node_");
+        let (gets, puts) = (self.gets.snapshot(), self.puts.snapshot());
+        m.family(
+            "requests_total",
+            Kind::Counter,
+            "Files sent whole (get) and stored (put).",
+        )
+        .sample(&[("op", "get")], gets.count)
+        .sample(&[("op", "put")], puts.count);
+        m.family(
+            "request_bytes_total",
+            Kind::Counter,
+            "Bytes of the files sent whole and stored.",
+        )
+        .sample(&[("op", "get")], gets.bytes)
+        .sample(&[("op", "put")], puts.bytes);
+        let counters = [
+            (
+                "abandoned_uploads_total",
+                "Uploads not stored: the client left before the answer.",
+                self.abandoned_uploads.load(Ordering::Relaxed),
+            ),
+            (
+                "connections_refused_total",
+                "Connections answered 503 over --max-connections.",
+                self.connections.refused.load(Ordering::Relaxed),
+            ),
+            (
+                "slow_readers_cut_total",
+                "Downloads cut under --send-min-rate.",
+                self.slow_readers.load(Ordering::Relaxed),
+            ),
+            (
+                "scrub_passes_total",
+                "Whole scrub passes over every volume since start.",
+                scrub.passes,
+            ),
+            (
+                "scrub_damaged_total",
+                "Damaged records the scrub found since start (each once); they are no longer served.",
+                scrub.damaged,
+            ),
+        ];
+        for (name, help, v) in counters {
+            m.one(name, Kind::Counter, help, v);
+        }
+        let gauges = [
+            ("files", "Files held (current copies).", s.files),
+            ("stored_bytes", "Bytes of the files held.", s.bytes_stored),
+            ("volumes", "Volume files.", s.volumes),
+            (
+                "volume_bytes",
+                "Bytes of the volume files, older copies included.",
+                s.volume_bytes,
+            ),
+            (
+                "free_disk_bytes",
+                "Free bytes on the data directory's file system.",
+                s.free_disk_bytes,
+            ),
+            (
+                "index_bytes",
+                "Bytes of the in-memory index.",
+                s.index_bytes,
+            ),
+            (
+                "scrub_rate_bytes_per_second",
+                "--scrub-rate in bytes per second (0: the scrub is off).",
+                scrub.rate_bytes_per_sec,
+            ),
+            (
+                "scrub_pass_checked_bytes",
+                "Bytes the scrub pass under way has read.",
+                scrub.bytes_checked,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            m.one(name, Kind::Gauge, help, v);
+        }
+        m.maybe(
+            "scrub_last_pass_seconds",
+            Kind::Gauge,
+            "When the last whole scrub pass ended, seconds since the Unix epoch.",
+            scrub.last_pass_ms.map(|ms| ms / 1000),
+        );
+        m.finish()
     }
 }

@@ -202,6 +202,9 @@ impl Conn {
         let started = Instant::now();
         let loc = match self.app.get(req)? {
             Answer::Json(json) => return Ok(json_response(StatusCode::OK, json, head)),
+            Answer::Metrics(text) => {
+                return Ok(text_response(StatusCode::OK, text, PROMETHEUS_TEXT, head));
+            }
             Answer::Listing(range) => return Ok(self.listing(range, head)),
             Answer::File(loc) => loc,
         };
@@ -431,23 +434,33 @@ fn empty() -> Body {
     Empty::new().map_err(|e| match e {}).boxed_unsync()
 }
 
+/// The Prometheus text format's content type (version 0.0.4).
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
+
 /// A JSON answer; for HEAD, its length without the body.
 fn json_response(status: StatusCode, json: String, head: bool) -> Response<Body> {
-    let len = json.len();
+    text_response(status, json, "application/json", head)
+}
+
+/// An answer of known text; for HEAD, its length without the body.
+fn text_response(
+    status: StatusCode,
+    text: String,
+    kind: &'static str,
+    head: bool,
+) -> Response<Body> {
+    let len = text.len();
     let body = if head {
         empty()
     } else {
-        Full::new(Bytes::from(json))
+        Full::new(Bytes::from(text))
             .map_err(|e| match e {})
             .boxed_unsync()
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     resp
 }
